@@ -1,0 +1,114 @@
+//! `elbo inspect DIR`: the run's configuration, parameter count and training history, with the
+//! curve saved as DIR/training_curve.png.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use elbo::report::plot::{line_plot, Series};
+use elbo::train::run::RunDir;
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Run directory written by `elbo train`.
+    pub dir: PathBuf,
+}
+
+pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
+    let dir = RunDir::new(&a.dir);
+    dir.check()?;
+    let cfg = dir.config()?;
+    let mf = dir.model_file()?;
+    let state: Option<serde_json::Value> = dir.read_json("state.json").ok();
+    println!("run        {}", dir.path.display());
+    println!(
+        "model      {} on {} (examples of shape {:?})",
+        cfg.model, cfg.data, mf.data.shape
+    );
+    println!("parameters {}", super::thousands(mf.num_params as u64));
+    if let Some(s) = &state {
+        let step = s.get("step").and_then(|v| v.as_u64()).unwrap_or(0);
+        let secs = s
+            .get("elapsed_secs")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        println!(
+            "trained    {} of {} steps in {:.1} min",
+            super::thousands(step),
+            super::thousands(cfg.steps),
+            secs / 60.0
+        );
+    }
+    println!(
+        "config     {}",
+        serde_json::to_string_pretty(&cfg)?.replace('\n', "\n           ")
+    );
+    let metrics = dir.metrics()?;
+    let evals: Vec<(u64, f64)> = eval_points(&metrics);
+    if !evals.is_empty() {
+        println!("held-out −ELBO (nats) by step:");
+        let stride = evals.len().div_ceil(12).max(1);
+        for (i, (s, v)) in evals.iter().enumerate() {
+            if i % stride == 0 || i + 1 == evals.len() {
+                println!("  {:>9}  {v:.3}", super::thousands(*s));
+            }
+        }
+    }
+    match write_curve(&dir) {
+        Ok(p) => println!("curve      {}", p.display()),
+        Err(e) => println!("curve      not drawn: {e}"),
+    }
+    Ok(0)
+}
+
+fn eval_points(metrics: &[serde_json::Value]) -> Vec<(u64, f64)> {
+    metrics
+        .iter()
+        .filter_map(|m| {
+            let s = m.get("step")?.as_u64()?;
+            let v = m
+                .get("eval")?
+                .get("terms")?
+                .get("total")?
+                .get("mean")?
+                .as_f64()?;
+            Some((s, v))
+        })
+        .collect()
+}
+
+/// Draw training loss and held-out −ELBO against step into DIR/training_curve.png.
+pub fn write_curve(dir: &RunDir) -> anyhow::Result<PathBuf> {
+    let metrics = dir.metrics()?;
+    let train: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|m| Some((m.get("step")?.as_u64()? as f64, m.get("loss")?.as_f64()?)))
+        .collect();
+    let evals: Vec<(f64, f64)> = eval_points(&metrics)
+        .into_iter()
+        .map(|(s, v)| (s as f64, v))
+        .collect();
+    if train.is_empty() {
+        anyhow::bail!("no training metrics yet");
+    }
+    // Skip the first 5% of logged points: the initial loss dwarfs the rest of the curve.
+    let skip = train.len() / 20;
+    let p = dir.file("training_curve.png");
+    line_plot(
+        &p,
+        "training curve",
+        "step",
+        "nats per example",
+        &[
+            Series {
+                name: "training loss (−ELBO)",
+                points: train[skip..].to_vec(),
+            },
+            Series {
+                name: "held-out −ELBO (EMA)",
+                points: evals,
+            },
+        ],
+        false,
+    )?;
+    Ok(p)
+}

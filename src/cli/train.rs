@@ -1,0 +1,167 @@
+//! `elbo train`: resolve the configuration (defaults < --config < flags < --set), train, then
+//! evaluate on the held-out split and draw a sample grid.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+use elbo::models::vae::Vae;
+use elbo::train::run::{default_run_dir, RunDir};
+use elbo::train::{self, ModelKind, RunConfig, TrainOptions, Trainable};
+
+use super::{eval, sample, Global, EXIT_INTERRUPTED};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model to train.
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// Data spec (see `elbo data --help`); default mnist10k, embedded in the binary.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// TOML file of settings (same keys as config.json in a run directory).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Override one setting, e.g. --set vae.latent=32 --set optim.lr=3e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Optimiser steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop after this many minutes of training in total (across resumes); a checkpoint is saved.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// Run directory (default: the first free runs/<model>-<data>-N).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out DIR from its last checkpoint (flags given here override its
+    /// config, e.g. --steps to train longer).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
+    let (mut cfg, out) = if a.resume {
+        let out = a
+            .out
+            .clone()
+            .context("--resume needs --out DIR, the run to continue")?;
+        let dir = RunDir::new(&out);
+        dir.check()?;
+        (dir.config()?, out)
+    } else {
+        let cfg = match &a.config {
+            Some(p) => RunConfig::from_toml_file(p)?,
+            None => RunConfig::default(),
+        };
+        (cfg, PathBuf::new())
+    };
+    if let Some(m) = a.model {
+        cfg.model = m;
+    }
+    if let Some(d) = &a.data {
+        cfg.data = d.clone();
+    }
+    if let Some(s) = a.steps {
+        cfg.steps = s;
+    }
+    if let Some(b) = a.batch_size {
+        cfg.batch_size = b;
+    }
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    if let Some(m) = a.max_minutes {
+        cfg.max_minutes = m;
+    }
+    for s in &a.set {
+        cfg.set(s)?;
+    }
+    cfg.validate()?;
+    let out = if a.resume {
+        out
+    } else {
+        a.out
+            .clone()
+            .unwrap_or_else(|| default_run_dir(cfg.model, &cfg.data))
+    };
+    Ok((cfg, out))
+}
+
+pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
+    let (cfg, out) = resolve(&a)?;
+    match cfg.model {
+        ModelKind::Vae => train_model::<Vae>(&cfg, &out, a.resume, g),
+    }
+}
+
+fn train_model<M: Trainable>(
+    cfg: &RunConfig,
+    out: &std::path::Path,
+    resume: bool,
+    g: &Global,
+) -> anyhow::Result<i32> {
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: give up at once.
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        eprintln!("\nstopping: saving a checkpoint (Ctrl-C again to quit at once)");
+    });
+    let device = elbo::device::device(g.device, true)?;
+    eprintln!(
+        "{} {} on {} for {} steps of {} → {}",
+        if resume { "resuming" } else { "training" },
+        cfg.model,
+        cfg.data,
+        super::thousands(cfg.steps),
+        cfg.batch_size,
+        out.display()
+    );
+    let opts = TrainOptions {
+        out,
+        resume,
+        stop: &STOP,
+        progress: g.progress(),
+        device,
+    };
+    let outcome = train::train::<M>(cfg, &opts)?;
+    let dir = RunDir::new(out);
+    if outcome.interrupted {
+        eprintln!(
+            "interrupted at step {}; checkpoint saved. Continue with: elbo train --resume --out {}",
+            outcome.step,
+            out.display()
+        );
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if outcome.timed_out {
+        eprintln!(
+            "time limit ({} min) reached at step {}; checkpoint saved (continue with --resume --max-minutes M)",
+            cfg.max_minutes,
+            outcome.step
+        );
+    } else {
+        eprintln!(
+            "trained {} steps ({:.0} examples/s)",
+            outcome.step, outcome.examples_per_sec
+        );
+    }
+    // Held-out evaluation of the EMA weights, and pictures.
+    let report = eval::evaluate::<M>(&dir, None, elbo::data::Split::Test, None, 0, usize::MAX, g)?;
+    eval::print_report(&report);
+    if let Ok(p) = sample::write_default_samples::<M>(&dir, cfg.grid, cfg.seed, g) {
+        eprintln!("samples: {}", p.display());
+    }
+    if let Ok(p) = super::inspect::write_curve(&dir) {
+        eprintln!("training curve: {}", p.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,5 @@
+//! Network building blocks.
+
+pub mod mlp;
+
+pub use mlp::{Activation, Mlp};

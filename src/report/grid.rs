@@ -1,0 +1,78 @@
+//! A PNG grid of grey images.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Write `n` images (`[n, h, w]` row-major, values in [0, 1]) as a near-square grid with a
+/// 2-pixel border, scaled up `zoom` times.
+pub fn save_grid(
+    path: &Path,
+    images: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    zoom: u32,
+) -> Result<()> {
+    if n == 0 || images.len() != n * h * w {
+        return Err(Error::Shape(format!(
+            "grid of {n} images of {h}x{w} needs {} values, got {}",
+            n * h * w,
+            images.len()
+        )));
+    }
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let pad = 2;
+    let z = zoom.max(1) as usize;
+    let (gw, gh) = (cols * (w * z + pad) + pad, rows * (h * z + pad) + pad);
+    let mut img = image::GrayImage::from_pixel(gw as u32, gh as u32, image::Luma([64]));
+    for k in 0..n {
+        let (r, c) = (k / cols, k % cols);
+        let (x0, y0) = (pad + c * (w * z + pad), pad + r * (h * z + pad));
+        for i in 0..h * z {
+            for j in 0..w * z {
+                let v = images[k * h * w + (i / z) * w + j / z];
+                let v = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                img.put_pixel((x0 + j) as u32, (y0 + i) as u32, image::Luma([v]));
+            }
+        }
+    }
+    img.save(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// A scatter plot of 2-D points as a PNG (for samples of 2-D data): points in a square window.
+pub fn save_scatter(path: &Path, points: &[f32], size: u32) -> Result<()> {
+    let n = points.len() / 2;
+    if n == 0 {
+        return Err(Error::Shape("no points to plot".into()));
+    }
+    let xs: Vec<f32> = points.iter().step_by(2).copied().collect();
+    let ys: Vec<f32> = points.iter().skip(1).step_by(2).copied().collect();
+    let lo = xs.iter().chain(&ys).cloned().fold(f32::INFINITY, f32::min);
+    let hi = xs
+        .iter()
+        .chain(&ys)
+        .cloned()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let span = (hi - lo).max(1e-6) * 1.1;
+    let mid = (hi + lo) / 2.0;
+    let mut img = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
+    for (x, y) in xs.iter().zip(&ys) {
+        let px = (((x - mid) / span + 0.5) * size as f32) as i64;
+        let py = ((0.5 - (y - mid) / span) * size as f32) as i64;
+        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            let (a, b) = (px + dx, py + dy);
+            if a >= 0 && b >= 0 && a < size as i64 && b < size as i64 {
+                img.put_pixel(a as u32, b as u32, image::Rgb([30, 60, 160]));
+            }
+        }
+    }
+    img.save(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}

@@ -1,0 +1,4 @@
+//! Pictures: sample grids and training curves.
+
+pub mod grid;
+pub mod plot;

@@ -1,0 +1,371 @@
+//! Training: one loop for every model. AdamW with warm-up and clipping, EMA weights for
+//! evaluation, seeded and deterministic (N steps + resume + N steps = 2N steps), periodic
+//! held-out evaluation, atomic checkpoints, `metrics.jsonl`, a progress bar, and a clean stop on
+//! a NaN loss (naming the step) or on Ctrl-C (saving first).
+
+pub mod checkpoint;
+pub mod config;
+pub mod optim;
+pub mod params;
+pub mod run;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{de::DeserializeOwned, Serialize};
+
+pub use config::{ModelKind, RunConfig};
+use optim::AdamW;
+use run::{DataInfo, ModelFile, RunDir, TrainState};
+
+use crate::data::{self, batches, BatchOrder, Binarize, Dataset, Split};
+use crate::elbo::{ElboTerms, Stat};
+use crate::models::LatentVariableModel;
+use crate::rng::{derived, Rng};
+use crate::{Error, Result};
+
+/// RNG streams, so that each use of randomness is independent of the others.
+pub mod streams {
+    pub const TRAIN_NOISE: u64 = 1;
+    pub const STATIC_BINARIZE: u64 = 2;
+    pub const EVAL_BINARIZE: u64 = 3;
+    pub const EVAL_NOISE: u64 = 4;
+}
+
+/// What the training loop needs from a model.
+pub trait Trainable: Module + LatentVariableModel + Sized {
+    /// What the model learns about its data before training (saved in `model.json`).
+    type Spec: Serialize + DeserializeOwned + Clone + std::fmt::Debug;
+
+    /// Derive the spec from the configuration and the training split.
+    fn spec(cfg: &RunConfig, train: &Dataset) -> Result<Self::Spec>;
+
+    /// A freshly initialised model.
+    fn build(cfg: &RunConfig, spec: &Self::Spec, device: &Device) -> Result<Self>;
+
+    /// Binarisation applied to raw 8-bit rows before they reach the model, if any.
+    fn binarize(cfg: &RunConfig, spec: &Self::Spec) -> Option<Binarize>;
+
+    /// The training loss (a scalar `[1]`) and the ELBO terms it came with. By default the
+    /// negative ELBO itself, averaged over the batch.
+    fn loss(&self, x: Tensor<2>, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
+        let t = self.elbo(x, rng)?;
+        Ok((t.total().mean(), t))
+    }
+
+    /// (M4) The importance-weighted bound L_K per example, for models that have one (`None`
+    /// otherwise).
+    fn importance_weighted(
+        &self,
+        _x: Tensor<2>,
+        _k: usize,
+        _rng: &mut Rng,
+    ) -> Option<Result<Vec<f64>>> {
+        None
+    }
+}
+
+/// Rows of a data set as the model sees them for evaluation: binarised once with a fixed seed
+/// (so that every evaluation of a split uses the same binary images), raw otherwise.
+pub fn eval_rows(ds: &Dataset, binarize: Option<Binarize>, seed: u64) -> Vec<f32> {
+    match binarize {
+        Some(_) => batches::binarize(&ds.x, &mut derived(seed, streams::EVAL_BINARIZE)),
+        None => ds.x.clone(),
+    }
+}
+
+/// Per-example ELBO terms of a model on `rows` (`n` × `dim`), in batches, as (name, values).
+/// The last entry is the total (−ELBO, nats).
+pub fn elbo_rows<M: LatentVariableModel>(
+    model: &M,
+    rows: &[f32],
+    dim: usize,
+    batch: usize,
+    device: &Device,
+    rng: &mut Rng,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<(String, Vec<f64>)>> {
+    let n = rows.len() / dim;
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let b = batch.min(n - start);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(rows[start * dim..(start + b) * dim].to_vec(), [b, dim]),
+            device,
+        );
+        let terms = model.elbo(x, rng)?;
+        let mut r = terms.to_rows()?;
+        r.push(("total".into(), crate::elbo::to_f64(terms.total())?));
+        if out.is_empty() {
+            out = r;
+        } else {
+            for (o, (_, v)) in out.iter_mut().zip(r) {
+                o.1.extend(v);
+            }
+        }
+        start += b;
+        progress(start);
+    }
+    Ok(out)
+}
+
+/// Summaries (mean ± standard error) of per-example rows.
+pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
+    rows.iter().map(|(n, v)| (n.clone(), Stat::of(v))).collect()
+}
+
+/// Options of one training invocation beyond the config.
+pub struct TrainOptions<'a> {
+    pub out: &'a Path,
+    pub resume: bool,
+    /// Set by a Ctrl-C handler: save and stop.
+    pub stop: &'a AtomicBool,
+    /// Show a progress bar.
+    pub progress: bool,
+    pub device: Device,
+}
+
+/// How a training invocation ended.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub step: u64,
+    pub interrupted: bool,
+    pub timed_out: bool,
+    pub examples_per_sec: f64,
+}
+
+fn model_spec_from_dir<M: Trainable>(dir: &RunDir) -> Result<(ModelFile, M::Spec)> {
+    let mf = dir.model_file()?;
+    let spec: M::Spec = serde_json::from_value(mf.spec.clone()).map_err(|e| {
+        Error::format(
+            dir.file("model.json"),
+            format!("model spec does not fit: {e}"),
+        )
+    })?;
+    Ok((mf, spec))
+}
+
+/// Load the evaluation (EMA) weights of a run into a model on `device`.
+pub fn load_model<M: Trainable>(
+    dir: &RunDir,
+    device: &Device,
+) -> Result<(RunConfig, ModelFile, M)> {
+    dir.check()?;
+    let cfg = dir.config()?;
+    let (mf, spec) = model_spec_from_dir::<M>(dir)?;
+    let model = M::build(&cfg, &spec, device)?;
+    let model = params::assign(model, &dir.model_weights()?).map_err(|e| Error::Checkpoint {
+        path: dir.file("model.safetensors"),
+        msg: e.to_string(),
+    })?;
+    Ok((cfg, mf, model))
+}
+
+/// Train (or resume) a model as `cfg` says, writing the run directory.
+pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    let dir = RunDir::new(opts.out);
+    let device = opts.device.clone();
+    let train_ds = data::load(&cfg.data, Split::Train)?;
+    let test_ds = data::load(&cfg.data, Split::Test)?;
+    let dim = train_ds.dim();
+    let info = DataInfo {
+        shape: train_ds.shape.clone(),
+        kind: train_ds.kind,
+    };
+
+    let (spec, mut model, mut params, mut opt, mut state) = if opts.resume {
+        dir.check()?;
+        let (mf, spec) = model_spec_from_dir::<M>(&dir)?;
+        if mf.data != info {
+            return Err(Error::Checkpoint {
+                path: dir.file("model.json"),
+                msg: format!(
+                    "the run was trained on data of shape {:?}; '{}' has {:?}",
+                    mf.data.shape, cfg.data, info.shape
+                ),
+            });
+        }
+        let (params, opt, state) = dir.load_checkpoint()?;
+        let model = M::build(cfg, &spec, &device)?;
+        let model = params::assign(model, &params)?;
+        dir.truncate_metrics(state.step)?;
+        (spec, model, params, opt, state)
+    } else {
+        if dir.file("state.json").exists() {
+            return Err(Error::Checkpoint {
+                path: dir.path.clone(),
+                msg: "already holds a run; pass --resume to continue it or choose another --out"
+                    .into(),
+            });
+        }
+        std::fs::create_dir_all(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
+        let spec = M::spec(cfg, &train_ds)?;
+        device.seed(cfg.seed);
+        let model = M::build(cfg, &spec, &device)?;
+        let params = params::collect(&model)?; // also fixes the lazy initialisation order
+        let opt = AdamW::new(&params);
+        let state = TrainState {
+            step: 0,
+            rng: derived(cfg.seed, streams::TRAIN_NOISE),
+            order: BatchOrder::new(cfg.seed),
+            elapsed_secs: 0.0,
+            examples_seen: 0,
+        };
+        let mf = ModelFile {
+            model: cfg.model,
+            data: info.clone(),
+            spec: serde_json::to_value(&spec).map_err(|e| Error::Invalid(e.to_string()))?,
+            num_params: params::count(&params),
+        };
+        dir.write_json("model.json", &mf)?;
+        (spec, model, params, opt, state)
+    };
+    dir.write_json("config.json", cfg)?;
+
+    let binarize = M::binarize(cfg, &spec);
+    let train_rows = match binarize {
+        Some(Binarize::Static) => batches::binarize(
+            &train_ds.x,
+            &mut derived(cfg.seed, streams::STATIC_BINARIZE),
+        ),
+        _ => train_ds.x.clone(),
+    };
+    let eval_ds = test_ds.head(cfg.eval_examples);
+    let eval_x = eval_rows(&eval_ds, binarize, cfg.seed);
+    let eval_device = device.clone().inner();
+
+    let bar = if opts.progress {
+        let b = indicatif::ProgressBar::new(cfg.steps);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:28.cyan/blue} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_position(state.step);
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let budget = (cfg.max_minutes > 0.0).then(|| cfg.max_minutes * 60.0);
+    let start_elapsed = state.elapsed_secs;
+    let t0 = Instant::now();
+    let mut window = (0.0f64, 0.0f64, 0usize, Instant::now(), 0u64); // loss sum, grad-norm sum, count, since, examples
+    let mut last_rate = 0.0;
+    let mut held_out: Option<f64> = None;
+    let mut interrupted = false;
+    let mut timed_out = false;
+    let n_train = train_ds.n;
+
+    while state.step < cfg.steps {
+        if opts.stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        if let Some(b) = budget {
+            if start_elapsed + t0.elapsed().as_secs_f64() >= b {
+                timed_out = true;
+                break;
+            }
+        }
+        let idx = state.order.next_batch(n_train, cfg.batch_size);
+        let mut rows = batches::gather(&train_rows, dim, &idx);
+        if binarize == Some(Binarize::Dynamic) {
+            rows = batches::binarize(&rows, &mut state.rng);
+        }
+        let b = idx.len();
+        let x = Tensor::<2>::from_data(TensorData::new(rows, [b, dim]), &device);
+        let (loss, _terms) = model.loss(x, &mut state.rng)?;
+        let loss_v: f32 = loss.clone().into_scalar();
+        let step_no = state.step + 1;
+        if !loss_v.is_finite() {
+            bar.abandon();
+            return Err(Error::NonFinite {
+                step: step_no,
+                value: loss_v as f64,
+            });
+        }
+        let grads = loss.backward();
+        let g = params::collect_grads(&model, &grads)?;
+        let lr = cfg.optim.lr_at(state.step, cfg.steps);
+        let norm = opt.step(&cfg.optim, lr, &mut params, &g);
+        if !norm.is_finite() {
+            bar.abandon();
+            return Err(Error::NonFinite {
+                step: step_no,
+                value: norm,
+            });
+        }
+        model = params::assign(model, &params)?;
+        state.step = step_no;
+        state.examples_seen += b as u64;
+        window.0 += loss_v as f64;
+        window.1 += norm;
+        window.2 += 1;
+        window.4 += b as u64;
+
+        if state.step % cfg.log_every == 0 || state.step == cfg.steps {
+            let secs = window.3.elapsed().as_secs_f64().max(1e-9);
+            last_rate = window.4 as f64 / secs;
+            let mean_loss = window.0 / window.2 as f64;
+            dir.log_metrics(&serde_json::json!({
+                "step": state.step,
+                "loss": mean_loss,
+                "grad_norm": window.1 / window.2 as f64,
+                "lr": lr,
+                "examples_per_sec": last_rate,
+                "elapsed_secs": start_elapsed + t0.elapsed().as_secs_f64(),
+            }))?;
+            let ho = held_out
+                .map(|h| format!(" | held-out −ELBO {h:.2}"))
+                .unwrap_or_default();
+            bar.set_message(format!("loss {mean_loss:.2}{ho} | {last_rate:.0} ex/s"));
+            window = (0.0, 0.0, 0, Instant::now(), 0);
+        }
+        bar.set_position(state.step);
+
+        let last = state.step == cfg.steps;
+        if state.step % cfg.eval_every == 0 || last {
+            let m = M::build(cfg, &spec, &eval_device)?;
+            let m = params::assign(m, opt.eval_weights(&cfg.optim, &params))?;
+            let mut erng = derived(cfg.seed, streams::EVAL_NOISE);
+            let rows = elbo_rows(&m, &eval_x, dim, 250, &eval_device, &mut erng, |_| {})?;
+            let mut terms = serde_json::Map::new();
+            for (name, s) in summarize(&rows) {
+                terms.insert(name, serde_json::json!({"mean": s.mean, "se": s.se}));
+            }
+            held_out = summarize(&rows).last().map(|(_, s)| s.mean);
+            dir.log_metrics(&serde_json::json!({
+                "step": state.step,
+                "eval": {"split": "test", "n": eval_ds.n, "terms": terms},
+            }))?;
+        }
+        if state.step % cfg.checkpoint_every == 0 || last {
+            state.elapsed_secs = start_elapsed + t0.elapsed().as_secs_f64();
+            dir.save_checkpoint(&params, &opt, opt.eval_weights(&cfg.optim, &params), &state)?;
+        }
+    }
+    state.elapsed_secs = start_elapsed + t0.elapsed().as_secs_f64();
+    if interrupted || timed_out {
+        dir.save_checkpoint(&params, &opt, opt.eval_weights(&cfg.optim, &params), &state)?;
+    }
+    bar.finish_and_clear();
+    let total_secs = t0.elapsed().as_secs_f64();
+    let rate = if total_secs > 0.0 && last_rate == 0.0 {
+        0.0
+    } else {
+        last_rate
+    };
+    Ok(TrainOutcome {
+        step: state.step,
+        interrupted,
+        timed_out,
+        examples_per_sec: rate,
+    })
+}

@@ -1,0 +1,194 @@
+//! Parameters by name: read a module's float parameters into plain f32 vectors keyed by their
+//! module path (`encoder.layers.0.weight`), and write such a map back into a module. The
+//! optimiser, the EMA and checkpoints all work on this map, so that they are exact, simple to
+//! save, and keyed by stable names rather than run-time ids.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Gradients, Tensor, TensorData};
+
+use crate::{Error, Result};
+
+/// One parameter: its shape and values (row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamValue {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// All float parameters of a module, by path, in a fixed (sorted) order.
+pub type NamedParams = BTreeMap<String, ParamValue>;
+
+fn tensor_values<const D: usize>(t: Tensor<D>) -> std::result::Result<Vec<f32>, String> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))
+}
+
+struct Collect<'a> {
+    path: Vec<String>,
+    grads: Option<&'a Gradients>,
+    out: NamedParams,
+    error: Option<String>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self.path.join(".");
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        let t = match self.grads {
+            None => Some(t),
+            Some(g) => t.grad(g),
+        };
+        if let Some(t) = t {
+            match tensor_values(t) {
+                Ok(data) => {
+                    self.out.insert(path, ParamValue { shape, data });
+                }
+                Err(e) => self.error = Some(format!("{path}: {e}")),
+            }
+        }
+    }
+}
+
+/// Every float parameter of `m`. Also forces lazily initialised parameters, in a fixed order.
+pub fn collect<M: Module>(m: &M) -> Result<NamedParams> {
+    let mut v = Collect {
+        path: vec![],
+        grads: None,
+        out: NamedParams::new(),
+        error: None,
+    };
+    m.visit(&mut v);
+    match v.error {
+        Some(e) => Err(Error::Invalid(format!("reading parameter {e}"))),
+        None => Ok(v.out),
+    }
+}
+
+/// The gradient of every parameter that has one.
+pub fn collect_grads<M: Module>(m: &M, grads: &Gradients) -> Result<NamedParams> {
+    let mut v = Collect {
+        path: vec![],
+        grads: Some(grads),
+        out: NamedParams::new(),
+        error: None,
+    };
+    m.visit(&mut v);
+    match v.error {
+        Some(e) => Err(Error::Invalid(format!("reading gradient {e}"))),
+        None => Ok(v.out),
+    }
+}
+
+struct Assign<'a> {
+    path: Vec<String>,
+    params: &'a NamedParams,
+    missing: Vec<String>,
+    used: usize,
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        let Some(v) = self.params.get(&path) else {
+            self.missing.push(path);
+            return param;
+        };
+        let current = param.val().dims().to_vec();
+        if current != v.shape {
+            self.missing.push(format!(
+                "{path} (shape {:?}, stored {:?})",
+                current, v.shape
+            ));
+            return param;
+        }
+        self.used += 1;
+        param.map(|t| {
+            let require = t.is_require_grad();
+            let new = Tensor::<D>::from_data(
+                TensorData::new(v.data.clone(), v.shape.clone()),
+                &t.device(),
+            );
+            if require {
+                new.require_grad()
+            } else {
+                new
+            }
+        })
+    }
+}
+
+/// Write `params` into `m`: every parameter of `m` must be present with its shape.
+pub fn assign<M: Module>(m: M, params: &NamedParams) -> Result<M> {
+    let mut a = Assign {
+        path: vec![],
+        params,
+        missing: vec![],
+        used: 0,
+    };
+    let m = m.map(&mut a);
+    if !a.missing.is_empty() {
+        return Err(Error::Shape(format!(
+            "parameters missing or of the wrong shape: {}",
+            a.missing.join(", ")
+        )));
+    }
+    if a.used != params.len() {
+        let known = collect_paths(&m);
+        let extra: Vec<_> = params
+            .keys()
+            .filter(|k| !known.contains(k))
+            .cloned()
+            .collect();
+        return Err(Error::Shape(format!(
+            "stored parameters the model does not have: {}",
+            extra.join(", ")
+        )));
+    }
+    Ok(m)
+}
+
+fn collect_paths<M: Module>(m: &M) -> Vec<String> {
+    struct P {
+        path: Vec<String>,
+        out: Vec<String>,
+    }
+    impl ModuleVisitor for P {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
+            self.out.push(self.path.join("."));
+        }
+    }
+    let mut p = P {
+        path: vec![],
+        out: vec![],
+    };
+    m.visit(&mut p);
+    p.out
+}
+
+/// Number of scalar parameters.
+pub fn count(params: &NamedParams) -> usize {
+    params.values().map(|p| p.data.len()).sum()
+}
