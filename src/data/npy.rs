@@ -66,19 +66,20 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray> {
         .and_then(|v| v.strip_prefix('\''))
         .and_then(|v| v.split('\'').next())
         .ok_or_else(|| Error::format(path, ".npy header has no 'descr'"))?;
-    let (esize, little, is_f64) =
-        match descr {
-            "<f4" | "=f4" | "|f4" => (4, true, false),
-            ">f4" => (4, false, false),
-            "<f8" | "=f8" | "|f8" => (8, true, true),
-            ">f8" => (8, false, true),
-            d => return Err(Error::format(
+    let (esize, little, is_f64) = match descr {
+        "<f4" | "=f4" | "|f4" => (4, true, false),
+        ">f4" => (4, false, false),
+        "<f8" | "=f8" | "|f8" => (8, true, true),
+        ">f8" => (8, false, true),
+        d => {
+            return Err(Error::format(
                 path,
                 format!(
                     ".npy element type '{d}' is not supported (use float32 '<f4' or float64 '<f8')"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let fortran = header_value(header, "fortran_order")
         .ok_or_else(|| Error::format(path, ".npy header has no 'fortran_order'"))?;
     if fortran.starts_with("True") {
@@ -237,8 +238,10 @@ mod tests {
         b.extend_from_slice(huge.as_bytes());
         b.extend_from_slice(&good[good.len() - 16..]);
         assert!(err(&b).contains("truncated"));
-        let i8 = String::from_utf8_lossy(&good).replace("<f4", "|i1");
-        assert!(err(i8.as_bytes()).contains("not supported"));
+        let mut i8 = good.clone();
+        let at = i8.windows(3).position(|w| w == b"<f4").unwrap();
+        i8[at..at + 3].copy_from_slice(b"|i1");
+        assert!(err(&i8).contains("not supported"));
         assert!(err(&encode_npy_f32(0, 2, &[])).contains("empty"));
     }
 }

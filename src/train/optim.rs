@@ -160,13 +160,18 @@ impl AdamW {
                 continue;
             };
             let ema = self.ema.get_mut(name);
-            for i in 0..p.data.len() {
-                let gi = g.data[i] * clip;
-                let mi = b1 * m.data[i] + (1.0 - b1) * gi;
-                let vi = b2 * v.data[i] + (1.0 - b2) * gi * gi;
-                m.data[i] = mi;
-                v.data[i] = vi;
-                p.data[i] = p.data[i] * decay - step_size * mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
+            // Iterators over equal-length slices: no bounds checks, so the loop vectorises.
+            for (((pi, &gi), mi), vi) in p
+                .data
+                .iter_mut()
+                .zip(&g.data)
+                .zip(m.data.iter_mut())
+                .zip(v.data.iter_mut())
+            {
+                let gi = gi * clip;
+                *mi = b1 * *mi + (1.0 - b1) * gi;
+                *vi = b2 * *vi + (1.0 - b2) * gi * gi;
+                *pi = *pi * decay - step_size * *mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
             }
             if let Some(e) = ema {
                 for (ei, &pi) in e.data.iter_mut().zip(&p.data) {

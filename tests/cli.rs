@@ -1,0 +1,336 @@
+//! The command line end to end on tiny budgets, in temporary directories: train → eval --json →
+//! sample → resume; exact resume; a NaN stop; and clear errors (never a panic) on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn elbo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_elbo"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the elbo binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = elbo(args);
+    assert!(
+        o.status.success(),
+        "elbo {args:?} failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Runs, fails with exit code 1 (not a panic's 101), and says something containing `want`.
+fn fails_with(args: &[&str], want: &str) {
+    let o = elbo(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "elbo {args:?}: expected exit 1, stderr:\n{err}"
+    );
+    assert!(
+        err.contains(want),
+        "elbo {args:?}: stderr lacks '{want}':\n{err}"
+    );
+    assert!(!err.contains("panicked"), "elbo {args:?} panicked:\n{err}");
+}
+
+const TINY: &[&str] = &[
+    "--set",
+    "vae.hidden=[32]",
+    "--set",
+    "vae.latent=4",
+    "--set",
+    "eval_examples=100",
+    "--set",
+    "eval_every=20",
+    "--set",
+    "checkpoint_every=20",
+    "--set",
+    "log_every=10",
+    "--set",
+    "grid=16",
+    "--batch-size",
+    "32",
+];
+
+fn train(out: &Path, steps: u64, extra: &[&str]) -> String {
+    let steps = steps.to_string();
+    let mut a = vec![
+        "-q",
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        &steps,
+    ];
+    a.extend_from_slice(TINY);
+    a.extend_from_slice(extra);
+    ok(&a)
+}
+
+#[test]
+fn train_eval_sample_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train(&run, 40, &[]);
+    for f in [
+        "config.json",
+        "model.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "metrics.jsonl",
+        "samples.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let r = run.to_str().unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", r, "--json", "--iw", "20", "--limit", "50"])).unwrap();
+    for k in ["nll_nats", "bits_per_dim", "terms", "n", "split", "iw"] {
+        assert!(j.get(k).is_some(), "eval --json lacks {k}: {j}");
+    }
+    assert_eq!(j["n"], 50);
+    assert_eq!(j["iw"], 20);
+    assert_eq!(j["split"], "test");
+    let (nll, elbo_nll) = (
+        j["nll_nats"].as_f64().unwrap(),
+        j["neg_elbo_nats"].as_f64().unwrap(),
+    );
+    // −L_20 is a tighter bound than −ELBO (same examples; MC noise is far below the gap here).
+    assert!(
+        nll < elbo_nll && nll > 50.0,
+        "nll {nll} vs −ELBO {elbo_nll}"
+    );
+    let terms = &j["terms"];
+    let sum = terms["reconstruction"].as_f64().unwrap() + terms["prior"].as_f64().unwrap();
+    assert!(
+        (sum - elbo_nll).abs() < 1e-3 * elbo_nll,
+        "terms sum {sum} vs {elbo_nll}"
+    );
+
+    let png = tmp.path().join("s.png");
+    ok(&["sample", r, "--n", "9", "--out", png.to_str().unwrap()]);
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 3 * 28 && img.height() > 3 * 28);
+    let npy = tmp.path().join("s.npy");
+    ok(&["sample", r, "--n", "5", "--out", npy.to_str().unwrap()]);
+    let a = elbo::data::npy::read_npy(&npy).unwrap();
+    assert_eq!((a.rows, a.cols), (5, 784));
+    assert!(a.values.iter().all(|v| (0.0..=1.0).contains(v)));
+
+    // Resume to 60 steps: the run continues from 40, and the metrics go on from there.
+    let mut a = vec!["-q", "train", "--resume", "--out", r, "--steps", "60"];
+    a.extend_from_slice(TINY);
+    ok(&a);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 60);
+    let inspect = ok(&["inspect", r]);
+    assert!(
+        inspect.contains("parameters") && inspect.contains("60 of 60"),
+        "{inspect}"
+    );
+    assert!(run.join("training_curve.png").is_file());
+
+    // Training into a directory that holds a run, without --resume, is refused.
+    let mut a = vec!["train", "--out", r, "--steps", "5"];
+    a.extend_from_slice(TINY);
+    fails_with(&a, "--resume");
+}
+
+#[test]
+fn n_steps_then_resume_equals_2n_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    // checkpoint_every 20 divides both; 30 is not a multiple, so the stop-at-end checkpoint is used.
+    train(&a, 60, &[]);
+    train(&b, 30, &[]);
+    let br = b.to_str().unwrap();
+    let mut args = vec!["-q", "train", "--resume", "--out", br, "--steps", "60"];
+    args.extend_from_slice(TINY);
+    ok(&args);
+    let load = |p: &Path, f: &str| elbo::train::checkpoint::load_tensors(&p.join(f)).unwrap().0;
+    let (wa, wb) = (
+        load(&a, "optimizer.safetensors"),
+        load(&b, "optimizer.safetensors"),
+    );
+    assert_eq!(wa.len(), wb.len());
+    for (k, v) in &wa {
+        assert_eq!(v.data, wb[k].data, "{k} differs after resume");
+    }
+    assert_eq!(load(&a, "model.safetensors"), load(&b, "model.safetensors"));
+}
+
+#[test]
+fn nan_loss_stops_naming_the_step_and_keeps_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let r = run.to_str().unwrap();
+    let mut a = vec!["-q", "train", "--out", r, "--steps", "50"];
+    a.extend_from_slice(TINY);
+    a.extend_from_slice(&[
+        "--set",
+        "optim.lr=1e30",
+        "--set",
+        "optim.warmup_steps=0",
+        "--set",
+        "checkpoint_every=1",
+    ]);
+    let o = elbo(&a);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("training stopped at step") && err.contains("not finite"),
+        "{err}"
+    );
+    // The checkpoint is the last good one: one step before the failing step.
+    let failed: u64 = err
+        .split("at step ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"].as_u64().unwrap(), failed - 1);
+}
+
+#[test]
+fn bad_files_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = |name: &str, bytes: &[u8]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let good_idx = elbo::data::idx::encode_idx_u8(&[4, 2, 2], &[7; 16]);
+    let mut huge = elbo::data::idx::encode_idx_u8(&[1 << 31, 28, 28], &[]);
+    huge.resize(1024, 0);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("idx:{}", w("trunc.idx", &good_idx[..good_idx.len() - 3])),
+            "truncated",
+        ),
+        (
+            format!("idx:{}", w("magic.idx", b"\x01\x02\x03\x04rest")),
+            "magic",
+        ),
+        (format!("idx:{}", w("huge.idx", &huge)), "truncated"),
+        (format!("idx:{}", w("empty.idx", b"")), "too short"),
+        (
+            format!("idx:{}", tmp.path().join("missing.idx").display()),
+            "No such file",
+        ),
+        (format!("npy:{}", w("bad.npy", b"not numpy")), "magic"),
+        (format!("npy:{}", w("empty.npy", b"")), "magic"),
+        (
+            format!("csv:{}", w("nan.csv", b"1,2\nnan,3\n")),
+            "line 2, column 1",
+        ),
+        (format!("csv:{}", w("empty.csv", b"")), "no rows"),
+        (format!("csv:{}", w("ragged.csv", b"1,2\n3\n")), "columns"),
+        ("toy:spiral".to_string(), "unknown toy set"),
+        ("parquet:x".to_string(), "unknown kind"),
+    ];
+    for (spec, want) in &cases {
+        fails_with(&["data", spec], want);
+    }
+    // NaN in npy and IDX float data.
+    let mut nan_npy = elbo::data::npy::encode_npy_f32(1, 2, &[1.0, 2.0]);
+    let n = nan_npy.len();
+    nan_npy[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    fails_with(
+        &["data", &format!("npy:{}", w("nan.npy", &nan_npy))],
+        "not a finite",
+    );
+    let mut nan_idx = vec![0, 0, 0x0D, 1, 0, 0, 0, 1];
+    nan_idx.extend_from_slice(&f32::NAN.to_be_bytes());
+    fails_with(
+        &["data", &format!("idx:{}", w("nan.idx", &nan_idx))],
+        "not a finite",
+    );
+    // A good file is read, and its message names the file on error.
+    let out = ok(&["data", &format!("idx:{}", w("good.idx", &good_idx))]);
+    assert!(out.contains("count   4"), "{out}");
+    fails_with(
+        &[
+            "data",
+            &format!("idx:{}", tmp.path().join("trunc.idx").display()),
+        ],
+        "trunc.idx",
+    );
+}
+
+#[test]
+fn bad_flags_and_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = elbo(&["train", "--stepz", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    fails_with(
+        &["train", "--set", "vae.latnet=3", "--steps", "1"],
+        "unknown setting 'latnet'",
+    );
+    fails_with(&["train", "--resume"], "--resume needs --out");
+    fails_with(
+        &["eval", tmp.path().to_str().unwrap()],
+        "not a run directory",
+    );
+    fails_with(&["eval", "/nonexistent/run"], "no such run directory");
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "steps = \"many\"\n").unwrap();
+    fails_with(&["train", "--config", cfg.to_str().unwrap()], "c.toml");
+    fails_with(&["train", "--steps", "0"], "steps");
+    fails_with(
+        &[
+            "train",
+            "--device",
+            "cuda",
+            "--steps",
+            "1",
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+        "CUDA",
+    );
+}
+
+#[test]
+fn continuous_data_vae_reports_nats_per_dim_and_true_nll() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("toy");
+    train(&run, 40, &["--data", "toy:blobs2"]);
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--json",
+        "--limit",
+        "500",
+    ]))
+    .unwrap();
+    assert!(
+        j.get("nats_per_dim").is_some() && j.get("bits_per_dim").is_none(),
+        "{j}"
+    );
+    let (nll, truth) = (
+        j["nll_nats"].as_f64().unwrap(),
+        j["true_nll_nats"].as_f64().unwrap(),
+    );
+    // An upper bound on the NLL can sit below the true average NLL only by sampling noise.
+    assert!(
+        nll > truth - 4.0 * j["nll_se"].as_f64().unwrap(),
+        "bound {nll} below truth {truth}"
+    );
+    ok(&["sample", run.to_str().unwrap(), "--n", "100"]);
+    assert!(run.join("samples.png").is_file());
+}
