@@ -84,6 +84,7 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
     for s in &a.set {
         cfg.set(s)?;
     }
+    cfg.resolve();
     cfg.validate()?;
     let out = if a.resume {
         out

@@ -19,6 +19,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub use config::{ModelKind, RunConfig};
 use optim::AdamW;
+use params::NamedParams;
 use run::{DataInfo, ModelFile, RunDir, TrainState};
 
 use crate::data::{self, batches, BatchOrder, Binarize, Dataset, Split};
@@ -116,6 +117,91 @@ pub fn elbo_rows<M: LatentVariableModel>(
 /// Summaries (mean ± standard error) of per-example rows.
 pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
     rows.iter().map(|(n, v)| (n.clone(), Stat::of(v))).collect()
+}
+
+/// The batch loss and its gradients. With `threads` > 1 the batch is split into that many
+/// shards, each run forward and backward on its own thread (with its own noise, drawn from a
+/// seed taken from `rng`, so the result is deterministic for a given thread count), and the
+/// gradients are combined with weights n_shard / B: the gradient of the full-batch mean.
+fn loss_and_grads<M: Trainable>(
+    model: &M,
+    rows: Vec<f32>,
+    b: usize,
+    dim: usize,
+    device: &Device,
+    rng: &mut Rng,
+    threads: usize,
+) -> Result<(f64, NamedParams)> {
+    let shards = threads.clamp(1, b);
+    if shards == 1 {
+        let x = Tensor::<2>::from_data(TensorData::new(rows, [b, dim]), device);
+        let (loss, _) = model.loss(x, rng)?;
+        let v: f32 = loss.clone().into_scalar();
+        let grads = loss.backward();
+        return Ok((v as f64, params::collect_grads(model, &grads)?));
+    }
+    let seeds: Vec<u64> = (0..shards).map(|_| rand::Rng::gen(rng)).collect();
+    let sizes: Vec<usize> = (0..shards)
+        .map(|i| b / shards + usize::from(i < b % shards))
+        .collect();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for &n in &sizes {
+        parts.push(rows[start * dim..(start + n) * dim].to_vec());
+        start += n;
+    }
+    let results: Vec<Result<(f64, NamedParams)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .zip(&seeds)
+            .zip(&sizes)
+            .map(|((part, &seed), &n)| {
+                let m = model.clone();
+                let device = device.clone();
+                s.spawn(move || -> Result<(f64, NamedParams)> {
+                    let mut r = derived(seed, streams::TRAIN_NOISE);
+                    let x = Tensor::<2>::from_data(TensorData::new(part, [n, dim]), &device);
+                    let (loss, _) = m.loss(x, &mut r)?;
+                    let v: f32 = loss.clone().into_scalar();
+                    let grads = loss.backward();
+                    Ok((v as f64, params::collect_grads(&m, &grads)?))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Invalid("a training thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut loss = 0.0;
+    let mut total: Option<NamedParams> = None;
+    for (r, &n) in results.into_iter().zip(&sizes) {
+        let (l, g) = r?;
+        let w = n as f32 / b as f32;
+        loss += l * w as f64;
+        match &mut total {
+            None => {
+                let mut g = g;
+                g.values_mut()
+                    .for_each(|p| p.data.iter_mut().for_each(|x| *x *= w));
+                total = Some(g);
+            }
+            Some(t) => {
+                for (k, p) in t.iter_mut() {
+                    if let Some(q) = g.get(k) {
+                        p.data
+                            .iter_mut()
+                            .zip(&q.data)
+                            .for_each(|(a, b)| *a += w * b);
+                    }
+                }
+            }
+        }
+    }
+    Ok((loss, total.unwrap_or_default()))
 }
 
 /// Options of one training invocation beyond the config.
@@ -280,19 +366,16 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             rows = batches::binarize(&rows, &mut state.rng);
         }
         let b = idx.len();
-        let x = Tensor::<2>::from_data(TensorData::new(rows, [b, dim]), &device);
-        let (loss, _terms) = model.loss(x, &mut state.rng)?;
-        let loss_v: f32 = loss.clone().into_scalar();
+        let (loss_v, g) =
+            loss_and_grads(&model, rows, b, dim, &device, &mut state.rng, cfg.threads)?;
         let step_no = state.step + 1;
         if !loss_v.is_finite() {
             bar.abandon();
             return Err(Error::NonFinite {
                 step: step_no,
-                value: loss_v as f64,
+                value: loss_v,
             });
         }
-        let grads = loss.backward();
-        let g = params::collect_grads(&model, &grads)?;
         let lr = cfg.optim.lr_at(state.step, cfg.steps);
         let norm = opt.step(&cfg.optim, lr, &mut params, &g);
         if !norm.is_finite() {
