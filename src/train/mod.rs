@@ -125,6 +125,7 @@ pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
 /// gradients are combined with weights n_shard / B: the gradient of the full-batch mean.
 fn loss_and_grads<M: Trainable>(
     model: &M,
+    params: &NamedParams,
     rows: Vec<f32>,
     b: usize,
     dim: usize,
@@ -159,6 +160,8 @@ fn loss_and_grads<M: Trainable>(
                 let m = model.clone();
                 let device = device.clone();
                 s.spawn(move || -> Result<(f64, NamedParams)> {
+                    // Fresh leaf tensors: threads must not share autodiff graph nodes.
+                    let m = params::assign(m, params)?;
                     let mut r = derived(seed, streams::TRAIN_NOISE);
                     let x = Tensor::<2>::from_data(TensorData::new(part, [n, dim]), &device);
                     let (loss, _) = m.loss(x, &mut r)?;
@@ -367,7 +370,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
         }
         let b = idx.len();
         let (loss_v, g) =
-            loss_and_grads(&model, rows, b, dim, &device, &mut state.rng, cfg.threads)?;
+            loss_and_grads(&model, &params, rows, b, dim, &device, &mut state.rng, cfg.threads)?;
         let step_no = state.step + 1;
         if !loss_v.is_finite() {
             bar.abandon();
