@@ -13,6 +13,7 @@ pub mod models;
 pub mod nn;
 pub mod report;
 pub mod rng;
+pub mod sample;
 pub mod train;
 
 pub use error::{Error, Result};

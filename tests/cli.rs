@@ -41,6 +41,8 @@ fn fails_with(args: &[&str], want: &str) {
 }
 
 const TINY: &[&str] = &[
+    "--model",
+    "vae",
     "--set",
     "vae.hidden=[32]",
     "--set",

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Args;
+use elbo::models::diffusion::vdm::Vdm;
 use elbo::models::vae::Vae;
 use elbo::train::run::{default_run_dir, RunDir};
 use elbo::train::{self, ModelKind, RunConfig, TrainOptions, Trainable};
@@ -100,6 +101,7 @@ pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
     let (cfg, out) = resolve(&a)?;
     match cfg.model {
         ModelKind::Vae => train_model::<Vae>(&cfg, &out, a.resume, g),
+        ModelKind::Vdm => train_model::<Vdm>(&cfg, &out, a.resume, g),
     }
 }
 
@@ -156,10 +158,16 @@ fn train_model<M: Trainable>(
         );
     }
     // Held-out evaluation of the EMA weights, and pictures.
-    let report = eval::evaluate::<M>(&dir, None, elbo::data::Split::Test, None, 0, usize::MAX, g)?;
+    let report = match cfg.model {
+        ModelKind::Vae => {
+            eval::evaluate::<Vae>(&dir, None, elbo::data::Split::Test, None, 0, usize::MAX, g)?
+        }
+        ModelKind::Vdm => eval::evaluate_vdm(&dir, &eval::VdmEvalOptions::default(), g)?,
+    };
     eval::print_report(&report);
-    if let Ok(p) = sample::write_default_samples::<M>(&dir, cfg.grid, cfg.seed, g) {
-        eprintln!("samples: {}", p.display());
+    match sample::write_default_samples(&dir, cfg.grid, cfg.seed, g) {
+        Ok(p) => eprintln!("samples: {}", p.display()),
+        Err(e) => eprintln!("samples not written: {e:#}"),
     }
     if let Ok(p) = super::inspect::write_curve(&dir) {
         eprintln!("training curve: {}", p.display());

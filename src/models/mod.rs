@@ -1,5 +1,6 @@
 //! The models, each a latent-variable model trained by its ELBO (MATH.md §1–§6).
 
+pub mod diffusion;
 pub mod vae;
 
 use burn::tensor::Tensor;

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::optim::OptimConfig;
+use crate::models::diffusion::vdm::VdmConfig;
 use crate::models::vae::VaeConfig;
 use crate::{Error, Result};
 
@@ -16,14 +17,17 @@ use crate::{Error, Result};
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     /// Variational autoencoder (MATH.md §2).
-    #[default]
     Vae,
+    /// Variational diffusion model (MATH.md §4–§6).
+    #[default]
+    Vdm,
 }
 
 impl std::fmt::Display for ModelKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ModelKind::Vae => "vae",
+            ModelKind::Vdm => "vdm",
         })
     }
 }
@@ -57,12 +61,13 @@ pub struct RunConfig {
     pub threads: usize,
     pub optim: OptimConfig,
     pub vae: VaeConfig,
+    pub vdm: VdmConfig,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
-            model: ModelKind::Vae,
+            model: ModelKind::Vdm,
             data: "mnist10k".into(),
             seed: 0,
             steps: 20_000,
@@ -76,6 +81,7 @@ impl Default for RunConfig {
             threads: 0,
             optim: OptimConfig::default(),
             vae: VaeConfig::default(),
+            vdm: VdmConfig::default(),
         }
     }
 }

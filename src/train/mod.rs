@@ -369,8 +369,16 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             rows = batches::binarize(&rows, &mut state.rng);
         }
         let b = idx.len();
-        let (loss_v, g) =
-            loss_and_grads(&model, &params, rows, b, dim, &device, &mut state.rng, cfg.threads)?;
+        let (loss_v, g) = loss_and_grads(
+            &model,
+            &params,
+            rows,
+            b,
+            dim,
+            &device,
+            &mut state.rng,
+            cfg.threads,
+        )?;
         let step_no = state.step + 1;
         if !loss_v.is_finite() {
             bar.abandon();

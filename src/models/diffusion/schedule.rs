@@ -1,0 +1,307 @@
+//! Noise schedules, in f64, behind one trait (MATH.md §5).
+//!
+//! | code | math |
+//! | --- | --- |
+//! | `gamma(t)` | γ(t) = −log SNR(t), increasing on t ∈ [0, 1] (M25) |
+//! | `alpha2(t)` | α_t² = sigmoid(−γ) (= ᾱ in DDPM notation) |
+//! | `sigma2(t)` | σ_t² = sigmoid(γ) = 1 − α_t² |
+//! | `beta`, `alpha_bar` | DDPM's β_t and ᾱ_t = Π(1 − β_i), t = 1..T (M23, M24) |
+//!
+//! Discrete DDPM schedules are tables of T steps; as continuous schedules their step i sits at
+//! t = (i − 1)/(T − 1) and γ is linear in t between steps. Continuous schedules are read at T
+//! evenly spaced times when a table is wanted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// sigmoid(x) = 1/(1 + e^{−x}), stable for any x.
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// A noise schedule: γ(t) = −log SNR(t) on t ∈ [0, 1], increasing.
+pub trait NoiseSchedule {
+    /// γ(t) = −log SNR(t).
+    fn gamma(&self, t: f64) -> f64;
+
+    /// dγ/dt; by default a central difference (schedules with a closed form override it).
+    fn dgamma_dt(&self, t: f64) -> f64 {
+        let h = 1e-5;
+        let (a, b) = ((t - h).max(0.0), (t + h).min(1.0));
+        (self.gamma(b) - self.gamma(a)) / (b - a)
+    }
+
+    /// (M25) α_t² = sigmoid(−γ(t)).
+    fn alpha2(&self, t: f64) -> f64 {
+        sigmoid(-self.gamma(t))
+    }
+
+    /// (M25) σ_t² = sigmoid(γ(t)).
+    fn sigma2(&self, t: f64) -> f64 {
+        sigmoid(self.gamma(t))
+    }
+
+    /// (M14) SNR(t) = α_t²/σ_t² = e^{−γ(t)}.
+    fn snr(&self, t: f64) -> f64 {
+        (-self.gamma(t)).exp()
+    }
+}
+
+/// (M25) Linear γ: γ(t) = γ_min + (γ_max − γ_min) t (VDM's default −13.3 → 5.0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearGamma {
+    pub gamma_min: f64,
+    pub gamma_max: f64,
+}
+
+impl NoiseSchedule for LinearGamma {
+    fn gamma(&self, t: f64) -> f64 {
+        self.gamma_min + (self.gamma_max - self.gamma_min) * t
+    }
+    fn dgamma_dt(&self, _t: f64) -> f64 {
+        self.gamma_max - self.gamma_min
+    }
+}
+
+/// A DDPM schedule as a table of β_t, t = 1..T.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discrete {
+    /// β_1..β_T (index 0 is step 1).
+    pub beta: Vec<f64>,
+    /// ᾱ_1..ᾱ_T.
+    pub alpha_bar: Vec<f64>,
+}
+
+impl Discrete {
+    fn from_betas(beta: Vec<f64>) -> Self {
+        let mut p = 1.0;
+        let alpha_bar = beta
+            .iter()
+            .map(|b| {
+                p *= 1.0 - b;
+                p
+            })
+            .collect();
+        Discrete { beta, alpha_bar }
+    }
+
+    /// (M23) β_t = linspace(1e-4, 0.02, T).
+    pub fn linear(t_steps: usize) -> Self {
+        let t = t_steps.max(2);
+        // Scaled to T = 1000's endpoints as in improved DDPM when T differs.
+        let scale = 1000.0 / t as f64;
+        let (lo, hi) = (scale * 1e-4, (scale * 0.02).min(0.999));
+        Self::from_betas(
+            (0..t)
+                .map(|i| lo + (hi - lo) * i as f64 / (t - 1) as f64)
+                .collect(),
+        )
+    }
+
+    /// (M24) Cosine: f(u) = cos²((u + 0.008)/1.008 · π/2), β_t = min(1 − f(t/T)/f((t−1)/T), 0.999).
+    /// In f64 throughout (integer division here once made every β but the last 0).
+    pub fn cosine(t_steps: usize) -> Self {
+        let t = t_steps.max(2) as f64;
+        let f = |u: f64| {
+            ((u + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
+        Self::from_betas(
+            (1..=t_steps.max(2))
+                .map(|i| (1.0 - f(i as f64 / t) / f((i - 1) as f64 / t)).min(0.999))
+                .collect(),
+        )
+    }
+
+    /// Number of steps T.
+    pub fn steps(&self) -> usize {
+        self.beta.len()
+    }
+
+    /// ᾱ_{t−1} for 1-based t (ᾱ_0 = 1).
+    pub fn alpha_bar_prev(&self, t: usize) -> f64 {
+        if t <= 1 {
+            1.0
+        } else {
+            self.alpha_bar[t - 2]
+        }
+    }
+
+    /// (M16) σ_q²(t) = (1 − α_t)(1 − ᾱ_{t−1})/(1 − ᾱ_t) for 1-based t (0 at t = 1).
+    pub fn posterior_variance(&self, t: usize) -> f64 {
+        super::process::posterior_variance(
+            1.0 - self.beta[t - 1],
+            self.alpha_bar[t - 1],
+            self.alpha_bar_prev(t),
+        )
+    }
+}
+
+impl NoiseSchedule for Discrete {
+    fn gamma(&self, t: f64) -> f64 {
+        let n = self.steps();
+        let g = |i: usize| {
+            let ab = self.alpha_bar[i];
+            (1.0 - ab).ln() - ab.ln()
+        };
+        let x = t.clamp(0.0, 1.0) * (n - 1) as f64;
+        let i = (x.floor() as usize).min(n - 2);
+        let f = x - i as f64;
+        g(i) * (1.0 - f) + g(i + 1) * f
+    }
+}
+
+/// Which schedule, as a config or command-line choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// DDPM linear β (M23).
+    Linear,
+    /// Cosine (M24).
+    Cosine,
+    /// Linear γ = −log SNR (M25), VDM's default.
+    LinearGamma,
+    /// Learned γ (M26): a monotone network with learned endpoints.
+    Learned,
+}
+
+/// A schedule's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// γ(0) for linear-gamma, and the initial γ(0) of a learned schedule (VDM: −13.3).
+    pub gamma_min: f64,
+    /// γ(1) likewise (VDM: 5.0).
+    pub gamma_max: f64,
+    /// T of the DDPM schedules (linear, cosine).
+    pub steps: usize,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            kind: ScheduleKind::LinearGamma,
+            gamma_min: -13.3,
+            gamma_max: 5.0,
+            steps: 1000,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// The fixed schedule (for `learned`, its initial linear-γ shape).
+    pub fn fixed(&self) -> Result<Box<dyn NoiseSchedule + Send + Sync>> {
+        if !(self.gamma_min < self.gamma_max) {
+            return Err(Error::Config(format!(
+                "schedule gamma_min ({}) must be below gamma_max ({})",
+                self.gamma_min, self.gamma_max
+            )));
+        }
+        Ok(match self.kind {
+            ScheduleKind::Linear => Box::new(Discrete::linear(self.steps)),
+            ScheduleKind::Cosine => Box::new(Discrete::cosine(self.steps)),
+            ScheduleKind::LinearGamma | ScheduleKind::Learned => Box::new(LinearGamma {
+                gamma_min: self.gamma_min,
+                gamma_max: self.gamma_max,
+            }),
+        })
+    }
+}
+
+/// One row of a schedule table.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ScheduleRow {
+    pub t: usize,
+    pub beta: f64,
+    pub alpha_bar: f64,
+    pub snr: f64,
+    pub log_snr: f64,
+    pub posterior_variance: f64,
+}
+
+/// A table of T steps: the DDPM schedule's own, or a continuous γ read at t = i/T (i = 1..T)
+/// with ᾱ_0 = α²(0).
+pub fn table(kind: ScheduleKind, sched: &dyn NoiseSchedule, t_steps: usize) -> Vec<ScheduleRow> {
+    let n = t_steps.max(1);
+    let alpha_bar: Vec<f64> = match kind {
+        ScheduleKind::Linear => Discrete::linear(n).alpha_bar,
+        ScheduleKind::Cosine => Discrete::cosine(n).alpha_bar,
+        _ => (1..=n).map(|i| sched.alpha2(i as f64 / n as f64)).collect(),
+    };
+    let ab0 = match kind {
+        ScheduleKind::Linear | ScheduleKind::Cosine => 1.0,
+        _ => sched.alpha2(0.0),
+    };
+    (1..=n)
+        .map(|t| {
+            let ab = alpha_bar[t - 1];
+            let prev = if t == 1 { ab0 } else { alpha_bar[t - 2] };
+            let alpha = ab / prev;
+            let pv = if t == 1 && ab0 == 1.0 {
+                0.0
+            } else {
+                super::process::posterior_variance(alpha, ab, prev)
+            };
+            ScheduleRow {
+                t,
+                beta: 1.0 - alpha,
+                alpha_bar: ab,
+                snr: super::process::snr(ab),
+                log_snr: ab.ln() - (1.0 - ab).ln(),
+                posterior_variance: pv,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_betas_are_not_zero() {
+        // The integer-division bug made every β but the last 0.
+        let c = Discrete::cosine(1000);
+        assert!(
+            c.beta[..999].iter().all(|&b| b > 1e-5),
+            "{:?}",
+            &c.beta[..3]
+        );
+        assert_eq!(c.beta[999], 0.999);
+    }
+
+    #[test]
+    fn discrete_gamma_hits_its_steps_and_is_monotone() {
+        let d = Discrete::linear(1000);
+        let g1 = (1.0 - d.alpha_bar[0]).ln() - d.alpha_bar[0].ln();
+        assert!((d.gamma(0.0) - g1).abs() < 1e-12);
+        let mut prev = f64::NEG_INFINITY;
+        for i in 0..=200 {
+            let g = d.gamma(i as f64 / 200.0);
+            assert!(g > prev);
+            prev = g;
+        }
+        let lg = LinearGamma {
+            gamma_min: -13.3,
+            gamma_max: 5.0,
+        };
+        assert!((lg.alpha2(0.3) + lg.sigma2(0.3) - 1.0).abs() < 1e-15);
+        assert!((lg.dgamma_dt(0.5) - 18.3).abs() < 1e-12);
+        // The default central difference agrees with the closed form.
+        struct Numeric(LinearGamma);
+        impl NoiseSchedule for Numeric {
+            fn gamma(&self, t: f64) -> f64 {
+                self.0.gamma(t)
+            }
+        }
+        assert!((Numeric(lg).dgamma_dt(0.5) - 18.3).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,83 @@
+//! An MLP denoiser for vectors and 2-D data: residual SiLU blocks with the noise-level
+//! embedding added in every block.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::embedding::sinusoidal;
+
+/// MLP denoiser settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlpDenoiserConfig {
+    /// Width of the hidden layers.
+    pub hidden: usize,
+    /// Residual blocks.
+    pub blocks: usize,
+    /// Size of the noise-level embedding.
+    pub embed: usize,
+}
+
+impl Default for MlpDenoiserConfig {
+    fn default() -> Self {
+        // Enough for 2-D mixtures (measured: the ring8 bound gets within a few hundredths of a nat).
+        MlpDenoiserConfig {
+            hidden: 256,
+            blocks: 3,
+            embed: 64,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    l1: Linear,
+    l2: Linear,
+    t: Linear,
+}
+
+/// `[B, D]` and a noise level → `[B, D]`.
+#[derive(Module, Debug)]
+pub struct MlpDenoiser {
+    input: Linear,
+    temb: Linear,
+    blocks: Vec<ResBlock>,
+    out: Linear,
+    #[module(skip)]
+    embed: usize,
+}
+
+impl MlpDenoiser {
+    pub fn new(d: usize, cfg: &MlpDenoiserConfig, device: &Device) -> Self {
+        let h = cfg.hidden;
+        let e = cfg.embed.max(4);
+        MlpDenoiser {
+            input: LinearConfig::new(d, h).init(device),
+            temb: LinearConfig::new(e, h).init(device),
+            blocks: (0..cfg.blocks)
+                .map(|_| ResBlock {
+                    l1: LinearConfig::new(h, h).init(device),
+                    l2: LinearConfig::new(h, h).init(device),
+                    t: LinearConfig::new(e, h).init(device),
+                })
+                .collect(),
+            out: LinearConfig::new(h, d).init(device),
+            embed: e,
+        }
+    }
+
+    /// # Shapes
+    /// `z`: `[B, D]`, `u` (normalised γ): `[B]` → `[B, D]`.
+    pub fn forward(&self, z: Tensor<2>, u: Tensor<1>) -> Tensor<2> {
+        let emb = sinusoidal(u, self.embed);
+        let mut h = self.input.forward(z) + self.temb.forward(emb.clone());
+        for b in &self.blocks {
+            let r = b.l1.forward(silu(h.clone())) + b.t.forward(emb.clone());
+            h = h + b.l2.forward(silu(r));
+        }
+        self.out.forward(silu(h))
+    }
+}

@@ -1,0 +1,182 @@
+//! A small U-Net for 28×28 images: residual blocks (GroupNorm, SiLU, 3×3 convolutions) with the
+//! noise-level embedding added, down-sampling by strided convolution, nearest up-sampling, and
+//! skip connections. Channel widths per level come from the config.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::silu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::embedding::sinusoidal;
+
+/// U-Net settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UNetConfig {
+    /// Channels per resolution level (28×28, 14×14, 7×7, …), one residual block each.
+    pub channels: Vec<usize>,
+    /// Size of the noise-level embedding.
+    pub embed: usize,
+}
+
+impl Default for UNetConfig {
+    fn default() -> Self {
+        // Small, because convolutions on 2 CPU cores are the bottleneck of the default run.
+        UNetConfig {
+            channels: vec![32, 64],
+            embed: 64,
+        }
+    }
+}
+
+fn groups(c: usize) -> usize {
+    [8, 4, 2, 1].into_iter().find(|g| c % g == 0).unwrap_or(1)
+}
+
+fn conv3(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [3, 3])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+/// GroupNorm → SiLU → conv, + embedding, GroupNorm → SiLU → conv, + skip (1×1 conv if widths differ).
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    temb: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    fn new(cin: usize, cout: usize, e: usize, device: &Device) -> Self {
+        ResBlock {
+            norm1: GroupNormConfig::new(groups(cin), cin).init(device),
+            conv1: conv3(cin, cout, 1, device),
+            temb: LinearConfig::new(e, cout).init(device),
+            norm2: GroupNormConfig::new(groups(cout), cout).init(device),
+            conv2: conv3(cout, cout, 1, device),
+            skip: (cin != cout).then(|| Conv2dConfig::new([cin, cout], [1, 1]).init(device)),
+        }
+    }
+
+    /// `[B, C_in, H, W]`, `[B, E]` → `[B, C_out, H, W]`.
+    fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let t = self.temb.forward(emb).unsqueeze_dims::<4>(&[2, 3]); // [B, C, 1, 1]
+        let h = self.conv2.forward(silu(self.norm2.forward(h + t)));
+        let skip = match &self.skip {
+            Some(c) => c.forward(x),
+            None => x,
+        };
+        skip + h
+    }
+}
+
+/// The U-Net: `[B, D]` (D = C·H·W) and a noise level → `[B, D]`.
+#[derive(Module, Debug)]
+pub struct UNet {
+    conv_in: Conv2d,
+    temb1: Linear,
+    temb2: Linear,
+    down: Vec<ResBlock>,
+    downsample: Vec<Conv2d>,
+    mid: ResBlock,
+    up: Vec<ResBlock>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    #[module(skip)]
+    shape: [usize; 3],
+    #[module(skip)]
+    embed: usize,
+}
+
+impl UNet {
+    pub fn new(shape: [usize; 3], cfg: &UNetConfig, device: &Device) -> Self {
+        let [c, _, _] = shape;
+        let ch = if cfg.channels.is_empty() {
+            vec![32]
+        } else {
+            cfg.channels.clone()
+        };
+        let e = cfg.embed.max(4);
+        let et = 2 * e;
+        let mut down = Vec::new();
+        let mut downsample = Vec::new();
+        let mut prev = ch[0];
+        for (i, &w) in ch.iter().enumerate() {
+            down.push(ResBlock::new(prev, w, et, device));
+            if i + 1 < ch.len() {
+                downsample.push(conv3(w, w, 2, device));
+            }
+            prev = w;
+        }
+        let last = *ch.last().unwrap_or(&32);
+        let mid = ResBlock::new(last, last, et, device);
+        // Up path: from the deepest level back to the first, each block taking the skip too.
+        let mut up = Vec::new();
+        let mut cur = last;
+        for &w in ch.iter().rev() {
+            up.push(ResBlock::new(cur + w, w, et, device));
+            cur = w;
+        }
+        UNet {
+            conv_in: conv3(c, ch[0], 1, device),
+            temb1: LinearConfig::new(e, et).init(device),
+            temb2: LinearConfig::new(et, et).init(device),
+            down,
+            downsample,
+            mid,
+            up,
+            norm_out: GroupNormConfig::new(groups(ch[0]), ch[0]).init(device),
+            // Zero output layer: the untrained network predicts 0, a calm start.
+            conv_out: Conv2dConfig::new([ch[0], c], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            shape,
+            embed: e,
+        }
+    }
+
+    /// # Shapes
+    /// `z`: `[B, C·H·W]`, `u` (normalised γ): `[B]` → `[B, C·H·W]`.
+    pub fn forward(&self, z: Tensor<2>, u: Tensor<1>) -> Tensor<2> {
+        let [c, hh, ww] = self.shape;
+        let b = z.dims()[0];
+        let emb = self
+            .temb2
+            .forward(silu(self.temb1.forward(sinusoidal(u, self.embed))));
+        let mut h = self.conv_in.forward(z.reshape([b, c, hh, ww]));
+        let mut skips = Vec::new();
+        for (i, blk) in self.down.iter().enumerate() {
+            h = blk.forward(h, emb.clone());
+            skips.push(h.clone());
+            if let Some(ds) = self.downsample.get(i) {
+                h = ds.forward(h);
+            }
+        }
+        h = self.mid.forward(h, emb.clone());
+        for (i, blk) in self.up.iter().enumerate() {
+            let s = skips.pop().expect("one skip per level");
+            let [_, _, sh, sw] = s.dims();
+            if i > 0 {
+                h = interpolate(
+                    h,
+                    InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([sh, sw]),
+                );
+            }
+            h = blk.forward(Tensor::cat(vec![h, s], 1), emb.clone());
+        }
+        self.conv_out
+            .forward(silu(self.norm_out.forward(h)))
+            .reshape([b, c * hh * ww])
+    }
+}
