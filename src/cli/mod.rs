@@ -5,6 +5,7 @@ mod data;
 mod eval;
 mod inspect;
 mod sample;
+mod schedule;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -12,8 +13,8 @@ use elbo::device::DeviceKind;
 
 /// Train, evaluate and sample likelihood-based generative models by their evidence lower bound.
 ///
-/// Every model here (the VAE today; hierarchical VAEs and diffusion models as they land) is a
-/// latent-variable model trained by maximising the ELBO, and every one reports the same thing:
+/// Every model here (VAEs and variational diffusion models) is a latent-variable model trained
+/// by maximising the ELBO, and every one reports the same thing:
 /// an honest bound on log p(x), term by term, in nats (and bits/dim for images).
 #[derive(Parser, Debug)]
 #[command(name = "elbo", version, propagate_version = true, max_term_width = 100)]
@@ -34,7 +35,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a model (with no arguments: the default VAE on mnist10k, about 5 minutes on 2 cores).
+    /// Train a model (with no arguments: a VDM on the embedded mnist10k, about 5 minutes on 2 cores).
     Train(train::TrainArgs),
     /// Evaluate a trained run: every ELBO term, and the importance-weighted bound with --iw K.
     Eval(eval::EvalArgs),
@@ -44,6 +45,8 @@ enum Command {
     Data(data::DataArgs),
     /// Show a run: its config, parameter count and training curve (also saved as a PNG).
     Inspect(inspect::InspectArgs),
+    /// Print a noise schedule: t, β_t, ᾱ_t, SNR, log-SNR, posterior variance (CSV or JSON).
+    Schedule(schedule::ScheduleArgs),
 }
 
 /// Exit code of an interrupted training run.
@@ -68,6 +71,7 @@ pub fn run() -> i32 {
         Command::Sample(a) => sample::run(a, &g),
         Command::Data(a) => data::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Schedule(a) => schedule::run(a, &g),
     };
     match r {
         Ok(code) => code,

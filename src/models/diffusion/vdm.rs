@@ -206,14 +206,14 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
 
     // Endpoints.
     let (g0, g1) = sched.endpoints(&device);
-    let (alpha0, sigma0) = super::alpha_sigma(g0.clone()); // [1, 1]
-    let eps0 = randn(rng, [b, d], &device);
-    let z0 = x.clone() * alpha0.clone() + eps0 * sigma0.clone();
-    let mean = z0 / alpha0.clone();
-    let s = (g0.clone() * 0.5).exp().unsqueeze_dim::<2>(1); // σ_0/α_0 = e^{γ_0/2}
     let recon = match decoder {
         Decoder::Discrete256 => {
-            // (M22) P(k | z_0) = Φ((x + 1/255 − μ)/s) − Φ((x − 1/255 − μ)/s), end bins to ±∞.
+            let (alpha0, sigma0) = super::alpha_sigma(g0.clone()); // [1, 1]
+            let eps0 = randn(rng, [b, d], &device);
+            let z0 = x.clone() * alpha0.clone() + eps0 * sigma0;
+            let mean = z0 / alpha0;
+            let s = (g0.clone() * 0.5).exp().unsqueeze_dim::<2>(1); // σ_0/α_0 = e^{γ_0/2}
+                                                                    // (M22) P(k | z_0) = Φ((x + 1/255 − μ)/s) − Φ((x − 1/255 − μ)/s), end bins to ±∞.
             let half = 1.0 / 255.0;
             let upper = standard_normal_cdf((x.clone() + half - mean.clone()) / s.clone())
                 .mask_fill(x.clone().greater_elem(1.0 - half), 1.0);
@@ -226,13 +226,10 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
                 .squeeze_dim::<1>(1))
         }
         Decoder::Gaussian => {
-            // −log N(x; z_0/α_0, s²) summed over dimensions.
-            let sq = ((x.clone() - mean) / s.clone())
-                .square()
-                .sum_dim(1)
-                .squeeze_dim::<1>(1);
-            let log_s2 = g0.clone(); // log s² = γ_0
-            sq * 0.5 + (log_s2 + LOG_2PI) * (0.5 * d as f64)
+            // −log N(x; z_0/α_0, s²) with z_0/α_0 = x + s ε_0: its residual is exactly s ε_0, so
+            // its expectation over ε_0 is ½ D (log 2π + γ_0 + 1) (log s² = γ_0) whatever x is:
+            // computed exactly rather than sampled (no Monte-Carlo noise in this term).
+            (g0.clone() + LOG_2PI + 1.0).repeat_dim(0, b) * (0.5 * d as f64)
         }
     };
     // KL(N(α_1 x, σ_1²) ‖ N(0, 1)) = ½ Σ (σ_1² + α_1² x² − 1 − log σ_1²); log σ_1² = −softplus(−γ_1).

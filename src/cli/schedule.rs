@@ -1,0 +1,106 @@
+//! `elbo schedule --kind KIND|DIR`: a noise schedule as a table of t, β_t, ᾱ_t, SNR, log-SNR and
+//! the posterior variance σ_q²(t) (M14, M16, M23–M26), as CSV or JSON.
+
+use std::path::Path;
+
+use clap::Args;
+use elbo::models::diffusion::schedule::{table, ScheduleConfig, ScheduleKind, ScheduleRow};
+use elbo::models::diffusion::vdm::Vdm;
+use elbo::models::diffusion::NoiseSchedule;
+use elbo::train::run::RunDir;
+use elbo::train::{self, ModelKind};
+
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// linear (DDPM, M23) | cosine (M24) | linear-gamma (M25) | a run directory (its schedule,
+    /// learned or fixed).
+    #[arg(long)]
+    pub kind: String,
+    /// Number of steps T of the table.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    /// γ(0) of linear-gamma.
+    #[arg(long, default_value_t = -13.3, allow_hyphen_values = true)]
+    pub gamma_min: f64,
+    /// γ(1) of linear-gamma.
+    #[arg(long, default_value_t = 5.0, allow_hyphen_values = true)]
+    pub gamma_max: f64,
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    pub format: Format,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+/// A run's schedule read as a continuous γ(t).
+struct RunSchedule(Vec<(f64, f64)>);
+
+impl NoiseSchedule for RunSchedule {
+    fn gamma(&self, t: f64) -> f64 {
+        // Piecewise linear between the sampled points.
+        let n = self.0.len() - 1;
+        let x = t.clamp(0.0, 1.0) * n as f64;
+        let i = (x.floor() as usize).min(n - 1);
+        let f = x - i as f64;
+        self.0[i].1 * (1.0 - f) + self.0[i + 1].1 * f
+    }
+}
+
+pub fn run(a: ScheduleArgs, g: &Global) -> anyhow::Result<i32> {
+    if a.steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
+    let rows: Vec<ScheduleRow> = if Path::new(&a.kind).is_dir() {
+        let dir = RunDir::new(&a.kind);
+        dir.check()?;
+        let cfg = dir.config()?;
+        if cfg.model != ModelKind::Vdm {
+            anyhow::bail!("{}: a {} run has no noise schedule", a.kind, cfg.model);
+        }
+        let device = elbo::device::device(g.device, false)?;
+        let (_c, _mf, model) = train::load_model::<Vdm>(&dir, &device)?;
+        let s = model.schedule();
+        let pts: Vec<(f64, f64)> = (0..=a.steps)
+            .map(|i| {
+                let t = i as f64 / a.steps as f64;
+                (t, s.gamma_f64(t))
+            })
+            .collect();
+        table(ScheduleKind::LinearGamma, &RunSchedule(pts), a.steps)
+    } else {
+        let kind: ScheduleKind = clap::ValueEnum::from_str(&a.kind, true).map_err(|_| {
+            anyhow::anyhow!(
+                "--kind '{}': expected linear, cosine, linear-gamma or a run directory",
+                a.kind
+            )
+        })?;
+        if kind == ScheduleKind::Learned {
+            anyhow::bail!("--kind learned: a learned schedule lives in a run; pass its directory");
+        }
+        let cfg = ScheduleConfig {
+            kind,
+            gamma_min: a.gamma_min,
+            gamma_max: a.gamma_max,
+            steps: a.steps,
+        };
+        table(kind, cfg.fixed()?.as_ref(), a.steps)
+    };
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string(&rows)?),
+        Format::Csv => {
+            println!("t,beta,alpha_bar,snr,log_snr,posterior_variance");
+            for r in rows {
+                println!(
+                    "{},{:e},{:e},{:e},{},{:e}",
+                    r.t, r.beta, r.alpha_bar, r.snr, r.log_snr, r.posterior_variance
+                );
+            }
+        }
+    }
+    Ok(0)
+}
