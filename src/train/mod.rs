@@ -57,6 +57,12 @@ pub trait Trainable: Module + LatentVariableModel + Sized {
         Ok((t.total().mean(), t))
     }
 
+    /// Per-example ELBO terms for held-out evaluation during training (by default `elbo`; a
+    /// model may average more Monte-Carlo samples here to make the progress number less noisy).
+    fn eval_terms(&self, x: Tensor<2>, rng: &mut Rng) -> Result<ElboTerms> {
+        self.elbo(x, rng)
+    }
+
     /// (M4) The importance-weighted bound L_K per example, for models that have one (`None`
     /// otherwise).
     fn importance_weighted(
@@ -80,7 +86,7 @@ pub fn eval_rows(ds: &Dataset, binarize: Option<Binarize>, seed: u64) -> Vec<f32
 
 /// Per-example ELBO terms of a model on `rows` (`n` × `dim`), in batches, as (name, values).
 /// The last entry is the total (−ELBO, nats).
-pub fn elbo_rows<M: LatentVariableModel>(
+pub fn elbo_rows<M: Trainable>(
     model: &M,
     rows: &[f32],
     dim: usize,
@@ -98,7 +104,7 @@ pub fn elbo_rows<M: LatentVariableModel>(
             TensorData::new(rows[start * dim..(start + b) * dim].to_vec(), [b, dim]),
             device,
         );
-        let terms = model.elbo(x, rng)?;
+        let terms = model.eval_terms(x, rng)?;
         let mut r = terms.to_rows()?;
         r.push(("total".into(), crate::elbo::to_f64(terms.total())?));
         if out.is_empty() {
