@@ -292,7 +292,17 @@ fn bad_flags_and_directories() {
     let cfg = tmp.path().join("c.toml");
     std::fs::write(&cfg, "steps = \"many\"\n").unwrap();
     fails_with(&["train", "--config", cfg.to_str().unwrap()], "c.toml");
-    fails_with(&["train", "--steps", "0"], "steps");
+    let o = elbo(&["train", "--steps", "0"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a bad flag value is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--steps"));
+    fails_with(
+        &["train", "--set", "optim.lr=-1", "--steps", "1"],
+        "optim.lr",
+    );
     fails_with(
         &[
             "train",

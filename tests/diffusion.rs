@@ -321,3 +321,87 @@ fn discrete_bound_approaches_the_continuous_one() {
         "L_1000 {l1000:?} vs L_∞ {linf:?}"
     );
 }
+
+/// The Gaussian oracle re-expressed as another kind of output (exact conversion of its ε̂).
+struct As(Prediction, GaussianOracle);
+impl Denoiser for As {
+    fn prediction(&self) -> Prediction {
+        self.0
+    }
+    fn predict(&self, z: Tensor<2>, gamma: Tensor<1>) -> Tensor<2> {
+        let e = self.1.predict(z.clone(), gamma.clone());
+        let (a, s) = elbo::models::diffusion::alpha_sigma(gamma);
+        self.0.from_eps(e, z, a, s)
+    }
+}
+
+#[test]
+fn the_elbo_is_the_same_whatever_the_network_predicts() {
+    // Same denoiser, four output kinds, same noise: the same bound (f32 round-off only).
+    let sched = LinearGamma {
+        gamma_min: -8.0,
+        gamma_max: 4.0,
+    };
+    let x = elbo::rng::randn(&mut seeded(11), [200, 3], &Device::flex());
+    let bound = |p: Prediction, t_steps| {
+        let den = As(p, GaussianOracle { s2: 1.0 });
+        let e = diffusion_elbo(
+            &den,
+            &Schedule::Fixed(&sched),
+            x.clone(),
+            Decoder::Gaussian,
+            ElboOptions {
+                t_steps,
+                t_samples: 4,
+            },
+            &mut seeded(12),
+        )
+        .unwrap();
+        let v = elbo::elbo::to_f64(e.diffusion).unwrap();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    for t_steps in [None, Some(100)] {
+        let eps = bound(Prediction::Eps, t_steps);
+        for p in [Prediction::X0, Prediction::Score, Prediction::V] {
+            let other = bound(p, t_steps);
+            assert!(
+                (other - eps).abs() < 1e-3 * eps.abs(),
+                "{p:?} ({t_steps:?}): {other} vs ε {eps}"
+            );
+        }
+    }
+}
+
+#[test]
+fn learned_schedule_endpoints_get_gradients_from_the_elbo() {
+    use elbo::nn::monotone::LearnedSchedule;
+    let dev = Device::flex().autodiff();
+    let ls = LearnedSchedule::new(-10.0, 4.0, 8, &dev);
+    let x = elbo::rng::randn(&mut seeded(13), [64, 2], &dev);
+    let e = diffusion_elbo(
+        &GaussianOracle { s2: 1.0 },
+        &Schedule::Learned(&ls),
+        x,
+        Decoder::Gaussian,
+        ElboOptions {
+            t_steps: None,
+            t_samples: 2,
+        },
+        &mut seeded(14),
+    )
+    .unwrap();
+    let loss = (e.recon + e.prior + e.diffusion).mean();
+    let grads = loss.backward();
+    let g = elbo::train::params::collect_grads(&ls, &grads).unwrap();
+    // γ_0 and the range δ (hence γ_1) receive gradients through the reconstruction and prior terms.
+    for k in ["gamma0", "delta"] {
+        let v = g
+            .get(k)
+            .unwrap_or_else(|| panic!("no gradient for {k}: {:?}", g.keys().collect::<Vec<_>>()));
+        assert!(
+            v.data[0].is_finite() && v.data[0] != 0.0,
+            "{k}: {:?}",
+            v.data
+        );
+    }
+}

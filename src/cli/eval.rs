@@ -289,15 +289,12 @@ impl Default for VdmEvalOptions {
     }
 }
 
-/// Running sums per example over time samples.
+/// Per-example terms of one round, and each replicate's total estimate.
 struct Acc {
-    n: Vec<f64>,
-    sum: Vec<f64>,
-    sumsq: Vec<f64>,
     recon: Vec<f64>,
     prior: Vec<f64>,
     diff: Vec<f64>,
-    passes: Vec<f64>,
+    est: [Vec<f64>; 2],
 }
 
 const TIME_BINS: usize = 50;
@@ -321,92 +318,91 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
     let ln2 = std::f64::consts::LN_2;
     // Target Monte-Carlo standard error of the mean bound, in nats per example.
     let target = if image { 0.01 * dim as f64 * ln2 } else { 0.01 };
-    let mut n_samples = o.t_samples.unwrap_or(if image { 4 } else { 16 });
+    // Time samples per replicate; each round runs two independent replicates, whose disagreement
+    // measures the Monte-Carlo error of the stratified estimate (the iid formula would overstate
+    // it many times over for a smooth integrand).
+    let mut per_rep = o
+        .t_samples
+        .map_or(if image { 2 } else { 8 }, |t| (t / 2).max(1));
     let adaptive = o.t_samples.is_none();
     let mut rng = elbo::rng::derived(o.seed, train::streams::EVAL_NOISE);
     let n = ds.n;
-    let mut acc = Acc {
-        n: vec![0.0; n],
-        sum: vec![0.0; n],
-        sumsq: vec![0.0; n],
-        recon: vec![0.0; n],
-        prior: vec![0.0; n],
-        diff: vec![0.0; n],
-        passes: vec![0.0; n],
-    };
-    let mut bins = vec![(0.0f64, 0usize); TIME_BINS];
-    let mut total_samples = 0;
-    let mut mc_se;
-    loop {
-        // Rows per forward pass: about 256 (images) or 4096 (vectors) network inputs.
-        let rows = if image { 256 } else { 4096 };
-        let batch = (rows / n_samples).max(1);
-        let b = super::bar(g, n as u64, &format!("ELBO, {n_samples} t/example"));
-        let mut start = 0;
-        while start < n {
-            let m = batch.min(n - start);
-            let x = burn::tensor::Tensor::<2>::from_data(
-                burn::tensor::TensorData::new(
-                    ds.x[start * dim..(start + m) * dim].to_vec(),
-                    [m, dim],
-                ),
-                &device,
-            );
-            let e = model.estimate(
-                x,
-                ElboOptions {
-                    t_steps: o.t_steps,
-                    t_samples: n_samples,
-                },
-                &mut rng,
-            )?;
-            let recon = elbo::elbo::to_f64(e.recon)?;
-            let prior = elbo::elbo::to_f64(e.prior)?;
-            let samples: Vec<f64> = elbo::elbo::to_f64(e.samples.reshape([m * n_samples]))?;
-            for i in 0..m {
-                let k = start + i;
-                acc.recon[k] += recon[i];
-                acc.prior[k] += prior[i];
-                acc.passes[k] += 1.0;
-                for j in 0..n_samples {
-                    let d = samples[i * n_samples + j];
-                    let v = recon[i] + prior[i] + d;
-                    acc.n[k] += 1.0;
-                    acc.sum[k] += v;
-                    acc.sumsq[k] += v * v;
-                    acc.diff[k] += d;
-                    let t = e.times[i * n_samples + j];
-                    let bin = ((t * TIME_BINS as f64) as usize).min(TIME_BINS - 1);
-                    bins[bin].0 += d;
-                    bins[bin].1 += 1;
+    // Rows per forward pass: about 256 (images) or 4096 (vectors) network inputs.
+    let rows = if image { 256 } else { 4096 };
+    let (recon, prior, diff, total, bins, mc_se, total_samples) = loop {
+        let mut acc = Acc {
+            recon: vec![0.0; n],
+            prior: vec![0.0; n],
+            diff: vec![0.0; n],
+            est: [vec![0.0; n], vec![0.0; n]],
+        };
+        let mut bins = vec![(0.0f64, 0usize); TIME_BINS];
+        let batch = (rows / per_rep).max(1);
+        let b = super::bar(g, 2 * n as u64, &format!("ELBO, 2 × {per_rep} t/example"));
+        for rep in 0..2 {
+            let mut start = 0;
+            while start < n {
+                let m = batch.min(n - start);
+                let x = burn::tensor::Tensor::<2>::from_data(
+                    burn::tensor::TensorData::new(
+                        ds.x[start * dim..(start + m) * dim].to_vec(),
+                        [m, dim],
+                    ),
+                    &device,
+                );
+                let e = model.estimate(
+                    x,
+                    ElboOptions {
+                        t_steps: o.t_steps,
+                        t_samples: per_rep,
+                    },
+                    &mut rng,
+                )?;
+                let recon = elbo::elbo::to_f64(e.recon)?;
+                let prior = elbo::elbo::to_f64(e.prior)?;
+                let samples: Vec<f64> = elbo::elbo::to_f64(e.samples.reshape([m * per_rep]))?;
+                for i in 0..m {
+                    let k = start + i;
+                    let mut d_mean = 0.0;
+                    for j in 0..per_rep {
+                        let d = samples[i * per_rep + j];
+                        d_mean += d / per_rep as f64;
+                        let t = e.times[i * per_rep + j];
+                        let bin = ((t * TIME_BINS as f64) as usize).min(TIME_BINS - 1);
+                        bins[bin].0 += d;
+                        bins[bin].1 += 1;
+                    }
+                    acc.recon[k] += recon[i] / 2.0;
+                    acc.prior[k] += prior[i] / 2.0;
+                    acc.diff[k] += d_mean / 2.0;
+                    acc.est[rep][k] = recon[i] + prior[i] + d_mean;
                 }
+                start += m;
+                b.set_position((rep * n + start) as u64);
             }
-            start += m;
-            b.set_position(start as u64);
         }
         b.finish_and_clear();
-        total_samples += n_samples;
-        // MC variance of each example's mean (iid formula: conservative for stratified times).
+        // Var of the two replicates' average, per example: (a − b)²/4; summed over examples.
         let var_sum: f64 = (0..n)
-            .map(|k| {
-                let c = acc.n[k];
-                let mean = acc.sum[k] / c;
-                ((acc.sumsq[k] / c - mean * mean).max(0.0) * c / (c - 1.0).max(1.0)) / c
-            })
+            .map(|k| (acc.est[0][k] - acc.est[1][k]).powi(2) / 4.0)
             .sum();
-        mc_se = var_sum.sqrt() / n as f64;
-        if !adaptive || mc_se <= target || total_samples >= 512 {
-            break;
+        let mc_se = var_sum.sqrt() / n as f64;
+        if !adaptive || mc_se <= target || per_rep >= 256 {
+            let totals: Vec<f64> = (0..n)
+                .map(|k| 0.5 * (acc.est[0][k] + acc.est[1][k]))
+                .collect();
+            break (
+                Stat::of(&acc.recon),
+                Stat::of(&acc.prior),
+                Stat::of(&acc.diff),
+                Stat::of(&totals),
+                bins,
+                mc_se,
+                2 * per_rep,
+            );
         }
-        n_samples = total_samples; // double the samples per example
-    }
-
-    let per_example =
-        |v: &Vec<f64>, c: &Vec<f64>| -> Vec<f64> { v.iter().zip(c).map(|(a, b)| a / b).collect() };
-    let recon = Stat::of(&per_example(&acc.recon, &acc.passes));
-    let prior = Stat::of(&per_example(&acc.prior, &acc.passes));
-    let diff = Stat::of(&per_example(&acc.diff, &acc.n));
-    let total = Stat::of(&per_example(&acc.sum, &acc.n));
+        per_rep *= 2;
+    };
     let per_dim = total.scale(1.0 / dim as f64);
 
     // Diffusion loss per time: the integrand whose integral over t ∈ [0, 1] is the diffusion term.

@@ -27,10 +27,11 @@ pub struct TrainArgs {
     /// Override one setting, e.g. --set vae.latent=32 --set optim.lr=3e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Optimiser steps.
-    #[arg(long)]
+    /// Optimiser steps (default: about five minutes' worth for the model and data).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
-    #[arg(long)]
+    /// Examples per step (default: 128 for the VAE, 32 for a VDM on images, 256 on vectors).
+    #[arg(long, value_parser = parse_positive)]
     pub batch_size: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
@@ -44,6 +45,13 @@ pub struct TrainArgs {
     /// config, e.g. --steps to train longer).
     #[arg(long)]
     pub resume: bool,
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{s}' is not a positive whole number")),
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -86,6 +94,9 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         cfg.set(s)?;
     }
     cfg.resolve();
+    if cfg.steps == 0 || cfg.batch_size == 0 {
+        cfg.resolve_for_data(elbo::data::load(&cfg.data, elbo::data::Split::Train)?.kind);
+    }
     cfg.validate()?;
     let out = if a.resume {
         out

@@ -129,7 +129,7 @@ pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
 /// shards, each run forward and backward on its own thread (with its own noise, drawn from a
 /// seed taken from `rng`, so the result is deterministic for a given thread count), and the
 /// gradients are combined with weights n_shard / B: the gradient of the full-batch mean.
-fn loss_and_grads<M: Trainable>(
+pub fn loss_and_grads<M: Trainable>(
     model: &M,
     params: &NamedParams,
     rows: Vec<f32>,
@@ -262,11 +262,15 @@ pub fn load_model<M: Trainable>(
 
 /// Train (or resume) a model as `cfg` says, writing the run directory.
 pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
-    cfg.validate()?;
     let dir = RunDir::new(opts.out);
     let device = opts.device.clone();
     let train_ds = data::load(&cfg.data, Split::Train)?;
     let test_ds = data::load(&cfg.data, Split::Test)?;
+    let mut cfg = cfg.clone();
+    cfg.resolve_for_data(train_ds.kind);
+    cfg.resolve();
+    cfg.validate()?;
+    let cfg = &cfg;
     let dim = train_ds.dim();
     let info = DataInfo {
         shape: train_ds.shape.clone(),

@@ -83,7 +83,7 @@ mod tests {
         // q(x_{t−1} | x_t, x_0) ∝ q(x_t | x_{t−1}) q(x_{t−1} | x_0): integrate on a grid and compare
         // its normalised mean and variance with M16. Grid step 1e-4 over ±10 sd: error < 1e-7.
         for &(alpha, ab_prev, x0, xt) in &[
-            (0.98, 0.6, 0.7, -0.2),
+            (0.98f64, 0.6f64, 0.7f64, -0.2f64),
             (0.9, 0.05, -1.0, 1.5),
             (0.999, 0.99, 0.3, 0.31),
         ] {
@@ -118,7 +118,7 @@ mod tests {
     fn m18_m19_m20_weights_agree() {
         // With x_0 = (x_t − √(1−ᾱ) ε)/√ᾱ, the x_0-, ε- and score-weighted errors are one quantity:
         // w_x0 ‖Δx_0‖² = w_eps ‖Δε‖² = w_score ‖Δs‖², with Δx_0 = √((1−ᾱ)/ᾱ) Δε, Δs = Δε/√(1−ᾱ).
-        let (alpha, ab_prev) = (0.97, 0.4);
+        let (alpha, ab_prev) = (0.97f64, 0.4f64);
         let ab = alpha * ab_prev;
         let d_eps = 0.37f64;
         let d_x0 = ((1.0 - ab) / ab).sqrt() * d_eps;

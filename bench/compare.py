@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Speed of elbo beside PyTorch, case by case, interleaved in one run.
+
+    python3 bench/compare.py [--cases vae-train,vdm-unet-train,...] [--rounds 3] [--iters 20]
+
+On first use it creates bench/.venv and installs torch and numpy there (a large download); it
+never runs in CI. Each round runs the Rust case (`cargo bench --bench throughput -- CASE`, its own
+warm-up, then the median of N iterations) and then its PyTorch twin the same way; the report is the
+median over rounds of each and their ratio (elbo / PyTorch throughput: above 1 means elbo is faster).
+
+To add a case: a name in benches/throughput.rs (CASES and build) and a function in TWINS here
+returning (step, examples per step), with the same network, batch and loss.
+"""
+import argparse
+import gzip
+import json
+import math
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, "bench", ".venv")
+
+
+def ensure_torch():
+    try:
+        import torch  # noqa: F401
+        return
+    except ImportError:
+        pass
+    py = os.path.join(VENV, "bin", "python")
+    if os.path.abspath(sys.executable) != os.path.abspath(py):
+        if not os.path.exists(py):
+            print("creating bench/.venv with torch and numpy (first use only; large download)", file=sys.stderr)
+            subprocess.check_call([sys.executable, "-m", "venv", VENV])
+            subprocess.check_call([py, "-m", "pip", "install", "--quiet", "torch", "numpy"])
+        os.execv(py, [py] + sys.argv)
+    raise SystemExit("torch is not importable even in bench/.venv")
+
+
+ensure_torch()
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+THREADS = os.cpu_count() or 1
+torch.set_num_threads(THREADS)
+torch.manual_seed(0)
+
+
+def mnist_images(n):
+    with gzip.open(os.path.join(ROOT, "assets", "mnist10k", "images-idx3-ubyte.gz"), "rb") as f:
+        data = f.read()
+    _, count, h, w = struct.unpack(">IIII", data[:16])
+    x = torch.frombuffer(bytearray(data[16:16 + n * h * w]), dtype=torch.uint8).float()
+    return x.view(n, h * w)
+
+
+def adamw_step_factory(model, clip=100.0, ema_decay=0.999, lr=1e-4):
+    """AdamW (decay 0), global-norm clipping and an EMA of the weights: what elbo's step does."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    ema = [p.detach().clone() for p in model.parameters()]
+
+    def step(loss):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, list(model.parameters()), 1 - ema_decay)
+
+    return step
+
+
+# ----- VAE 784-200-200-50, tanh (Burda et al. 2016) -----
+class Vae(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(784, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 100))
+        self.dec = nn.Sequential(nn.Linear(50, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 784))
+
+    def loss(self, x):
+        h = self.enc(x)
+        mu, logvar = h[:, :50], h[:, 50:]
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        logits = self.dec(z)
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+        kl = 0.5 * (logvar.exp() + mu * mu - 1 - logvar).sum(1)
+        return (rec + kl).mean()
+
+
+def twin_vae_train():
+    m = Vae()
+    step = adamw_step_factory(m)
+    x = (mnist_images(128) > 127).float()
+    return (lambda: step(m.loss(x))), 128.0
+
+
+# ----- VDM pieces, as src/models/diffusion/vdm.rs and src/nn -----
+G_MIN, G_MAX = -13.3, 5.0
+
+
+def sinusoidal(u, dim):
+    half = max(dim // 2, 2)
+    k = torch.arange(half, dtype=torch.float32)
+    freqs = torch.exp(-math.log(10000.0) * k / (half - 1))
+    arg = (u[:, None] * 1000.0) * freqs[None, :]
+    return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+
+class MlpDenoiser(nn.Module):
+    def __init__(self, d, hidden=256, blocks=3, embed=64):
+        super().__init__()
+        self.embed = embed
+        self.inp = nn.Linear(d, hidden)
+        self.temb = nn.Linear(embed, hidden)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList([nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(embed, hidden)]) for _ in range(blocks)
+        )
+        self.out = nn.Linear(hidden, d)
+
+    def forward(self, z, u):
+        emb = sinusoidal(u, self.embed)
+        h = self.inp(z) + self.temb(emb)
+        for l1, l2, t in self.blocks:
+            h = h + l2(F.silu(l1(F.silu(h)) + t(emb)))
+        return self.out(F.silu(h))
+
+
+def groups(c):
+    return next(g for g in (8, 4, 2, 1) if c % g == 0)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout, e):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.temb = nn.Linear(e, cout)
+        self.norm2 = nn.GroupNorm(groups(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h + self.temb(emb)[:, :, None, None])))
+        return (self.skip(x) if self.skip is not None else x) + h
+
+
+class UNet(nn.Module):
+    def __init__(self, channels=(32, 64), embed=64):
+        super().__init__()
+        e, et = embed, 2 * embed
+        self.embed = e
+        self.conv_in = nn.Conv2d(1, channels[0], 3, padding=1)
+        self.temb1, self.temb2 = nn.Linear(e, et), nn.Linear(et, et)
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        prev = channels[0]
+        for i, w in enumerate(channels):
+            self.down.append(ResBlock(prev, w, et))
+            if i + 1 < len(channels):
+                self.downsample.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
+            prev = w
+        self.mid = ResBlock(channels[-1], channels[-1], et)
+        self.up = nn.ModuleList()
+        cur = channels[-1]
+        for w in reversed(channels):
+            self.up.append(ResBlock(cur + w, w, et))
+            cur = w
+        self.norm_out = nn.GroupNorm(groups(channels[0]), channels[0])
+        self.conv_out = nn.Conv2d(channels[0], 1, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, z, u):
+        b = z.shape[0]
+        emb = self.temb2(F.silu(self.temb1(sinusoidal(u, self.embed))))
+        h = self.conv_in(z.view(b, 1, 28, 28))
+        skips = []
+        for i, blk in enumerate(self.down):
+            h = blk(h, emb)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.mid(h, emb)
+        for i, blk in enumerate(self.up):
+            s = skips.pop()
+            if i > 0:
+                h = F.interpolate(h, size=s.shape[-2:], mode="nearest")
+            h = blk(torch.cat([h, s], 1), emb)
+        return self.conv_out(F.silu(self.norm_out(h))).view(b, -1)
+
+
+def vdm_loss(net, x, discrete):
+    """Continuous-time negative ELBO (M28, M30), linear γ, ε-prediction, as vdm.rs."""
+    b, d = x.shape
+    t = (torch.rand(()) + torch.arange(b) / b) % 1.0
+    gamma = G_MIN + (G_MAX - G_MIN) * t
+    alpha, sigma = torch.sigmoid(-gamma).sqrt()[:, None], torch.sigmoid(gamma).sqrt()[:, None]
+    eps = torch.randn_like(x)
+    z = alpha * x + sigma * eps
+    eps_hat = net(z, (gamma - G_MIN) / (G_MAX - G_MIN))
+    diffusion = 0.5 * (G_MAX - G_MIN) * ((eps - eps_hat) ** 2).sum(1)
+    g0, g1 = torch.tensor(G_MIN), torch.tensor(G_MAX)
+    if discrete:
+        a0, s0 = torch.sigmoid(-g0).sqrt(), torch.sigmoid(g0).sqrt()
+        mean = (a0 * x + s0 * torch.randn_like(x)) / a0
+        s = torch.exp(0.5 * g0)
+        cdf = lambda v: 0.5 * (1 + torch.erf(v / math.sqrt(2)))
+        up = torch.where(x > 1 - 1 / 255, torch.ones_like(x), cdf((x + 1 / 255 - mean) / s))
+        lo = torch.where(x < -1 + 1 / 255, torch.zeros_like(x), cdf((x - 1 / 255 - mean) / s))
+        recon = -torch.log((up - lo).clamp_min(1e-12)).sum(1)
+    else:
+        recon = 0.5 * d * (g0 + math.log(2 * math.pi) + 1) * torch.ones(b)
+    a1, s1 = torch.sigmoid(-g1), torch.sigmoid(g1)
+    prior = 0.5 * (s1 + a1 * x * x - 1 - torch.log(s1)).sum(1)
+    return (recon + prior + diffusion).mean()
+
+
+def twin_vdm_unet_train():
+    net = UNet()
+    step = adamw_step_factory(net)
+    x = mnist_images(64) * (2 / 255) - 1
+    return (lambda: step(vdm_loss(net, x, True))), 64.0
+
+
+def twin_vdm_unet_sample():
+    net = UNet()
+    z = torch.randn(64, 784)
+
+    def one():
+        with torch.no_grad():
+            gt, gs = 0.0, -0.1
+            u = torch.full((64,), (gt - G_MIN) / (G_MAX - G_MIN))
+            e = net(z, u)
+            c = -math.expm1(gs - gt)
+            a2t, a2s = 1 / (1 + math.exp(gt)), 1 / (1 + math.exp(gs))
+            st = math.sqrt(1 / (1 + math.exp(-gt)))
+            mean = (z - e * st * c) * math.sqrt(a2s / a2t)
+            return mean + torch.randn_like(z) * math.sqrt((1 / (1 + math.exp(-gs))) * c)
+
+    return one, 64.0 / 200.0
+
+
+def twin_vdm_mlp_train():
+    net = MlpDenoiser(2)
+    step = adamw_step_factory(net)
+    x = torch.randn(256, 2)
+    return (lambda: step(vdm_loss(net, x, False))), 256.0
+
+
+TWINS = {
+    "vae-train": twin_vae_train,
+    "vdm-unet-train": twin_vdm_unet_train,
+    "vdm-unet-sample": twin_vdm_unet_sample,
+    "vdm-mlp-train": twin_vdm_mlp_train,
+}
+
+
+def time_torch(case, iters, warmup):
+    step, per = TWINS[case]()
+    for _ in range(warmup):
+        step()
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t)
+    med = statistics.median(ts)
+    return {"median_ms": med * 1e3, "per_sec": per / med}
+
+
+def time_rust(case, iters, warmup):
+    out = subprocess.run(
+        ["cargo", "bench", "-q", "--bench", "throughput", "--", case, "--iters", str(iters), "--warmup", str(warmup)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default=",".join(TWINS))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    a = ap.parse_args()
+    subprocess.run(["cargo", "bench", "-q", "--bench", "throughput", "--no-run"], cwd=ROOT, check=True)
+    print(f"torch {torch.__version__}, {THREADS} threads; elbo with {THREADS} training threads")
+    print(f"{'case':<18} {'elbo /s':>12} {'torch /s':>12} {'ratio':>7}   (medians over {a.rounds} interleaved rounds)")
+    results = {}
+    for case in a.cases.split(","):
+        r, p = [], []
+        for _ in range(a.rounds):
+            r.append(time_rust(case, a.iters, a.warmup)["per_sec"])
+            p.append(time_torch(case, a.iters, a.warmup)["per_sec"])
+        mr, mp = statistics.median(r), statistics.median(p)
+        results[case] = {"elbo_per_sec": mr, "torch_per_sec": mp, "ratio": mr / mp}
+        print(f"{case:<18} {mr:>12.1f} {mp:>12.1f} {mr / mp:>7.3f}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+//! Throughput cases timed by `bench/compare.py` beside their PyTorch twins (never in CI).
+//!
+//! `cargo bench --bench throughput -- CASE [--iters N] [--warmup W] [--threads T]` prints one JSON
+//! line: the median time of one iteration and the examples (or images) per second it implies.
+//! A case is a name in `CASES` and a closure that builds its state and returns one iteration.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use elbo::data::DataKind;
+use elbo::models::diffusion::vdm::{NetworkKind, Vdm, VdmConfig, VdmSpec};
+use elbo::models::vae::{Likelihood, Vae, VaeConfig, VaeSpec};
+use elbo::rng::{normal_vec, seeded, Rng};
+use elbo::sample::{Ancestral, Sampler};
+use elbo::train::optim::{AdamW, OptimConfig};
+use elbo::train::params::{self, NamedParams};
+use elbo::train::{loss_and_grads, Trainable};
+
+/// One timed iteration and the examples it processes.
+type Iter = Box<dyn FnMut()>;
+
+struct TrainState<M: Trainable> {
+    model: M,
+    params: NamedParams,
+    opt: AdamW,
+    cfg: OptimConfig,
+    rng: Rng,
+    rows: Vec<f32>,
+    b: usize,
+    d: usize,
+    threads: usize,
+}
+
+impl<M: Trainable + 'static> TrainState<M> {
+    fn new(model: M, rows: Vec<f32>, b: usize, d: usize, threads: usize) -> Self {
+        let params = params::collect(&model).expect("parameters");
+        let opt = AdamW::new(&params);
+        TrainState {
+            model,
+            params,
+            opt,
+            cfg: OptimConfig::default(),
+            rng: seeded(0),
+            rows,
+            b,
+            d,
+            threads,
+        }
+    }
+
+    /// One full training step, as `elbo train` does it: loss, backward, AdamW, EMA.
+    fn iter(mut self) -> Iter {
+        let device = Device::flex().autodiff();
+        Box::new(move || {
+            let (_, g) = loss_and_grads(
+                &self.model,
+                &self.params,
+                self.rows.clone(),
+                self.b,
+                self.d,
+                &device,
+                &mut self.rng,
+                self.threads,
+            )
+            .expect("step");
+            self.opt.step(&self.cfg, 1e-4, &mut self.params, &g);
+            self.model = params::assign(self.model.clone(), &self.params).expect("assign");
+        })
+    }
+}
+
+fn images(b: usize) -> Vec<f32> {
+    let ds = elbo::data::load("mnist10k", elbo::data::Split::Train).expect("mnist10k");
+    ds.x[..b * 784].to_vec()
+}
+
+fn unet_vdm(device: &Device) -> Vdm {
+    let cfg = VdmConfig {
+        network: NetworkKind::Unet,
+        ..Default::default()
+    };
+    let spec = VdmSpec {
+        kind: DataKind::Image8,
+        shape: vec![1, 28, 28],
+        shift: vec![],
+        scale: vec![],
+    };
+    device.seed(0);
+    Vdm::new(&cfg, spec, device).expect("model")
+}
+
+/// (name, examples per iteration, builder)
+#[allow(clippy::type_complexity)]
+const CASES: &[(&str, &str)] = &[
+    (
+        "vdm-unet-train",
+        "VDM U-Net [32, 64] on 28×28, batch 64: one training step (continuous ELBO, AdamW)",
+    ),
+    (
+        "vdm-unet-sample",
+        "VDM U-Net [32, 64], batch 64: one ancestral sampling step (200 per image)",
+    ),
+    (
+        "vdm-mlp-train",
+        "VDM MLP (256 wide, 3 blocks) on 2-D data, batch 256: one training step",
+    ),
+    (
+        "vae-train",
+        "VAE 784-200-200-50 tanh, batch 128: one training step (analytic-KL ELBO, AdamW)",
+    ),
+];
+
+fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
+    let ad = Device::flex().autodiff();
+    Some(match case {
+        "vdm-unet-train" => (
+            TrainState::new(unet_vdm(&ad), images(64), 64, 784, threads).iter(),
+            64.0,
+        ),
+        "vdm-unet-sample" => {
+            let model = unet_vdm(&Device::flex());
+            let mut rng = seeded(1);
+            let z = Tensor::<2>::from_data(
+                TensorData::new(normal_vec(&mut rng, 64 * 784), [64, 784]),
+                &Device::flex(),
+            );
+            // Images per second of a 200-step sampler = 64 / (200 × step time).
+            (
+                Box::new(move || {
+                    let _ = Ancestral
+                        .step(&model, z.clone(), 0.0, -0.1, &mut rng)
+                        .into_data();
+                }),
+                64.0 / 200.0,
+            )
+        }
+        "vdm-mlp-train" => {
+            let cfg = VdmConfig::default();
+            let spec = VdmSpec {
+                kind: DataKind::Continuous,
+                shape: vec![2],
+                shift: vec![0.0; 2],
+                scale: vec![1.0; 2],
+            };
+            ad.seed(0);
+            let m = Vdm::new(&cfg, spec, &ad).expect("model");
+            let rows = elbo::data::toy::Mixture::named("ring8")
+                .expect("toy")
+                .sample(256, &mut seeded(2));
+            (TrainState::new(m, rows, 256, 2, threads).iter(), 256.0)
+        }
+        "vae-train" => {
+            let spec = VaeSpec {
+                likelihood: Likelihood::Bernoulli,
+                data_dim: 784,
+                latent: 50,
+                shift: vec![],
+                scale: vec![],
+            };
+            ad.seed(0);
+            let m = Vae::new(&VaeConfig::default(), spec, &ad).expect("model");
+            let rows: Vec<f32> = images(128)
+                .iter()
+                .map(|&k| if k > 127.0 { 1.0 } else { 0.0 })
+                .collect();
+            (TrainState::new(m, rows, 128, 784, threads).iter(), 128.0)
+        }
+        _ => return None,
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let get = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let Some(case) = args.first().filter(|a| !a.starts_with("--")) else {
+        eprintln!("usage: cargo bench --bench throughput -- CASE [--iters N] [--warmup W] [--threads T]\ncases:");
+        for (n, d) in CASES {
+            eprintln!("  {n:<16} {d}");
+        }
+        std::process::exit(2);
+    };
+    let (iters, warmup) = (get("--iters", 20), get("--warmup", 3));
+    let threads = get(
+        "--threads",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    let Some((mut step, per_iter)) = build(case, threads) else {
+        eprintln!("unknown case '{case}'");
+        std::process::exit(2);
+    };
+    for _ in 0..warmup {
+        step();
+    }
+    let mut times: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            step();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({"case": case, "impl": "elbo", "median_ms": median * 1e3, "per_sec": per_iter / median, "iters": times.len(), "threads": threads})
+    );
+}
