@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md in sequence (about 1 h 45 min on 2 cores); logs in bench/out/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p bench/out
+bench/vdm_mnist10k.sh > bench/out/vdm_mnist10k.log 2>&1
+bench/vae_mnist10k.sh > bench/out/vae_mnist10k.log 2>&1
+bench/vdm_toy.sh > bench/out/vdm_toy.log 2>&1
+python3 bench/compare.py > bench/out/compare.log 2>&1
