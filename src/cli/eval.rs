@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use elbo::data::{self, DataKind, Split};
+use elbo::data::{self, Split};
 use elbo::elbo::Stat;
 use elbo::models::diffusion::vdm::{ElboOptions, Vdm};
 use elbo::models::vae::Vae;
@@ -61,6 +61,9 @@ pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
     let cfg = dir.config()?;
     if cfg.model != ModelKind::Vdm && (a.t_steps.is_some() || a.t_samples.is_some()) {
         anyhow::bail!("--t-steps and --t-samples apply to diffusion models");
+    }
+    if a.limit == Some(0) {
+        anyhow::bail!("--limit must be at least 1");
     }
     if a.t_steps == Some(0) || a.t_samples == Some(0) {
         anyhow::bail!("--t-steps and --t-samples must be at least 1");
@@ -127,7 +130,7 @@ pub fn evaluate<M: Trainable>(
     }
     let spec: M::Spec = serde_json::from_value(mf.spec.clone())?;
     let binarize = M::binarize(&cfg, &spec);
-    let rows = train::eval_rows(&ds, binarize, seed);
+    let rows = mf.data.eval_rows(&ds, binarize, seed);
     let dim = ds.dim();
     let mut rng = elbo::rng::derived(seed, train::streams::EVAL_NOISE);
     let b = super::bar(g, ds.n as u64, "ELBO");
@@ -201,7 +204,7 @@ pub fn evaluate<M: Trainable>(
     if let Some(s) = iw_stat {
         j["neg_iw_bound_nats"] = json!(s.mean);
     }
-    let image = mf.data.kind == DataKind::Image8;
+    let image = mf.data.is_image();
     if image {
         j["bits_per_dim"] = json!(per_dim.mean / ln2);
         j["bits_per_dim_se"] = json!(per_dim.se / ln2);
@@ -314,7 +317,7 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
         );
     }
     let dim = ds.dim();
-    let image = mf.data.kind == DataKind::Image8;
+    let image = mf.data.is_image();
     let ln2 = std::f64::consts::LN_2;
     // Target Monte-Carlo standard error of the mean bound, in nats per example.
     let target = if image { 0.01 * dim as f64 * ln2 } else { 0.01 };
@@ -325,6 +328,7 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
         .t_samples
         .map_or(if image { 2 } else { 8 }, |t| (t / 2).max(1));
     let adaptive = o.t_samples.is_none();
+    let rows_x = mf.data.eval_rows(&ds, None, o.seed);
     let mut rng = elbo::rng::derived(o.seed, train::streams::EVAL_NOISE);
     let n = ds.n;
     // Rows per forward pass: about 256 (images) or 4096 (vectors) network inputs.
@@ -345,7 +349,7 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
                 let m = batch.min(n - start);
                 let x = burn::tensor::Tensor::<2>::from_data(
                     burn::tensor::TensorData::new(
-                        ds.x[start * dim..(start + m) * dim].to_vec(),
+                        rows_x[start * dim..(start + m) * dim].to_vec(),
                         [m, dim],
                     ),
                     &device,

@@ -114,8 +114,9 @@ pub fn draw(
     let (mf, x, full) = match cfg.model {
         ModelKind::Vae => {
             let (_c, mf, model) = train::load_model::<Vae>(dir, &device)?;
-            // Bernoulli means for binarised images: a white pixel is 1.
-            (mf, model.sample(n, &mut rng)?, 1.0)
+            // Bernoulli means for binarised images: a white pixel is 1 (255 when dequantised).
+            let full = if mf.data.dequantized { 255.0 } else { 1.0 };
+            (mf, model.sample(n, &mut rng)?, full)
         }
         ModelKind::Vdm => {
             let (_c, mf, model) = train::load_model::<Vdm>(dir, &device)?;

@@ -164,8 +164,8 @@ impl UNet {
             }
         }
         h = self.mid.forward(h, emb.clone());
-        for (i, blk) in self.up.iter().enumerate() {
-            let s = skips.pop().expect("one skip per level");
+        // One skip per level, consumed deepest first.
+        for (i, (blk, s)) in self.up.iter().zip(skips.into_iter().rev()).enumerate() {
             let [_, _, sh, sw] = s.dims();
             if i > 0 {
                 h = interpolate(

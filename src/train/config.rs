@@ -57,6 +57,11 @@ pub struct RunConfig {
     pub checkpoint_every: u64,
     /// Append a training line to metrics.jsonl every this many steps.
     pub log_every: u64,
+    /// Model 8-bit images as continuous data by uniform dequantisation, y = k + u (a fresh u per
+    /// batch; the test split gets one fixed draw). Likelihoods stay in bits/dim over the 256
+    /// levels, as an upper bound on the discrete NLL. Off: the VAE binarises 8-bit images and the
+    /// VDM scores them with its discrete decoder (M22).
+    pub dequantize: bool,
     /// Images in the grid written at the end of training.
     pub grid: usize,
     /// Threads that each run forward and backward on a shard of the batch (0: one per core,
@@ -80,6 +85,7 @@ impl Default for RunConfig {
             eval_examples: 500,
             checkpoint_every: 2_000,
             log_every: 50,
+            dequantize: false,
             grid: 64,
             threads: 0,
             optim: OptimConfig::default(),

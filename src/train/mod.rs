@@ -22,7 +22,7 @@ use optim::AdamW;
 use params::NamedParams;
 use run::{DataInfo, ModelFile, RunDir, TrainState};
 
-use crate::data::{self, batches, BatchOrder, Binarize, Dataset, Split};
+use crate::data::{self, batches, BatchOrder, Binarize, DataKind, Dataset, Split};
 use crate::elbo::{ElboTerms, Stat};
 use crate::models::LatentVariableModel;
 use crate::rng::{derived, Rng};
@@ -272,9 +272,20 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
     cfg.validate()?;
     let cfg = &cfg;
     let dim = train_ds.dim();
+    // Dequantised 8-bit images are continuous data to the model.
+    let dequant = cfg.dequantize && train_ds.kind == DataKind::Image8;
+    let mut spec_ds = train_ds.clone();
+    if dequant {
+        spec_ds.x = batches::dequantize(
+            &train_ds.x,
+            &mut derived(cfg.seed, streams::STATIC_BINARIZE),
+        );
+        spec_ds.kind = DataKind::Continuous;
+    }
     let info = DataInfo {
         shape: train_ds.shape.clone(),
-        kind: train_ds.kind,
+        kind: spec_ds.kind,
+        dequantized: dequant,
     };
 
     let (spec, mut model, mut params, mut opt, mut state) = if opts.resume {
@@ -303,7 +314,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             });
         }
         std::fs::create_dir_all(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
-        let spec = M::spec(cfg, &train_ds)?;
+        let spec = M::spec(cfg, &spec_ds)?;
         device.seed(cfg.seed);
         let model = M::build(cfg, &spec, &device)?;
         let params = params::collect(&model)?; // also fixes the lazy initialisation order
@@ -335,7 +346,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
         _ => train_ds.x.clone(),
     };
     let eval_ds = test_ds.head(cfg.eval_examples);
-    let eval_x = eval_rows(&eval_ds, binarize, cfg.seed);
+    let eval_x = info.eval_rows(&eval_ds, binarize, cfg.seed);
     let eval_device = device.clone().inner();
 
     let bar = if opts.progress {
@@ -377,6 +388,9 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
         let mut rows = batches::gather(&train_rows, dim, &idx);
         if binarize == Some(Binarize::Dynamic) {
             rows = batches::binarize(&rows, &mut state.rng);
+        }
+        if dequant {
+            rows = batches::dequantize(&rows, &mut state.rng);
         }
         let b = idx.len();
         let (loss_v, g) = loss_and_grads(

@@ -28,7 +28,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {
     pub shape: Vec<usize>,
+    /// The kind the model sees (continuous for dequantised images).
     pub kind: DataKind,
+    /// 8-bit images dequantised to k + u: evaluated likewise and reported in bits/dim.
+    #[serde(default)]
+    pub dequantized: bool,
 }
 
 impl DataInfo {
@@ -36,9 +40,31 @@ impl DataInfo {
         self.shape.iter().product()
     }
     pub fn image_hw(&self) -> Option<(usize, usize)> {
-        match (self.kind, self.shape.as_slice()) {
-            (DataKind::Image8, [1, h, w]) => Some((*h, *w)),
+        match self.shape.as_slice() {
+            [1, h, w] if self.is_image() => Some((*h, *w)),
             _ => None,
+        }
+    }
+
+    /// 8-bit images, discrete or dequantised: likelihoods are reported in bits/dim.
+    pub fn is_image(&self) -> bool {
+        self.kind == DataKind::Image8 || self.dequantized
+    }
+
+    /// The rows a model sees when evaluating `ds`: binarised or dequantised once with `seed`.
+    pub fn eval_rows(
+        &self,
+        ds: &crate::data::Dataset,
+        binarize: Option<crate::data::Binarize>,
+        seed: u64,
+    ) -> Vec<f32> {
+        if self.dequantized {
+            crate::data::batches::dequantize(
+                &ds.x,
+                &mut crate::rng::derived(seed, crate::train::streams::EVAL_BINARIZE),
+            )
+        } else {
+            crate::train::eval_rows(ds, binarize, seed)
         }
     }
 }

@@ -92,6 +92,26 @@ impl Default for VdmConfig {
     }
 }
 
+impl VdmConfig {
+    /// Sizes that would make a network with no units are refused with the key's name.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.unet.channels.is_empty() || self.unet.channels.contains(&0) {
+            return bad("vdm.unet.channels must be a non-empty list of positive widths");
+        }
+        if self.mlp.hidden == 0 {
+            return bad("vdm.mlp.hidden must be positive");
+        }
+        if self.unet.embed < 4 || self.mlp.embed < 4 {
+            return bad("vdm.unet.embed and vdm.mlp.embed must be at least 4");
+        }
+        if self.schedule_units == 0 {
+            return bad("vdm.schedule_units must be positive");
+        }
+        Ok(())
+    }
+}
+
 /// What the VDM learned about its data before training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VdmSpec {
@@ -289,20 +309,18 @@ impl Vdm {
         if d == 0 {
             return Err(Error::Config("the data have no dimensions".into()));
         }
+        cfg.validate()?;
         let fixed = FixedSchedule(Arc::from(cfg.schedule.fixed()?));
-        let net = match (cfg.network, spec.kind, spec.shape.as_slice()) {
-            (NetworkKind::Mlp, _, _) | (NetworkKind::Auto, DataKind::Continuous, _) => {
-                Network::Mlp(MlpDenoiser::new(d, &cfg.mlp, device))
-            }
-            (_, _, [c, h, w]) => Network::Unet(UNet::new([*c, *h, *w], &cfg.unet, device)),
-            (NetworkKind::Unet, _, s) => {
+        // Images ([C, H, W], discrete or dequantised) → U-Net; vectors → MLP; unless named.
+        let net = match (cfg.network, spec.shape.as_slice()) {
+            (NetworkKind::Mlp, _) => Network::Mlp(MlpDenoiser::new(d, &cfg.mlp, device)),
+            (_, [c, h, w]) => Network::Unet(UNet::new([*c, *h, *w], &cfg.unet, device)),
+            (NetworkKind::Unet, s) => {
                 return Err(Error::Config(format!(
                     "vdm.network = unet needs image data [C, H, W]; these have shape {s:?}"
                 )))
             }
-            (NetworkKind::Auto, DataKind::Image8, _) => {
-                Network::Mlp(MlpDenoiser::new(d, &cfg.mlp, device))
-            }
+            (NetworkKind::Auto, _) => Network::Mlp(MlpDenoiser::new(d, &cfg.mlp, device)),
         };
         let learned = (cfg.schedule.kind == ScheduleKind::Learned).then(|| {
             LearnedSchedule::new(
