@@ -1,44 +1,11 @@
 //! The command line end to end on tiny budgets, in temporary directories: train → eval --json →
 //! sample → resume; exact resume; a NaN stop; and clear errors (never a panic) on bad input.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn elbo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_elbo"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the elbo binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = elbo(args);
-    assert!(
-        o.status.success(),
-        "elbo {args:?} failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-/// Runs, fails with exit code 1 (not a panic's 101), and says something containing `want`.
-fn fails_with(args: &[&str], want: &str) {
-    let o = elbo(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "elbo {args:?}: expected exit 1, stderr:\n{err}"
-    );
-    assert!(
-        err.contains(want),
-        "elbo {args:?}: stderr lacks '{want}':\n{err}"
-    );
-    assert!(!err.contains("panicked"), "elbo {args:?} panicked:\n{err}");
-}
+use common::{elbo, fails_with, ok};
 
 const TINY: &[&str] = &[
     "--model",

@@ -1,26 +1,9 @@
 //! The diffusion model through the command line: a tiny U-Net run on mnist10k end to end, a
 //! trained MLP VDM on a 2-D mixture against its true NLL, and the schedule table.
 
-use std::process::{Command, Output};
+mod common;
 
-fn elbo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_elbo"))
-        .args(args)
-        .output()
-        .expect("the elbo binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = elbo(args);
-    assert!(
-        o.status.success(),
-        "elbo {args:?} failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
+use common::{elbo, ok};
 
 #[test]
 fn unet_vdm_train_eval_sample_on_mnist10k() {

@@ -5,9 +5,9 @@
 
 use burn::tensor::Tensor;
 
-use super::{gamma_col, Sampler};
+use super::{eps_at, Sampler};
 use crate::models::diffusion::schedule::sigmoid;
-use crate::models::diffusion::{eps_hat, Denoiser};
+use crate::models::diffusion::Denoiser;
 use crate::rng::{randn, Rng};
 
 /// The ancestral (DDPM) sampler.
@@ -24,7 +24,7 @@ impl Sampler for Ancestral {
     ) -> Tensor<2> {
         let [b, d] = z_t.dims();
         let device = z_t.device();
-        let e = eps_hat(den, z_t.clone(), gamma_col(gamma_t, b, &device));
+        let e = eps_at(den, z_t.clone(), gamma_t);
         let c = -(gamma_s - gamma_t).exp_m1();
         let (a2_t, a2_s) = (sigmoid(-gamma_t), sigmoid(-gamma_s));
         let sigma_t = sigmoid(gamma_t).sqrt();

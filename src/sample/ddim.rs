@@ -4,9 +4,9 @@
 
 use burn::tensor::Tensor;
 
-use super::{gamma_col, Sampler};
+use super::{eps_at, Sampler};
 use crate::models::diffusion::schedule::sigmoid;
-use crate::models::diffusion::{eps_hat, Denoiser};
+use crate::models::diffusion::Denoiser;
 use crate::rng::{randn, Rng};
 
 /// DDIM with stochasticity η.
@@ -54,7 +54,7 @@ impl Sampler for Ddim {
     ) -> Tensor<2> {
         let [b, d] = z_t.dims();
         let device = z_t.device();
-        let e = eps_hat(den, z_t.clone(), gamma_col(gamma_t, b, &device));
+        let e = eps_at(den, z_t.clone(), gamma_t);
         let noise = (self.eta > 0.0).then(|| randn(rng, [b, d], &device));
         ddim_step(
             z_t,

@@ -42,9 +42,11 @@ pub enum SamplerKind {
     Ddim,
 }
 
-/// γ(t) as a `[B]` tensor of one value.
-pub fn gamma_col(gamma: f64, b: usize, device: &burn::tensor::Device) -> Tensor<1> {
-    Tensor::from_data(TensorData::new(vec![gamma as f32; b], [b]), device)
+/// ε̂ for a whole batch at one noise level γ.
+pub fn eps_at(den: &dyn Denoiser, z_t: Tensor<2>, gamma: f64) -> Tensor<2> {
+    let b = z_t.dims()[0];
+    let g = Tensor::from_data(TensorData::new(vec![gamma as f32; b], [b]), &z_t.device());
+    crate::models::diffusion::eps_hat(den, z_t, g)
 }
 
 /// Walk z from t = 1 to t = 0 in `steps` equal steps; `progress` is told each step done.

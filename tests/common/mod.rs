@@ -1,0 +1,42 @@
+//! Helpers shared by the command-line tests.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// Run the elbo binary.
+pub fn elbo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_elbo"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the elbo binary runs")
+}
+
+/// Run it, require success, return stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = elbo(args);
+    assert!(
+        o.status.success(),
+        "elbo {args:?} failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Runs, fails with exit code 1 (not a panic's 101), and says something containing `want`.
+pub fn fails_with(args: &[&str], want: &str) {
+    let o = elbo(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "elbo {args:?}: expected exit 1, stderr:\n{err}"
+    );
+    assert!(
+        err.contains(want),
+        "elbo {args:?}: stderr lacks '{want}':\n{err}"
+    );
+    assert!(!err.contains("panicked"), "elbo {args:?} panicked:\n{err}");
+}
