@@ -52,7 +52,7 @@ impl<M: Trainable + 'static> TrainState<M> {
     fn iter(mut self) -> Iter {
         let device = Device::flex().autodiff();
         Box::new(move || {
-            let (_, g) = loss_and_grads(
+            let (_, _, g) = loss_and_grads(
                 &self.model,
                 &self.params,
                 self.rows.clone(),

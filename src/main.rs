@@ -4,5 +4,12 @@
 mod cli;
 
 fn main() {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`elbo schedule --kind cosine | head`), instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     std::process::exit(cli::run());
 }

@@ -81,7 +81,10 @@ pub fn write_curve(dir: &RunDir) -> anyhow::Result<PathBuf> {
     let metrics = dir.metrics()?;
     let train: Vec<(f64, f64)> = metrics
         .iter()
-        .filter_map(|m| Some((m.get("step")?.as_u64()? as f64, m.get("loss")?.as_f64()?)))
+        .filter_map(|m| {
+            let v = m.get("neg_elbo").or_else(|| m.get("loss"))?.as_f64()?;
+            Some((m.get("step")?.as_u64()? as f64, v))
+        })
         .collect();
     let evals: Vec<(f64, f64)> = eval_points(&metrics)
         .into_iter()
@@ -100,7 +103,7 @@ pub fn write_curve(dir: &RunDir) -> anyhow::Result<PathBuf> {
         "nats per example",
         &[
             Series {
-                name: "training loss (−ELBO)",
+                name: "training −ELBO",
                 points: train[skip..].to_vec(),
             },
             Series {

@@ -125,7 +125,8 @@ pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
     rows.iter().map(|(n, v)| (n.clone(), Stat::of(v))).collect()
 }
 
-/// The batch loss and its gradients. With `threads` > 1 the batch is split into that many
+/// The batch's training loss, its −ELBO (the same unless the objective is another, e.g. L_simple),
+/// and the gradients of the loss. With `threads` > 1 the batch is split into that many
 /// shards, each run forward and backward on its own thread (with its own noise, drawn from a
 /// seed taken from `rng`, so the result is deterministic for a given thread count), and the
 /// gradients are combined with weights n_shard / B: the gradient of the full-batch mean.
@@ -138,14 +139,15 @@ pub fn loss_and_grads<M: Trainable>(
     device: &Device,
     rng: &mut Rng,
     threads: usize,
-) -> Result<(f64, NamedParams)> {
+) -> Result<(f64, f64, NamedParams)> {
     let shards = threads.clamp(1, b);
     if shards == 1 {
         let x = Tensor::<2>::from_data(TensorData::new(rows, [b, dim]), device);
-        let (loss, _) = model.loss(x, rng)?;
+        let (loss, terms) = model.loss(x, rng)?;
         let v: f32 = loss.clone().into_scalar();
+        let e: f32 = terms.total().mean().into_scalar();
         let grads = loss.backward();
-        return Ok((v as f64, params::collect_grads(model, &grads)?));
+        return Ok((v as f64, e as f64, params::collect_grads(model, &grads)?));
     }
     let seeds: Vec<u64> = (0..shards).map(|_| rand::Rng::gen(rng)).collect();
     let sizes: Vec<usize> = (0..shards)
@@ -157,7 +159,7 @@ pub fn loss_and_grads<M: Trainable>(
         parts.push(rows[start * dim..(start + n) * dim].to_vec());
         start += n;
     }
-    let results: Vec<Result<(f64, NamedParams)>> = std::thread::scope(|s| {
+    let results: Vec<Result<(f64, f64, NamedParams)>> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .into_iter()
             .zip(&seeds)
@@ -165,15 +167,16 @@ pub fn loss_and_grads<M: Trainable>(
             .map(|((part, &seed), &n)| {
                 let m = model.clone();
                 let device = device.clone();
-                s.spawn(move || -> Result<(f64, NamedParams)> {
+                s.spawn(move || -> Result<(f64, f64, NamedParams)> {
                     // Fresh leaf tensors: threads must not share autodiff graph nodes.
                     let m = params::assign(m, params)?;
                     let mut r = derived(seed, streams::TRAIN_NOISE);
                     let x = Tensor::<2>::from_data(TensorData::new(part, [n, dim]), &device);
-                    let (loss, _) = m.loss(x, &mut r)?;
+                    let (loss, terms) = m.loss(x, &mut r)?;
                     let v: f32 = loss.clone().into_scalar();
+                    let e: f32 = terms.total().mean().into_scalar();
                     let grads = loss.backward();
-                    Ok((v as f64, params::collect_grads(&m, &grads)?))
+                    Ok((v as f64, e as f64, params::collect_grads(&m, &grads)?))
                 })
             })
             .collect();
@@ -185,12 +188,13 @@ pub fn loss_and_grads<M: Trainable>(
             })
             .collect()
     });
-    let mut loss = 0.0;
+    let (mut loss, mut neg_elbo) = (0.0, 0.0);
     let mut total: Option<NamedParams> = None;
     for (r, &n) in results.into_iter().zip(&sizes) {
-        let (l, g) = r?;
+        let (l, e, g) = r?;
         let w = n as f32 / b as f32;
         loss += l * w as f64;
+        neg_elbo += e * w as f64;
         match &mut total {
             None => {
                 let mut g = g;
@@ -210,7 +214,7 @@ pub fn loss_and_grads<M: Trainable>(
             }
         }
     }
-    Ok((loss, total.unwrap_or_default()))
+    Ok((loss, neg_elbo, total.unwrap_or_default()))
 }
 
 /// Options of one training invocation beyond the config.
@@ -366,7 +370,8 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
     let budget = (cfg.max_minutes > 0.0).then(|| cfg.max_minutes * 60.0);
     let start_elapsed = state.elapsed_secs;
     let t0 = Instant::now();
-    let mut window = (0.0f64, 0.0f64, 0usize, Instant::now(), 0u64); // loss sum, grad-norm sum, count, since, examples
+    // loss sum, grad-norm sum, count, since, examples, −ELBO sum
+    let mut window = (0.0f64, 0.0f64, 0usize, Instant::now(), 0u64, 0.0f64);
     let mut last_rate = 0.0;
     let mut held_out: Option<f64> = None;
     let mut interrupted = false;
@@ -393,7 +398,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             rows = batches::dequantize(&rows, &mut state.rng);
         }
         let b = idx.len();
-        let (loss_v, g) = loss_and_grads(
+        let (loss_v, elbo_v, g) = loss_and_grads(
             &model,
             &params,
             rows,
@@ -404,11 +409,11 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             cfg.threads,
         )?;
         let step_no = state.step + 1;
-        if !loss_v.is_finite() {
+        if !loss_v.is_finite() || !elbo_v.is_finite() {
             bar.abandon();
             return Err(Error::NonFinite {
                 step: step_no,
-                value: loss_v,
+                value: if loss_v.is_finite() { elbo_v } else { loss_v },
             });
         }
         let lr = cfg.optim.lr_at(state.step, cfg.steps);
@@ -423,7 +428,8 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
         model = params::assign(model, &params)?;
         state.step = step_no;
         state.examples_seen += b as u64;
-        window.0 += loss_v as f64;
+        window.0 += loss_v;
+        window.5 += elbo_v;
         window.1 += norm;
         window.2 += 1;
         window.4 += b as u64;
@@ -432,9 +438,11 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             let secs = window.3.elapsed().as_secs_f64().max(1e-9);
             last_rate = window.4 as f64 / secs;
             let mean_loss = window.0 / window.2 as f64;
+            let mean_elbo = window.5 / window.2 as f64;
             dir.log_metrics(&serde_json::json!({
                 "step": state.step,
                 "loss": mean_loss,
+                "neg_elbo": mean_elbo,
                 "grad_norm": window.1 / window.2 as f64,
                 "lr": lr,
                 "examples_per_sec": last_rate,
@@ -443,8 +451,8 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             let ho = held_out
                 .map(|h| format!(" | held-out −ELBO {h:.2}"))
                 .unwrap_or_default();
-            bar.set_message(format!("loss {mean_loss:.2}{ho} | {last_rate:.0} ex/s"));
-            window = (0.0, 0.0, 0, Instant::now(), 0);
+            bar.set_message(format!("−ELBO {mean_elbo:.2}{ho} | {last_rate:.0} ex/s"));
+            window = (0.0, 0.0, 0, Instant::now(), 0, 0.0);
         }
         bar.set_position(state.step);
 
