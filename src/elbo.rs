@@ -58,6 +58,14 @@ pub fn to_f64(t: Tensor<1>) -> Result<Vec<f64>> {
     Ok(v.into_iter().map(f64::from).collect())
 }
 
+/// The values of a tensor of any rank, row-major, as f32.
+pub fn to_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| crate::Error::Invalid(format!("reading tensor: {e:?}")))
+}
+
 /// A model whose log importance weights log p(x, z_k) − log q(z_k | x) can be drawn: what the
 /// Monte Carlo ELBO and the importance-weighted bound need.
 pub trait ImportanceSampled {

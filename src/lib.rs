@@ -11,6 +11,7 @@ pub mod elbo;
 pub mod error;
 pub mod models;
 pub mod nn;
+pub mod par;
 pub mod report;
 pub mod rng;
 pub mod sample;

@@ -49,3 +49,16 @@ pub fn rand_uniform<const D: usize>(
     let n = shape.iter().product();
     Tensor::from_data(TensorData::new(uniform_vec(rng, n), shape), device)
 }
+
+/// The generator of chunk `index` of a job: independent of how chunks are spread over threads,
+/// so results depend on the seed only, never on the thread count.
+pub fn chunk(seed: u64, stream: u64, index: u64) -> Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&index.to_le_bytes());
+    key[16..24].copy_from_slice(&stream.to_le_bytes());
+    key[24..].copy_from_slice(b"elbo:chk");
+    let mut r = Rng::from_seed(key);
+    r.set_stream(stream);
+    r
+}

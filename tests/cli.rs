@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{elbo, fails_with, ok};
+use common::{elbo, fails_with, ok, ok_threads};
 
 const TINY: &[&str] = &[
     "--model",
@@ -83,6 +83,16 @@ fn train_eval_sample_resume() {
         (sum - elbo_nll).abs() < 1e-3 * elbo_nll,
         "terms sum {sum} vs {elbo_nll}"
     );
+    // L_500 in chunks of 40 examples spread over threads: the same bound for any thread count.
+    let iw = |t| {
+        let j: serde_json::Value = serde_json::from_str(&ok_threads(
+            t,
+            &["eval", r, "--json", "--iw", "500", "--limit", "50"],
+        ))
+        .unwrap();
+        j["nll_nats"].as_f64().unwrap()
+    };
+    assert_eq!(iw(1), iw(2));
 
     let png = tmp.path().join("s.png");
     ok(&["sample", r, "--n", "9", "--out", png.to_str().unwrap()]);

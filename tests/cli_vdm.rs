@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{elbo, ok};
+use common::{elbo, ok, ok_threads};
 
 #[test]
 fn unet_vdm_train_eval_sample_on_mnist10k() {
@@ -102,6 +102,27 @@ fn unet_vdm_train_eval_sample_on_mnist10k() {
             .iter()
             .all(|v| (0.0..=255.0).contains(v) && v.fract() == 0.0));
     }
+    // Evaluation and sampling spread chunks over threads; each chunk has its own noise stream,
+    // so the numbers and the samples are the same for any thread count.
+    let ev = |t| {
+        let j: serde_json::Value = serde_json::from_str(&ok_threads(
+            t,
+            &["eval", r, "--json", "--limit", "16", "--t-samples", "2"],
+        ))
+        .unwrap();
+        j["nll_nats"].as_f64().unwrap()
+    };
+    assert_eq!(ev(1), ev(3));
+    let draw = |t, file: &str| {
+        let out = tmp.path().join(file);
+        // 20 images: a chunk of 16 and one of 4.
+        ok_threads(
+            t,
+            &["sample", r, "--steps", "3", "--n", "20", "--out", out.to_str().unwrap()],
+        );
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(draw(1, "t1.npy"), draw(2, "t2.npy"));
     // --iw is the VAE's; the error says so.
     let o = elbo(&["eval", r, "--iw", "10"]);
     assert_eq!(o.status.code(), Some(1));

@@ -149,9 +149,14 @@ pub fn evaluate<M: Trainable>(
         let b = super::bar(g, ds.n as u64, &format!("L_{k}"));
         // Small batches keep K samples per example within memory.
         let batch = (20_000 / k).clamp(1, 100);
-        let mut vals = Vec::with_capacity(ds.n);
-        let mut start = 0;
-        while start < ds.n {
+        let chunks = ds.n.div_ceil(batch);
+        let threads = elbo::par::default_threads().clamp(1, chunks.max(1));
+        let states: Vec<M> = (0..threads).map(|_| model.clone()).collect();
+        let model_name = cfg.model.to_string();
+        // Chunks spread over threads, each with its own noise stream (`rng::chunk`): the bound
+        // depends on the seed only.
+        let parts = elbo::par::map_chunks(states, chunks, |m, i| {
+            let start = i * batch;
             let n = batch.min(ds.n - start);
             let x = burn::tensor::Tensor::<2>::from_data(
                 burn::tensor::TensorData::new(
@@ -160,16 +165,16 @@ pub fn evaluate<M: Trainable>(
                 ),
                 &device,
             );
-            let v = model.importance_weighted(x, k, &mut rng).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--iw: the {} model has no importance-weighted bound",
-                    cfg.model
-                )
+            let mut rng = elbo::rng::chunk(seed, train::streams::EVAL_IW, i as u64);
+            let v = m.importance_weighted(x, k, &mut rng).ok_or_else(|| {
+                elbo::Error::Invalid(format!(
+                    "--iw: the {model_name} model has no importance-weighted bound"
+                ))
             })??;
-            vals.extend(v.into_iter().map(|l| -l));
-            start += n;
-            b.set_position(start as u64);
-        }
+            b.inc(n as u64);
+            Ok(v)
+        })?;
+        let vals: Vec<f64> = parts.concat().into_iter().map(|l| -l).collect();
         b.finish_and_clear();
         iw_stat = Some(Stat::of(&vals));
     }
@@ -334,7 +339,7 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
         .map_or(if image { 2 } else { 8 }, |t| (t / 2).max(1));
     let adaptive = o.t_samples.is_none();
     let rows_x = mf.data.eval_rows(&ds, None, o.seed);
-    let mut rng = elbo::rng::derived(o.seed, train::streams::EVAL_NOISE);
+    let threads = elbo::par::default_threads();
     let n = ds.n;
     // Rows per forward pass: about 256 (images) or 4096 (vectors) network inputs.
     let rows = if image { 256 } else { 4096 };
@@ -348,46 +353,58 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
         let mut bins = vec![(0.0f64, 0usize); TIME_BINS];
         let batch = (rows / per_rep).max(1);
         let b = super::bar(g, 2 * n as u64, &format!("ELBO, 2 × {per_rep} t/example"));
-        for rep in 0..2 {
-            let mut start = 0;
-            while start < n {
-                let m = batch.min(n - start);
-                let x = burn::tensor::Tensor::<2>::from_data(
-                    burn::tensor::TensorData::new(
-                        rows_x[start * dim..(start + m) * dim].to_vec(),
-                        [m, dim],
-                    ),
-                    &device,
-                );
-                let e = model.estimate(
-                    x,
-                    ElboOptions {
-                        t_steps: o.t_steps,
-                        t_samples: per_rep,
-                    },
-                    &mut rng,
-                )?;
-                let recon = elbo::elbo::to_f64(e.recon)?;
-                let prior = elbo::elbo::to_f64(e.prior)?;
-                let samples: Vec<f64> = elbo::elbo::to_f64(e.samples.reshape([m * per_rep]))?;
-                for i in 0..m {
-                    let k = start + i;
-                    let mut d_mean = 0.0;
-                    for j in 0..per_rep {
-                        let d = samples[i * per_rep + j];
-                        d_mean += d / per_rep as f64;
-                        let t = e.times[i * per_rep + j];
-                        let bin = ((t * TIME_BINS as f64) as usize).min(TIME_BINS - 1);
-                        bins[bin].0 += d;
-                        bins[bin].1 += 1;
-                    }
-                    acc.recon[k] += recon[i] / 2.0;
-                    acc.prior[k] += prior[i] / 2.0;
-                    acc.diff[k] += d_mean / 2.0;
-                    acc.est[rep][k] = recon[i] + prior[i] + d_mean;
+        // Chunks of both replicates spread over threads; chunk noise from `rng::chunk`, so the
+        // estimate depends on the seed only.
+        let per_rep_chunks = n.div_ceil(batch);
+        let states: Vec<Vdm> = (0..threads.clamp(1, 2 * per_rep_chunks))
+            .map(|_| model.clone())
+            .collect();
+        let chunk_results = elbo::par::map_chunks(states, 2 * per_rep_chunks, |m, c| {
+            let (rep, i) = (c / per_rep_chunks, c % per_rep_chunks);
+            let start = i * batch;
+            let rows = batch.min(n - start);
+            let mut rng = elbo::rng::chunk(
+                o.seed,
+                train::streams::EVAL_NOISE,
+                ((per_rep as u64) << 40) | ((rep as u64) << 32) | i as u64,
+            );
+            let x = burn::tensor::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(
+                    rows_x[start * dim..(start + rows) * dim].to_vec(),
+                    [rows, dim],
+                ),
+                &device,
+            );
+            let e = m.estimate(
+                x,
+                ElboOptions {
+                    t_steps: o.t_steps,
+                    t_samples: per_rep,
+                },
+                &mut rng,
+            )?;
+            let recon = elbo::elbo::to_f64(e.recon)?;
+            let prior = elbo::elbo::to_f64(e.prior)?;
+            let samples = elbo::elbo::to_f64(e.samples.reshape([rows * per_rep]))?;
+            b.inc(rows as u64);
+            Ok((rep, start, recon, prior, samples, e.times))
+        })?;
+        for (rep, start, recon, prior, samples, times) in chunk_results {
+            for i in 0..recon.len() {
+                let k = start + i;
+                let mut d_mean = 0.0;
+                for j in 0..per_rep {
+                    let d = samples[i * per_rep + j];
+                    d_mean += d / per_rep as f64;
+                    let t = times[i * per_rep + j];
+                    let bin = ((t * TIME_BINS as f64) as usize).min(TIME_BINS - 1);
+                    bins[bin].0 += d;
+                    bins[bin].1 += 1;
                 }
-                start += m;
-                b.set_position((rep * n + start) as u64);
+                acc.recon[k] += recon[i] / 2.0;
+                acc.prior[k] += prior[i] / 2.0;
+                acc.diff[k] += d_mean / 2.0;
+                acc.est[rep][k] = recon[i] + prior[i] + d_mean;
             }
         }
         b.finish_and_clear();

@@ -121,16 +121,21 @@ pub fn draw(
         ModelKind::Vdm => {
             let (_c, mf, model) = train::load_model::<Vdm>(dir, &device)?;
             let steps = how.steps.unwrap_or(model.cfg.sample_steps).max(1);
-            let b = super::bar(g, steps as u64, "sampling");
-            let mut tick = |k: usize| b.set_position(k as u64);
-            let x = match how.sampler {
-                SamplerKind::Ancestral => {
-                    model.sample_with(n, &Ancestral, steps, &mut rng, &mut tick)?
-                }
-                SamplerKind::Ddim => {
-                    model.sample_with(n, &Ddim { eta: how.eta }, steps, &mut rng, &mut tick)?
-                }
+            let chunks = n.div_ceil(Vdm::sample_chunk_rows(mf.data.dim()));
+            let b = super::bar(g, (chunks * steps) as u64, "sampling");
+            let tick = || b.inc(1);
+            let threads = elbo::par::default_threads();
+            let ancestral = Ancestral;
+            let ddim = Ddim { eta: how.eta };
+            let sampler: &(dyn elbo::sample::Sampler + Sync) = match how.sampler {
+                SamplerKind::Ancestral => &ancestral,
+                SamplerKind::Ddim => &ddim,
             };
+            let v = model.sample_chunked(n, sampler, steps, seed, threads, &tick)?;
+            let x = burn::tensor::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(v, [n, mf.data.dim()]),
+                &device,
+            );
             b.finish_and_clear();
             (mf, x, 255.0)
         }

@@ -34,6 +34,7 @@ pub mod streams {
     pub const STATIC_BINARIZE: u64 = 2;
     pub const EVAL_BINARIZE: u64 = 3;
     pub const EVAL_NOISE: u64 = 4;
+    pub const EVAL_IW: u64 = 5;
 }
 
 /// What the training loop needs from a model.

@@ -12,6 +12,22 @@ pub fn elbo(args: &[&str]) -> Output {
         .expect("the elbo binary runs")
 }
 
+/// Run it with `ELBO_THREADS` set, require success, return stdout.
+pub fn ok_threads(threads: usize, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_elbo"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("ELBO_THREADS", threads.to_string())
+        .output()
+        .expect("the elbo binary runs");
+    assert!(
+        o.status.success(),
+        "elbo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
 /// Run it, require success, return stdout.
 pub fn ok(args: &[&str]) -> String {
     let o = elbo(args);

@@ -35,6 +35,9 @@ use crate::nn::unet::{UNet, UNetConfig};
 use crate::rng::{randn, Rng};
 use crate::{Error, Result};
 
+/// The noise stream of sampling chunks (`rng::chunk`).
+pub const SAMPLE_STREAM: u64 = 0x5a;
+
 /// What the model is trained on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -411,6 +414,38 @@ impl Vdm {
             e.recon = e.recon + self.log_jacobian();
         }
         Ok(e)
+    }
+
+    /// `n` samples in data units, row-major `[n, D]`, drawn in chunks spread over `threads`
+    /// threads. Chunk i draws its noise from `rng::chunk(seed, SAMPLE_STREAM, i)` and chunk sizes
+    /// depend on `n` and D only, so the samples depend on the seed, never on the thread count.
+    /// `progress` is called once per sampler step of each chunk (`chunks × steps` in all).
+    pub fn sample_chunked(
+        &self,
+        n: usize,
+        sampler: &(dyn crate::sample::Sampler + Sync),
+        steps: usize,
+        seed: u64,
+        threads: usize,
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<f32>> {
+        let per = Self::sample_chunk_rows(self.spec.dim());
+        let chunks = n.div_ceil(per);
+        let states: Vec<Vdm> = (0..threads.clamp(1, chunks.max(1)))
+            .map(|_| self.clone())
+            .collect();
+        let parts = crate::par::map_chunks(states, chunks, |m, i| {
+            let rows = per.min(n - i * per);
+            let mut rng = crate::rng::chunk(seed, SAMPLE_STREAM, i as u64);
+            let x = m.sample_with(rows, sampler, steps, &mut rng, &mut |_| progress())?;
+            crate::elbo::to_f32(x)
+        })?;
+        Ok(parts.concat())
+    }
+
+    /// Rows per sampling chunk: 16 images of 28×28, more for smaller examples (at most 512).
+    pub fn sample_chunk_rows(dim: usize) -> usize {
+        (12_544 / dim.max(1)).clamp(1, 512)
     }
 
     /// `n` samples by a sampler over `steps` steps, in data units `[n, D]`.

@@ -1,0 +1,93 @@
+//! Work spread over threads: chunks of a job run on scoped threads, each thread with its own
+//! state (a model clone: tensors of the CPU backend are used by one thread at a time), results
+//! returned in chunk order. Chunks draw their noise from `rng::chunk`, so the result of a job
+//! never depends on the number of threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::{Error, Result};
+
+/// Run `f(state, i)` for every chunk `i` in `0..n`, on one thread per state; returns the
+/// results in order of `i`, or the first error in that order.
+pub fn map_chunks<S, T, F>(states: Vec<S>, n: usize, f: F) -> Result<Vec<T>>
+where
+    S: Send,
+    T: Send,
+    F: Fn(&mut S, usize) -> Result<T> + Sync,
+{
+    let slots: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..n).map(|_| None).collect());
+    let next = AtomicUsize::new(0);
+    let work = |mut s: S| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        let r = f(&mut s, i);
+        let failed = r.is_err();
+        if let Ok(mut v) = slots.lock() {
+            v[i] = Some(r);
+        }
+        if failed {
+            // Stop handing out chunks; the error is reported below.
+            next.store(n, Ordering::Relaxed);
+        }
+    };
+    let mut states = states;
+    if states.len() <= 1 || n <= 1 {
+        if let Some(s) = states.pop() {
+            work(s);
+        }
+    } else {
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = states.into_iter().map(|s| sc.spawn(|| work(s))).collect();
+            for h in hs {
+                let _ = h.join();
+            }
+        });
+    }
+    let slots = slots
+        .into_inner()
+        .map_err(|_| Error::Invalid("a worker thread panicked".into()))?;
+    let mut out = Vec::with_capacity(n);
+    for s in slots {
+        match s {
+            Some(r) => out.push(r?),
+            None => return Err(Error::Invalid("a worker thread stopped early".into())),
+        }
+    }
+    Ok(out)
+}
+
+/// Threads to use by default: `$ELBO_THREADS` if set, else one per core, at most 8.
+pub fn default_threads() -> usize {
+    if let Some(t) = std::env::var("ELBO_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+    {
+        return t;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_in_order_and_errors_surface() {
+        let r = map_chunks(vec![(), (), ()], 10, |_, i| Ok(i * i)).unwrap();
+        assert_eq!(r, (0..10).map(|i| i * i).collect::<Vec<_>>());
+        let e = map_chunks(vec![(), ()], 10, |_, i| {
+            if i == 3 {
+                Err(Error::Invalid("chunk 3".into()))
+            } else {
+                Ok(i)
+            }
+        });
+        assert!(matches!(e, Err(Error::Invalid(m)) if m == "chunk 3"));
+    }
+}
