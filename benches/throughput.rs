@@ -75,8 +75,13 @@ fn images(b: usize) -> Vec<f32> {
 }
 
 fn unet_vdm(device: &Device) -> Vdm {
+    // The 30-minute benchmark's U-Net (wider than the default), as the PyTorch twin.
     let cfg = VdmConfig {
         network: NetworkKind::Unet,
+        unet: elbo::nn::unet::UNetConfig {
+            channels: vec![32, 64],
+            embed: 64,
+        },
         ..Default::default()
     };
     let spec = VdmSpec {

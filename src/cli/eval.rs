@@ -302,7 +302,8 @@ impl Default for VdmEvalOptions {
     }
 }
 
-/// Per-example terms of one round, and each replicate's total estimate.
+/// Per-example sums over rounds, each round's values weighted by its time samples per replicate:
+/// the terms (both replicates), and each replicate's total estimate.
 struct Acc {
     recon: Vec<f64>,
     prior: Vec<f64>,
@@ -334,6 +335,8 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
     // Time samples per replicate; each round runs two independent replicates, whose disagreement
     // measures the Monte-Carlo error of the stratified estimate (the iid formula would overstate
     // it many times over for a smooth integrand).
+    // Rounds add time samples until the target is met, doubling the total each time and keeping
+    // what earlier rounds measured; a round's replicate estimate is stratified over its samples.
     let mut per_rep = o
         .t_samples
         .map_or(if image { 2 } else { 8 }, |t| (t / 2).max(1));
@@ -343,16 +346,22 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
     let n = ds.n;
     // Rows per forward pass: about 256 (images) or 4096 (vectors) network inputs.
     let rows = if image { 256 } else { 4096 };
-    let (recon, prior, diff, total, bins, mc_se, total_samples) = loop {
-        let mut acc = Acc {
-            recon: vec![0.0; n],
-            prior: vec![0.0; n],
-            diff: vec![0.0; n],
-            est: [vec![0.0; n], vec![0.0; n]],
-        };
-        let mut bins = vec![(0.0f64, 0usize); TIME_BINS];
+    let mut acc = Acc {
+        recon: vec![0.0; n],
+        prior: vec![0.0; n],
+        diff: vec![0.0; n],
+        est: [vec![0.0; n], vec![0.0; n]],
+    };
+    let mut bins = vec![(0.0f64, 0usize); TIME_BINS];
+    let mut done_per_rep = 0usize;
+    let mut round = 0u64;
+    let mc_se = loop {
         let batch = (rows / per_rep).max(1);
-        let b = super::bar(g, 2 * n as u64, &format!("ELBO, 2 × {per_rep} t/example"));
+        let b = super::bar(
+            g,
+            2 * n as u64,
+            &format!("ELBO, 2 × {} t/example", done_per_rep + per_rep),
+        );
         // Chunks of both replicates spread over threads; chunk noise from `rng::chunk`, so the
         // estimate depends on the seed only.
         let per_rep_chunks = n.div_ceil(batch);
@@ -366,7 +375,7 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
             let mut rng = elbo::rng::chunk(
                 o.seed,
                 train::streams::EVAL_NOISE,
-                ((per_rep as u64) << 40) | ((rep as u64) << 32) | i as u64,
+                (round << 40) | ((rep as u64) << 32) | i as u64,
             );
             let x = burn::tensor::Tensor::<2>::from_data(
                 burn::tensor::TensorData::new(
@@ -389,46 +398,51 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
             b.inc(rows as u64);
             Ok((rep, start, recon, prior, samples, e.times))
         })?;
+        let w = per_rep as f64;
         for (rep, start, recon, prior, samples, times) in chunk_results {
             for i in 0..recon.len() {
                 let k = start + i;
                 let mut d_mean = 0.0;
                 for j in 0..per_rep {
                     let d = samples[i * per_rep + j];
-                    d_mean += d / per_rep as f64;
+                    d_mean += d / w;
                     let t = times[i * per_rep + j];
                     let bin = ((t * TIME_BINS as f64) as usize).min(TIME_BINS - 1);
                     bins[bin].0 += d;
                     bins[bin].1 += 1;
                 }
-                acc.recon[k] += recon[i] / 2.0;
-                acc.prior[k] += prior[i] / 2.0;
-                acc.diff[k] += d_mean / 2.0;
-                acc.est[rep][k] = recon[i] + prior[i] + d_mean;
+                acc.recon[k] += w * recon[i] / 2.0;
+                acc.prior[k] += w * prior[i] / 2.0;
+                acc.diff[k] += w * d_mean / 2.0;
+                acc.est[rep][k] += w * (recon[i] + prior[i] + d_mean);
             }
         }
         b.finish_and_clear();
+        done_per_rep += per_rep;
+        round += 1;
         // Var of the two replicates' average, per example: (a − b)²/4; summed over examples.
+        let d = done_per_rep as f64;
         let var_sum: f64 = (0..n)
-            .map(|k| (acc.est[0][k] - acc.est[1][k]).powi(2) / 4.0)
+            .map(|k| ((acc.est[0][k] - acc.est[1][k]) / d).powi(2) / 4.0)
             .sum();
         let mc_se = var_sum.sqrt() / n as f64;
-        if !adaptive || mc_se <= target || per_rep >= 256 {
-            let totals: Vec<f64> = (0..n)
-                .map(|k| 0.5 * (acc.est[0][k] + acc.est[1][k]))
-                .collect();
-            break (
-                Stat::of(&acc.recon),
-                Stat::of(&acc.prior),
-                Stat::of(&acc.diff),
-                Stat::of(&totals),
-                bins,
-                mc_se,
-                2 * per_rep,
-            );
+        if !adaptive || mc_se <= target || done_per_rep >= 256 {
+            break mc_se;
         }
-        per_rep *= 2;
+        per_rep = done_per_rep;
     };
+    let d = done_per_rep as f64;
+    let mean_of = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x / d).collect() };
+    let (recon, prior, diff) = (
+        Stat::of(&mean_of(&acc.recon)),
+        Stat::of(&mean_of(&acc.prior)),
+        Stat::of(&mean_of(&acc.diff)),
+    );
+    let totals: Vec<f64> = (0..n)
+        .map(|k| 0.5 * (acc.est[0][k] + acc.est[1][k]) / d)
+        .collect();
+    let total = Stat::of(&totals);
+    let total_samples = 2 * done_per_rep;
     let per_dim = total.scale(1.0 / dim as f64);
 
     // Diffusion loss per time: the integrand whose integral over t ∈ [0, 1] is the diffusion term.

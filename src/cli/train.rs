@@ -176,9 +176,11 @@ fn train_model<M: Trainable>(
         ModelKind::Vdm => eval::evaluate_vdm(&dir, &eval::VdmEvalOptions::default(), g)?,
     };
     eval::print_report(&report);
-    match sample::write_default_samples(&dir, cfg.grid, cfg.seed, g) {
-        Ok(p) => eprintln!("samples: {}", p.display()),
-        Err(e) => eprintln!("samples not written: {e:#}"),
+    if cfg.grid > 0 {
+        match sample::write_default_samples(&dir, cfg.grid, cfg.seed, g) {
+            Ok(p) => eprintln!("samples: {}", p.display()),
+            Err(e) => eprintln!("samples not written: {e:#}"),
+        }
     }
     if let Ok(p) = super::inspect::write_curve(&dir) {
         eprintln!("training curve: {}", p.display());

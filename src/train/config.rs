@@ -42,7 +42,7 @@ pub struct RunConfig {
     /// Seeds initialisation, data order, binarisation and every noise draw.
     pub seed: u64,
     /// Optimiser steps (0: chosen for the model and data so that a default run takes about five
-    /// minutes on 2 cores: VAE 20,000; VDM on images 800; VDM on vectors 20,000).
+    /// minutes on 2 cores: VAE 20,000; VDM on images 640; VDM on vectors 20,000).
     pub steps: u64,
     /// Examples per step (0: VAE 128; VDM on images 32, whose U-Net step is costly on a CPU; VDM
     /// on vectors 256).
@@ -62,7 +62,8 @@ pub struct RunConfig {
     /// levels, as an upper bound on the discrete NLL. Off: the VAE binarises 8-bit images and the
     /// VDM scores them with its discrete decoder (M22).
     pub dequantize: bool,
-    /// Images in the grid written at the end of training.
+    /// Images in the grid written at the end of training (0: none; 2-D data always gets a
+    /// scatter plot of 2,000 points unless this is 0).
     pub grid: usize,
     /// Threads that each run forward and backward on a shard of the batch (0: one per core,
     /// resolved when the run starts). Results are deterministic for a given count.
@@ -144,7 +145,7 @@ impl RunConfig {
         use crate::data::DataKind::{Continuous, Image8};
         let (steps, batch) = match (self.model, kind) {
             (ModelKind::Vae, _) => (20_000, 128),
-            (ModelKind::Vdm, Image8) => (800, 32),
+            (ModelKind::Vdm, Image8) => (640, 32),
             (ModelKind::Vdm, Continuous) => (20_000, 256),
         };
         if self.steps == 0 {
