@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 steps=${1:-20000}
 cargo build --release --quiet
 bin=target/release/elbo
-for set in ring8 grid9 blobs2; do
+for set in ${SETS:-ring8 grid9 blobs2}; do
   out=bench/out/vdm_toy_$set
   rm -rf "$out"
   $bin -q train --data toy:$set --steps "$steps" --batch-size 256 --out "$out" --set eval_every=5000 >/dev/null

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{elbo, fails_with, ok, ok_threads};
+use common::{elbo, fails_with, nll_with_threads, ok};
 
 const TINY: &[&str] = &[
     "--model",
@@ -84,14 +84,7 @@ fn train_eval_sample_resume() {
         "terms sum {sum} vs {elbo_nll}"
     );
     // L_500 in chunks of 40 examples spread over threads: the same bound for any thread count.
-    let iw = |t| {
-        let j: serde_json::Value = serde_json::from_str(&ok_threads(
-            t,
-            &["eval", r, "--json", "--iw", "500", "--limit", "50"],
-        ))
-        .unwrap();
-        j["nll_nats"].as_f64().unwrap()
-    };
+    let iw = |t| nll_with_threads(t, &["eval", r, "--json", "--iw", "500", "--limit", "50"]);
     assert_eq!(iw(1), iw(2));
 
     let png = tmp.path().join("s.png");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{elbo, ok, ok_threads};
+use common::{elbo, nll_with_threads, ok, ok_threads};
 
 #[test]
 fn unet_vdm_train_eval_sample_on_mnist10k() {
@@ -105,12 +105,10 @@ fn unet_vdm_train_eval_sample_on_mnist10k() {
     // Evaluation and sampling spread chunks over threads; each chunk has its own noise stream,
     // so the numbers and the samples are the same for any thread count.
     let ev = |t| {
-        let j: serde_json::Value = serde_json::from_str(&ok_threads(
+        nll_with_threads(
             t,
             &["eval", r, "--json", "--limit", "16", "--t-samples", "2"],
-        ))
-        .unwrap();
-        j["nll_nats"].as_f64().unwrap()
+        )
     };
     assert_eq!(ev(1), ev(3));
     let draw = |t, file: &str| {
@@ -118,7 +116,16 @@ fn unet_vdm_train_eval_sample_on_mnist10k() {
         // 20 images: a chunk of 16 and one of 4.
         ok_threads(
             t,
-            &["sample", r, "--steps", "3", "--n", "20", "--out", out.to_str().unwrap()],
+            &[
+                "sample",
+                r,
+                "--steps",
+                "3",
+                "--n",
+                "20",
+                "--out",
+                out.to_str().unwrap(),
+            ],
         );
         std::fs::read(out).unwrap()
     };

@@ -405,3 +405,42 @@ fn learned_schedule_endpoints_get_gradients_from_the_elbo() {
         );
     }
 }
+
+#[test]
+fn likelihoods_are_in_the_units_of_the_data_whatever_the_scaling() {
+    use elbo::data::DataKind;
+    use elbo::models::diffusion::vdm::{Vdm, VdmConfig, VdmSpec};
+    // One set of weights under two affine maps. Data y = s + c (x − 0.5) seen through
+    // (shift s, scale c) is the same model-space input as x through (0.5, 1), so by the change of
+    // variables −log p(y) = −log p(x) + D log c exactly (same noise, so no Monte-Carlo slack).
+    let dev = Device::flex();
+    let spec = |shift: f32, scale: f32| VdmSpec {
+        kind: DataKind::Continuous,
+        shape: vec![2],
+        shift: vec![shift; 2],
+        scale: vec![scale; 2],
+    };
+    dev.seed(3);
+    let a = Vdm::new(&VdmConfig::default(), spec(0.5, 1.0), &dev).unwrap();
+    let mut b = a.clone();
+    let (s, c) = (-4.0f32, 7.0f32);
+    b.spec = spec(s, c);
+    let x: Vec<f32> = elbo::rng::normal_vec(&mut seeded(21), 64 * 2);
+    let y: Vec<f32> = x.iter().map(|v| s + c * (v - 0.5)).collect();
+    let opts = ElboOptions {
+        t_steps: None,
+        t_samples: 2,
+    };
+    let total = |m: &Vdm, v: &[f32]| -> Vec<f64> {
+        let e = m.estimate(rows(v, 64, 2), opts, &mut seeded(22)).unwrap();
+        elbo::elbo::to_f64(e.recon + e.prior + e.diffusion).unwrap()
+    };
+    let (na, nb) = (total(&a, &x), total(&b, &y));
+    let shift = 2.0 * (c as f64).ln();
+    for (p, q) in na.iter().zip(&nb) {
+        assert!(
+            (q - p - shift).abs() < 1e-3 * (1.0 + p.abs()),
+            "−log p(y) {q} vs −log p(x) {p} + D log c {shift}"
+        );
+    }
+}

@@ -26,6 +26,19 @@ pub use toy::Mixture;
 
 use crate::{Error, Result};
 
+/// How a model maps continuous data into its own space, x̃ = (x − shift)/scale; the
+/// log-Jacobian Σ log scale is part of every likelihood it reports, so the numbers stay in the
+/// units of the data as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scaling {
+    /// Per dimension: zero mean and unit variance on the training split.
+    #[default]
+    Standardize,
+    /// One map for all dimensions: the training split's [min, max] onto [−1, 1].
+    MinusOneOne,
+}
+
 /// Which part of a data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -181,6 +194,37 @@ impl Dataset {
         };
         d.split = split;
         Ok(d)
+    }
+
+    /// The affine map of `scaling`, as per-dimension (shift, scale); a constant column (or a
+    /// constant data set) keeps scale 1 rather than dividing by zero.
+    pub fn affine(&self, scaling: Scaling) -> (Vec<f32>, Vec<f32>) {
+        let d = self.dim();
+        let safe = |s: f64| if s > 1e-8 { s as f32 } else { 1.0 };
+        match scaling {
+            Scaling::Standardize => {
+                let (mean, std) = self.moments();
+                (
+                    mean.iter().map(|&m| m as f32).collect(),
+                    std.into_iter().map(safe).collect(),
+                )
+            }
+            Scaling::MinusOneOne => {
+                let (lo, hi) = self
+                    .x
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                        (lo.min(v as f64), hi.max(v as f64))
+                    });
+                if !(lo.is_finite() && hi.is_finite()) {
+                    return (vec![0.0; d], vec![1.0; d]);
+                }
+                (
+                    vec![(0.5 * (lo + hi)) as f32; d],
+                    vec![safe(0.5 * (hi - lo)); d],
+                )
+            }
+        }
     }
 
     /// Per-dimension mean and standard deviation (f64), for standardising continuous data.
@@ -415,6 +459,27 @@ mod tests {
         let max = tr.x.iter().cloned().fold(0.0f32, f32::max);
         assert_eq!(max, 255.0);
         assert_eq!(te.labels.as_ref().unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn affine_maps() {
+        let ds = Dataset {
+            spec: "test".into(),
+            split: Split::All,
+            n: 3,
+            shape: vec![2],
+            kind: DataKind::Continuous,
+            x: vec![0.0, 3.0, 4.0, 3.0, 10.0, 3.0],
+            labels: None,
+            mixture: None,
+        };
+        // [−1, 1]: one map for both columns, from the range [0, 10].
+        let (shift, scale) = ds.affine(Scaling::MinusOneOne);
+        assert_eq!((shift, scale), (vec![5.0; 2], vec![5.0; 2]));
+        // Standardise: column 0 has mean 14/3 and variance 152/9; the constant column keeps 1.
+        let (shift, scale) = ds.affine(Scaling::Standardize);
+        assert!((shift[0] - 14.0 / 3.0).abs() < 1e-5 && shift[1] == 3.0);
+        assert!((scale[0] - (152.0f32 / 9.0).sqrt()).abs() < 1e-5 && scale[1] == 1.0);
     }
 
     #[test]

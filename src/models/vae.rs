@@ -258,7 +258,7 @@ mod tests {
 impl crate::train::Trainable for Vae {
     type Spec = VaeSpec;
 
-    fn spec(_cfg: &crate::train::RunConfig, train: &crate::data::Dataset) -> Result<VaeSpec> {
+    fn spec(cfg: &crate::train::RunConfig, train: &crate::data::Dataset) -> Result<VaeSpec> {
         Ok(match train.kind {
             crate::data::DataKind::Image8 => VaeSpec {
                 likelihood: Likelihood::Bernoulli,
@@ -268,17 +268,13 @@ impl crate::train::Trainable for Vae {
                 scale: vec![],
             },
             crate::data::DataKind::Continuous => {
-                let (mean, std) = train.moments();
+                let (shift, scale) = train.affine(cfg.scaling);
                 VaeSpec {
                     likelihood: Likelihood::Gaussian,
                     data_dim: train.dim(),
                     latent: 0,
-                    shift: mean.iter().map(|&m| m as f32).collect(),
-                    // A constant column would divide by zero; its scale stays 1.
-                    scale: std
-                        .iter()
-                        .map(|&s| if s > 1e-8 { s as f32 } else { 1.0 })
-                        .collect(),
+                    shift,
+                    scale,
                 }
             }
         })

@@ -62,6 +62,10 @@ pub struct RunConfig {
     /// levels, as an upper bound on the discrete NLL. Off: the VAE binarises 8-bit images and the
     /// VDM scores them with its discrete decoder (M22).
     pub dequantize: bool,
+    /// How models map continuous (or dequantised) data into their own space: `standardize`
+    /// (per dimension, zero mean and unit variance) or `minus-one-one` (the training data's range
+    /// onto [−1, 1]). The map's log-Jacobian is in every reported likelihood.
+    pub scaling: crate::data::Scaling,
     /// Images in the grid written at the end of training (0: none; 2-D data always gets a
     /// scatter plot of 2,000 points unless this is 0).
     pub grid: usize,
@@ -87,6 +91,7 @@ impl Default for RunConfig {
             checkpoint_every: 2_000,
             log_every: 50,
             dequantize: false,
+            scaling: crate::data::Scaling::Standardize,
             grid: 64,
             threads: 0,
             optim: OptimConfig::default(),

@@ -28,6 +28,13 @@ pub fn ok_threads(threads: usize, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// `nll_nats` of `elbo eval … --json` run with `ELBO_THREADS` set.
+pub fn nll_with_threads(threads: usize, args: &[&str]) -> f64 {
+    let j: serde_json::Value =
+        serde_json::from_str(&ok_threads(threads, args)).expect("eval prints JSON");
+    j["nll_nats"].as_f64().expect("nll_nats is a number")
+}
+
 /// Run it, require success, return stdout.
 pub fn ok(args: &[&str]) -> String {
     let o = elbo(args);

@@ -516,7 +516,7 @@ impl LatentVariableModel for Vdm {
 impl crate::train::Trainable for Vdm {
     type Spec = VdmSpec;
 
-    fn spec(_cfg: &crate::train::RunConfig, train: &crate::data::Dataset) -> Result<VdmSpec> {
+    fn spec(cfg: &crate::train::RunConfig, train: &crate::data::Dataset) -> Result<VdmSpec> {
         Ok(match train.kind {
             DataKind::Image8 => VdmSpec {
                 kind: DataKind::Image8,
@@ -525,15 +525,12 @@ impl crate::train::Trainable for Vdm {
                 scale: vec![],
             },
             DataKind::Continuous => {
-                let (mean, std) = train.moments();
+                let (shift, scale) = train.affine(cfg.scaling);
                 VdmSpec {
                     kind: DataKind::Continuous,
                     shape: train.shape.clone(),
-                    shift: mean.iter().map(|&m| m as f32).collect(),
-                    scale: std
-                        .iter()
-                        .map(|&s| if s > 1e-8 { s as f32 } else { 1.0 })
-                        .collect(),
+                    shift,
+                    scale,
                 }
             }
         })
