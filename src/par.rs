@@ -59,6 +59,13 @@ where
     Ok(out)
 }
 
+/// One copy of `state` per thread that `chunks` chunks can keep busy (at most `threads`).
+pub fn replicas<S: Clone>(state: &S, threads: usize, chunks: usize) -> Vec<S> {
+    (0..threads.clamp(1, chunks.max(1)))
+        .map(|_| state.clone())
+        .collect()
+}
+
 /// Threads to use by default: `$ELBO_THREADS` if set, else one per core, at most 8.
 pub fn default_threads() -> usize {
     if let Some(t) = std::env::var("ELBO_THREADS")

@@ -150,8 +150,7 @@ pub fn evaluate<M: Trainable>(
         // Small batches keep K samples per example within memory.
         let batch = (20_000 / k).clamp(1, 100);
         let chunks = ds.n.div_ceil(batch);
-        let threads = elbo::par::default_threads().clamp(1, chunks.max(1));
-        let states: Vec<M> = (0..threads).map(|_| model.clone()).collect();
+        let states = elbo::par::replicas(&model, elbo::par::default_threads(), chunks);
         let model_name = cfg.model.to_string();
         // Chunks spread over threads, each with its own noise stream (`rng::chunk`): the bound
         // depends on the seed only.
@@ -365,9 +364,7 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
         // Chunks of both replicates spread over threads; chunk noise from `rng::chunk`, so the
         // estimate depends on the seed only.
         let per_rep_chunks = n.div_ceil(batch);
-        let states: Vec<Vdm> = (0..threads.clamp(1, 2 * per_rep_chunks))
-            .map(|_| model.clone())
-            .collect();
+        let states = elbo::par::replicas(&model, threads, 2 * per_rep_chunks);
         let chunk_results = elbo::par::map_chunks(states, 2 * per_rep_chunks, |m, c| {
             let (rep, i) = (c / per_rep_chunks, c % per_rep_chunks);
             let start = i * batch;

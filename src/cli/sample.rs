@@ -110,13 +110,13 @@ pub fn draw(
 ) -> anyhow::Result<(train::run::ModelFile, Vec<f32>, f32)> {
     let device = elbo::device::device(g.device, false)?;
     let cfg = dir.config()?;
-    let mut rng = elbo::rng::derived(seed, 0x5a);
-    let (mf, x, full) = match cfg.model {
+    let (mf, values, full) = match cfg.model {
         ModelKind::Vae => {
             let (_c, mf, model) = train::load_model::<Vae>(dir, &device)?;
             // Bernoulli means for binarised images: a white pixel is 1 (255 when dequantised).
             let full = if mf.data.dequantized { 255.0 } else { 1.0 };
-            (mf, model.sample(n, &mut rng)?, full)
+            let mut rng = elbo::rng::derived(seed, train::streams::SAMPLE_NOISE);
+            (mf, elbo::elbo::to_f32(model.sample(n, &mut rng)?)?, full)
         }
         ModelKind::Vdm => {
             let (_c, mf, model) = train::load_model::<Vdm>(dir, &device)?;
@@ -132,19 +132,10 @@ pub fn draw(
                 SamplerKind::Ddim => &ddim,
             };
             let v = model.sample_chunked(n, sampler, steps, seed, threads, &tick)?;
-            let x = burn::tensor::Tensor::<2>::from_data(
-                burn::tensor::TensorData::new(v, [n, mf.data.dim()]),
-                &device,
-            );
             b.finish_and_clear();
-            (mf, x, 255.0)
+            (mf, v, 255.0)
         }
     };
-    let values: Vec<f32> = x
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok((mf, values, full))
 }
 

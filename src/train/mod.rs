@@ -35,6 +35,7 @@ pub mod streams {
     pub const EVAL_BINARIZE: u64 = 3;
     pub const EVAL_NOISE: u64 = 4;
     pub const EVAL_IW: u64 = 5;
+    pub const SAMPLE_NOISE: u64 = 0x5a;
 }
 
 /// What the training loop needs from a model.

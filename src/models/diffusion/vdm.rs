@@ -35,9 +35,6 @@ use crate::nn::unet::{UNet, UNetConfig};
 use crate::rng::{randn, Rng};
 use crate::{Error, Result};
 
-/// The noise stream of sampling chunks (`rng::chunk`).
-pub const SAMPLE_STREAM: u64 = 0x5a;
-
 /// What the model is trained on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -431,15 +428,17 @@ impl Vdm {
     ) -> Result<Vec<f32>> {
         let per = Self::sample_chunk_rows(self.spec.dim());
         let chunks = n.div_ceil(per);
-        let states: Vec<Vdm> = (0..threads.clamp(1, chunks.max(1)))
-            .map(|_| self.clone())
-            .collect();
-        let parts = crate::par::map_chunks(states, chunks, |m, i| {
-            let rows = per.min(n - i * per);
-            let mut rng = crate::rng::chunk(seed, SAMPLE_STREAM, i as u64);
-            let x = m.sample_with(rows, sampler, steps, &mut rng, &mut |_| progress())?;
-            crate::elbo::to_f32(x)
-        })?;
+        let parts = crate::par::map_chunks(
+            crate::par::replicas(self, threads, chunks),
+            chunks,
+            |m, i| {
+                let rows = per.min(n - i * per);
+                let mut rng =
+                    crate::rng::chunk(seed, crate::train::streams::SAMPLE_NOISE, i as u64);
+                let x = m.sample_with(rows, sampler, steps, &mut rng, &mut |_| progress())?;
+                crate::elbo::to_f32(x)
+            },
+        )?;
         Ok(parts.concat())
     }
 
