@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn epochs_cover_every_example_once() {
         let mut o = BatchOrder::new(3);
-        let mut seen = vec![0; 10];
+        let mut seen = [0; 10];
         for _ in 0..3 {
             for i in o.next_batch(10, 3) {
                 seen[i] += 1;

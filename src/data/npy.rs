@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn round_trip_f32() {
         let b = encode_npy_f32(2, 3, &[1., 2., 3., 4., 5., -6.]);
-        assert_eq!(b.len() % 64, 24 % 64); // header block 64 bytes, then 24 data bytes
+        assert_eq!(b.len() % 64, 24); // header block 64 bytes, then 24 data bytes
         let a = parse_npy(&b, p()).unwrap();
         assert_eq!((a.rows, a.cols), (2, 3));
         assert_eq!(a.values[5], -6.0);

@@ -205,6 +205,54 @@ impl ImportanceSampled for Vae {
     }
 }
 
+impl crate::train::Trainable for Vae {
+    type Spec = VaeSpec;
+
+    fn spec(cfg: &crate::train::RunConfig, train: &crate::data::Dataset) -> Result<VaeSpec> {
+        Ok(match train.kind {
+            crate::data::DataKind::Image8 => VaeSpec {
+                likelihood: Likelihood::Bernoulli,
+                data_dim: train.dim(),
+                latent: 0,
+                shift: vec![],
+                scale: vec![],
+            },
+            crate::data::DataKind::Continuous => {
+                let (shift, scale) = train.affine(cfg.scaling);
+                VaeSpec {
+                    likelihood: Likelihood::Gaussian,
+                    data_dim: train.dim(),
+                    latent: 0,
+                    shift,
+                    scale,
+                }
+            }
+        })
+    }
+
+    fn build(cfg: &crate::train::RunConfig, spec: &VaeSpec, device: &Device) -> Result<Self> {
+        Vae::new(&cfg.vae, spec.clone(), device)
+    }
+
+    fn binarize(cfg: &crate::train::RunConfig, spec: &VaeSpec) -> Option<Binarize> {
+        (spec.likelihood == Likelihood::Bernoulli).then_some(cfg.vae.binarize)
+    }
+
+    fn importance_weighted(
+        &self,
+        x: Tensor<2>,
+        k: usize,
+        rng: &mut Rng,
+    ) -> Option<Result<Vec<f64>>> {
+        // Chunks of at most ~64k rows through the decoder keep K = 5000 within memory.
+        let b = x.dims()[0].max(1);
+        let chunk = (65_536 / b).clamp(1, 1000);
+        Some(crate::elbo::importance_weighted_bound(
+            self, x, k, chunk, rng,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,53 +300,5 @@ mod tests {
             let an = -crate::elbo::to_f64(t.total().mean()).unwrap()[0];
             assert!((mc - an).abs() < 0.05, "{lik:?}: MC {mc} vs analytic {an}");
         }
-    }
-}
-
-impl crate::train::Trainable for Vae {
-    type Spec = VaeSpec;
-
-    fn spec(cfg: &crate::train::RunConfig, train: &crate::data::Dataset) -> Result<VaeSpec> {
-        Ok(match train.kind {
-            crate::data::DataKind::Image8 => VaeSpec {
-                likelihood: Likelihood::Bernoulli,
-                data_dim: train.dim(),
-                latent: 0,
-                shift: vec![],
-                scale: vec![],
-            },
-            crate::data::DataKind::Continuous => {
-                let (shift, scale) = train.affine(cfg.scaling);
-                VaeSpec {
-                    likelihood: Likelihood::Gaussian,
-                    data_dim: train.dim(),
-                    latent: 0,
-                    shift,
-                    scale,
-                }
-            }
-        })
-    }
-
-    fn build(cfg: &crate::train::RunConfig, spec: &VaeSpec, device: &Device) -> Result<Self> {
-        Vae::new(&cfg.vae, spec.clone(), device)
-    }
-
-    fn binarize(cfg: &crate::train::RunConfig, spec: &VaeSpec) -> Option<Binarize> {
-        (spec.likelihood == Likelihood::Bernoulli).then_some(cfg.vae.binarize)
-    }
-
-    fn importance_weighted(
-        &self,
-        x: Tensor<2>,
-        k: usize,
-        rng: &mut Rng,
-    ) -> Option<Result<Vec<f64>>> {
-        // Chunks of at most ~64k rows through the decoder keep K = 5000 within memory.
-        let b = x.dims()[0].max(1);
-        let chunk = (65_536 / b).clamp(1, 1000);
-        Some(crate::elbo::importance_weighted_bound(
-            self, x, k, chunk, rng,
-        ))
     }
 }

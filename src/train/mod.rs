@@ -132,6 +132,7 @@ pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
 /// shards, each run forward and backward on its own thread (with its own noise, drawn from a
 /// seed taken from `rng`, so the result is deterministic for a given thread count), and the
 /// gradients are combined with weights n_shard / B: the gradient of the full-batch mean.
+#[allow(clippy::too_many_arguments)]
 pub fn loss_and_grads<M: Trainable>(
     model: &M,
     params: &NamedParams,
@@ -369,7 +370,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
         indicatif::ProgressBar::hidden()
     };
 
-    let budget = (cfg.max_minutes > 0.0).then(|| cfg.max_minutes * 60.0);
+    let budget = (cfg.max_minutes > 0.0).then_some(cfg.max_minutes * 60.0);
     let start_elapsed = state.elapsed_secs;
     let t0 = Instant::now();
     // loss sum, grad-norm sum, count, since, examples, −ELBO sum

@@ -199,6 +199,8 @@ impl Default for ScheduleConfig {
 impl ScheduleConfig {
     /// The fixed schedule (for `learned`, its initial linear-γ shape).
     pub fn fixed(&self) -> Result<Box<dyn NoiseSchedule + Send + Sync>> {
+        // Written so that NaN endpoints are refused too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(self.gamma_min < self.gamma_max) {
             return Err(Error::Config(format!(
                 "schedule gamma_min ({}) must be below gamma_max ({})",

@@ -268,8 +268,9 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
     })
 }
 
-/// The denoising network.
+/// The denoising network (one per model, so the size difference of the variants costs nothing).
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Network {
     Mlp(MlpDenoiser),
     Unet(UNet),
