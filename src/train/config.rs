@@ -69,8 +69,9 @@ pub struct RunConfig {
     /// Images in the grid written at the end of training (0: none; 2-D data always gets a
     /// scatter plot of 2,000 points unless this is 0).
     pub grid: usize,
-    /// Threads that each run forward and backward on a shard of the batch (0: one per core,
-    /// resolved when the run starts). Results are deterministic for a given count.
+    /// Threads that each run forward and backward on a shard of the batch (0: `$ELBO_THREADS`
+    /// or one per core, at most 8, resolved when the run starts and saved in config.json).
+    /// Results are deterministic for a given count.
     pub threads: usize,
     pub optim: OptimConfig,
     pub vae: VaeConfig,
@@ -164,9 +165,7 @@ impl RunConfig {
     /// Replace "automatic" settings by their values on this machine.
     pub fn resolve(&mut self) {
         if self.threads == 0 {
-            self.threads = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(8);
+            self.threads = crate::par::default_threads();
         }
     }
 
