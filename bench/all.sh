@@ -6,4 +6,4 @@ mkdir -p bench/out
 bench/vdm_mnist10k.sh > bench/out/vdm_mnist10k.log 2>&1
 bench/vae_mnist10k.sh > bench/out/vae_mnist10k.log 2>&1
 bench/vdm_toy.sh > bench/out/vdm_toy.log 2>&1
-python3 bench/compare.py > bench/out/compare.log 2>&1
+python3 bench/compare.py --rounds 5 --iters 10 > bench/out/compare.log 2>&1

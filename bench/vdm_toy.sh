@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The 2-D benchmark of BENCHMARKS.md: the default MLP VDM on toy mixtures with exact densities;
 # the gap between its NLL bound on the test split and the true NLL, in nats.
-#   bench/vdm_toy.sh [STEPS]      (default 20000)
+#   [SETS="ring8 grid9"] bench/vdm_toy.sh [STEPS]      (default: all three sets, 20000 steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-20000}
