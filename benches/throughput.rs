@@ -192,10 +192,7 @@ fn main() {
         std::process::exit(2);
     };
     let (iters, warmup) = (get("--iters", 20), get("--warmup", 3));
-    let threads = get(
-        "--threads",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    );
+    let threads = get("--threads", elbo::par::default_threads());
     let Some((mut step, per_iter)) = build(case, threads) else {
         eprintln!("unknown case '{case}'");
         std::process::exit(2);

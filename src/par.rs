@@ -23,7 +23,16 @@ where
         if i >= n {
             break;
         }
-        let r = f(&mut s, i);
+        // A panic in one chunk becomes that chunk's error (with its message) and stops the job.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut s, i)))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|m| m.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(Error::Invalid(format!("a worker thread panicked: {msg}")))
+            });
         let failed = r.is_err();
         if let Ok(mut v) = slots.lock() {
             v[i] = Some(r);
@@ -66,13 +75,23 @@ pub fn replicas<S: Clone>(state: &S, threads: usize, chunks: usize) -> Vec<S> {
         .collect()
 }
 
-/// Threads to use by default: `$ELBO_THREADS` if set, else one per core, at most 8.
+/// `$ELBO_THREADS` if it is set: a positive count, or an error naming the bad value.
+pub fn env_threads() -> Result<Option<usize>> {
+    match std::env::var("ELBO_THREADS") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(t) if t > 0 => Ok(Some(t)),
+            _ => Err(Error::Invalid(format!(
+                "ELBO_THREADS={v:?}: expected a positive number of threads"
+            ))),
+        },
+    }
+}
+
+/// Threads to use by default: `$ELBO_THREADS` if set (any positive count; the command line
+/// refuses a bad value at start-up), else one per core, at most 8.
 pub fn default_threads() -> usize {
-    if let Some(t) = std::env::var("ELBO_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&t| t > 0)
-    {
+    if let Ok(Some(t)) = env_threads() {
         return t;
     }
     std::thread::available_parallelism()
@@ -96,5 +115,13 @@ mod tests {
             }
         });
         assert!(matches!(e, Err(Error::Invalid(m)) if m == "chunk 3"));
+        // A panic in a chunk is an error that carries its message, not a crash.
+        let p = map_chunks(vec![(), ()], 6, |_, i| {
+            if i == 2 {
+                panic!("bad chunk");
+            }
+            Ok(i)
+        });
+        assert!(matches!(p, Err(Error::Invalid(m)) if m.contains("bad chunk")));
     }
 }

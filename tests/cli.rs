@@ -111,6 +111,12 @@ fn train_eval_sample_resume() {
     );
     assert!(run.join("training_curve.png").is_file());
 
+    // A resumed run keeps what defines it: changing the data scaling is refused, by name.
+    let mut a = vec!["train", "--resume", "--out", r, "--steps", "70"];
+    a.extend_from_slice(TINY);
+    a.extend_from_slice(&["--set", "scaling=minus-one-one"]);
+    fails_with(&a, "'scaling' cannot change");
+
     // Training into a directory that holds a run, without --resume, is refused.
     let mut a = vec!["train", "--out", r, "--steps", "5"];
     a.extend_from_slice(TINY);
@@ -254,6 +260,15 @@ fn bad_flags_and_directories() {
         "unknown setting 'latnet'",
     );
     fails_with(&["train", "--resume"], "--resume needs --out");
+    // A bad thread count in the environment is refused by name before any work starts.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_elbo"))
+        .args(["data", "toy:ring8"])
+        .env("ELBO_THREADS", "many")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("ELBO_THREADS=\"many\""), "{err}");
     fails_with(
         &[
             "train",

@@ -130,6 +130,8 @@ fn unet_vdm_train_eval_sample_on_mnist10k() {
         std::fs::read(out).unwrap()
     };
     assert_eq!(draw(1, "t1.npy"), draw(2, "t2.npy"));
+    // The Monte-Carlo error needs two equal replicates: an odd --t-samples is refused.
+    common::fails_with(&["eval", r, "--t-samples", "3"], "even number");
     // --iw is the VAE's; the error says so.
     let o = elbo(&["eval", r, "--iw", "10"]);
     assert_eq!(o.status.code(), Some(1));

@@ -65,6 +65,10 @@ pub fn run() -> i32 {
         device: cli.device,
         quiet: cli.quiet,
     };
+    if let Err(e) = elbo::par::env_threads() {
+        eprintln!("error: {e}");
+        return 1;
+    }
     let r = match cli.cmd {
         Command::Train(a) => train::run(a, &g),
         Command::Eval(a) => eval::run(a, &g),

@@ -56,7 +56,20 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Settings that define what a run is: a resumed run keeps them.
+const FIXED_ON_RESUME: &[&str] = &[
+    "model",
+    "data",
+    "seed",
+    "batch_size",
+    "dequantize",
+    "scaling",
+    "vae",
+    "vdm",
+];
+
 fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
+    let mut saved = None;
     let (mut cfg, out) = if a.resume {
         let out = a
             .out
@@ -64,7 +77,9 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
             .context("--resume needs --out DIR, the run to continue")?;
         let dir = RunDir::new(&out);
         dir.check()?;
-        (dir.config()?, out)
+        let c = dir.config()?;
+        saved = Some(c.clone());
+        (c, out)
     } else {
         let cfg = match &a.config {
             Some(p) => RunConfig::from_toml_file(p)?,
@@ -98,6 +113,20 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         cfg.resolve_for_data(elbo::data::load(&cfg.data, elbo::data::Split::Train)?.kind);
     }
     cfg.validate()?;
+    if let Some(saved) = saved {
+        let (was, now) = (serde_json::to_value(&saved)?, serde_json::to_value(&cfg)?);
+        for &k in FIXED_ON_RESUME {
+            if was[k] != now[k] {
+                anyhow::bail!(
+                    "--resume continues {} as it was configured: '{k}' cannot change ({} → {}); \
+                     start a new run in another --out directory",
+                    out.display(),
+                    was[k],
+                    now[k]
+                );
+            }
+        }
+    }
     let out = if a.resume {
         out
     } else {
