@@ -50,12 +50,7 @@ impl ElboTerms {
 
 /// A 1-D tensor as f64 values.
 pub fn to_f64(t: Tensor<1>) -> Result<Vec<f64>> {
-    let v = t
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| crate::Error::Invalid(format!("reading tensor: {e:?}")))?;
-    Ok(v.into_iter().map(f64::from).collect())
+    Ok(to_f32(t)?.into_iter().map(f64::from).collect())
 }
 
 /// The values of a tensor of any rank, row-major, as f32.

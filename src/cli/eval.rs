@@ -164,13 +164,7 @@ pub fn evaluate<M: Trainable>(
         let parts = elbo::par::map_chunks(states, chunks, |m, i| {
             let start = i * batch;
             let n = batch.min(ds.n - start);
-            let x = burn::tensor::Tensor::<2>::from_data(
-                burn::tensor::TensorData::new(
-                    rows[start * dim..(start + n) * dim].to_vec(),
-                    [n, dim],
-                ),
-                &device,
-            );
+            let x = train::row_block(&rows, start, n, dim, &device);
             let mut rng = elbo::rng::chunk(seed, train::streams::EVAL_IW, i as u64);
             let v = m.importance_weighted(x, k, &mut rng).ok_or_else(|| {
                 elbo::Error::Invalid(format!(
@@ -381,13 +375,7 @@ pub fn evaluate_vdm(dir: &RunDir, o: &VdmEvalOptions, g: &Global) -> anyhow::Res
                 train::streams::EVAL_NOISE,
                 (round << 40) | ((rep as u64) << 32) | i as u64,
             );
-            let x = burn::tensor::Tensor::<2>::from_data(
-                burn::tensor::TensorData::new(
-                    rows_x[start * dim..(start + rows) * dim].to_vec(),
-                    [rows, dim],
-                ),
-                &device,
-            );
+            let x = train::row_block(&rows_x, start, rows, dim, &device);
             let e = m.estimate(
                 x,
                 ElboOptions {

@@ -102,10 +102,7 @@ pub fn elbo_rows<M: Trainable>(
     let mut start = 0;
     while start < n {
         let b = batch.min(n - start);
-        let x = Tensor::<2>::from_data(
-            TensorData::new(rows[start * dim..(start + b) * dim].to_vec(), [b, dim]),
-            device,
-        );
+        let x = row_block(rows, start, b, dim, device);
         let terms = model.eval_terms(x, rng)?;
         let mut r = terms.to_rows()?;
         r.push(("total".into(), crate::elbo::to_f64(terms.total())?));
@@ -120,6 +117,14 @@ pub fn elbo_rows<M: Trainable>(
         progress(start);
     }
     Ok(out)
+}
+
+/// Examples `start .. start + n` of row-major `rows` (`dim` values each) as a `[n, dim]` tensor.
+pub fn row_block(rows: &[f32], start: usize, n: usize, dim: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(
+        TensorData::new(rows[start * dim..(start + n) * dim].to_vec(), [n, dim]),
+        device,
+    )
 }
 
 /// Summaries (mean ± standard error) of per-example rows.
@@ -143,14 +148,25 @@ pub fn loss_and_grads<M: Trainable>(
     rng: &mut Rng,
     threads: usize,
 ) -> Result<(f64, f64, NamedParams)> {
-    let shards = threads.clamp(1, b);
-    if shards == 1 {
-        let x = Tensor::<2>::from_data(TensorData::new(rows, [b, dim]), device);
-        let (loss, terms) = model.loss(x, rng)?;
+    // One shard: (loss, −ELBO, gradients of the loss) of the model on these rows.
+    fn shard<M: Trainable>(
+        m: &M,
+        rows: Vec<f32>,
+        n: usize,
+        dim: usize,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> Result<(f64, f64, NamedParams)> {
+        let x = Tensor::<2>::from_data(TensorData::new(rows, [n, dim]), device);
+        let (loss, terms) = m.loss(x, rng)?;
         let v: f32 = loss.clone().into_scalar();
         let e: f32 = terms.total().mean().into_scalar();
         let grads = loss.backward();
-        return Ok((v as f64, e as f64, params::collect_grads(model, &grads)?));
+        Ok((v as f64, e as f64, params::collect_grads(m, &grads)?))
+    }
+    let shards = threads.clamp(1, b);
+    if shards == 1 {
+        return shard(model, rows, b, dim, device, rng);
     }
     let seeds: Vec<u64> = (0..shards).map(|_| rand::Rng::gen(rng)).collect();
     let sizes: Vec<usize> = (0..shards)
@@ -174,12 +190,7 @@ pub fn loss_and_grads<M: Trainable>(
                     // Fresh leaf tensors: threads must not share autodiff graph nodes.
                     let m = params::assign(m, params)?;
                     let mut r = derived(seed, streams::TRAIN_NOISE);
-                    let x = Tensor::<2>::from_data(TensorData::new(part, [n, dim]), &device);
-                    let (loss, terms) = m.loss(x, &mut r)?;
-                    let v: f32 = loss.clone().into_scalar();
-                    let e: f32 = terms.total().mean().into_scalar();
-                    let grads = loss.backward();
-                    Ok((v as f64, e as f64, params::collect_grads(&m, &grads)?))
+                    shard(&m, part, n, dim, &device, &mut r)
                 })
             })
             .collect();

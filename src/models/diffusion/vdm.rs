@@ -415,7 +415,7 @@ impl Vdm {
     }
 
     /// `n` samples in data units, row-major `[n, D]`, drawn in chunks spread over `threads`
-    /// threads. Chunk i draws its noise from `rng::chunk(seed, SAMPLE_STREAM, i)` and chunk sizes
+    /// threads. Chunk i draws its noise from `rng::chunk(seed, SAMPLE_NOISE, i)` and chunk sizes
     /// depend on `n` and D only, so the samples depend on the seed, never on the thread count.
     /// `progress` is called once per sampler step of each chunk (`chunks × steps` in all).
     pub fn sample_chunked(
