@@ -6,9 +6,11 @@
 
 pub mod data;
 pub mod device;
+pub mod diffusion;
 pub mod dist;
 pub mod elbo;
 pub mod error;
+pub mod eval;
 pub mod models;
 pub mod nn;
 pub mod par;

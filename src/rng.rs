@@ -6,6 +6,18 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng as _, SeedableRng};
 use rand_distr::StandardNormal;
 
+/// RNG streams, so that each use of randomness is independent of the others.
+pub mod streams {
+    pub const TRAIN_NOISE: u64 = 1;
+    pub const STATIC_BINARIZE: u64 = 2;
+    pub const EVAL_BINARIZE: u64 = 3;
+    pub const EVAL_NOISE: u64 = 4;
+    pub const EVAL_IW: u64 = 5;
+    /// Label dropout of conditional training (the null class, M43).
+    pub const LABEL_DROPOUT: u64 = 6;
+    pub const SAMPLE_NOISE: u64 = 0x5a;
+}
+
 /// The generator: ChaCha8, whose full state serialises with serde.
 pub type Rng = rand_chacha::ChaCha8Rng;
 

@@ -20,7 +20,7 @@ use elbo::device::DeviceKind;
 #[command(name = "elbo", version, propagate_version = true, max_term_width = 100)]
 #[command(
     after_help = "Start with `elbo train` (trains the default model on the embedded mnist10k digits), \
-then `elbo eval runs/vae-mnist10k-1 --iw 5000` and `elbo sample runs/vae-mnist10k-1`."
+then `elbo eval runs/vdm-mnist10k-1` and `elbo sample runs/vdm-mnist10k-1` (a VAE: `elbo train --model vae`, then `elbo eval runs/vae-mnist10k-1 --iw 5000`)."
 )]
 pub struct Cli {
     /// Where tensors live.
@@ -98,19 +98,53 @@ impl Global {
     }
 }
 
-/// A progress bar over `n` items (hidden when quiet or not on a terminal).
-fn bar(g: &Global, n: u64, what: &str) -> indicatif::ProgressBar {
-    if !g.progress() {
-        return indicatif::ProgressBar::hidden();
+/// Progress of library work (`elbo::eval::Progress`) as an indicatif bar per stage.
+pub struct BarProgress {
+    enabled: bool,
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl BarProgress {
+    pub fn new(g: &Global) -> Self {
+        BarProgress {
+            enabled: g.progress(),
+            bar: std::sync::Mutex::new(None),
+        }
     }
-    let b = indicatif::ProgressBar::new(n);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{elapsed_precise}}] {{bar:28.cyan/blue}} {{pos}}/{{len}} ({{eta}} left)"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    b
+
+    fn with(&self, f: impl FnOnce(&indicatif::ProgressBar)) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(b) = b.as_ref() {
+                f(b)
+            }
+        }
+    }
+}
+
+impl elbo::eval::Progress for BarProgress {
+    fn start(&self, what: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{spinner}} {what} [{{elapsed_precise}}] {{bar:28.cyan/blue}} {{pos}}/{{len}} ({{eta}} left)"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(old) = slot.replace(b) {
+                old.finish_and_clear();
+            }
+        }
+    }
+    fn inc(&self, n: u64) {
+        self.with(|b| b.inc(n));
+    }
+    fn finish(&self) {
+        self.with(|b| b.finish_and_clear());
+    }
 }
 
 /// Format a number with thousands separators.

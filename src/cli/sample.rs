@@ -5,16 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use elbo::data::npy::encode_npy_f32;
-use elbo::models::diffusion::vdm::Vdm;
-use elbo::models::vae::Vae;
-use elbo::models::LatentVariableModel;
+use elbo::models::SampleOptions;
 use elbo::report::grid::{save_grid, save_scatter};
-use elbo::sample::{Ancestral, Ddim, SamplerKind};
+use elbo::sample::SamplerKind;
 use elbo::train::checkpoint::write_atomic;
 use elbo::train::run::RunDir;
-use elbo::train::{self, ModelKind};
 
-use super::Global;
+use super::{BarProgress, Global};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -40,24 +37,11 @@ pub struct SampleArgs {
     pub eta: f64,
 }
 
-/// How a diffusion model samples.
-pub struct How {
-    pub sampler: SamplerKind,
-    pub steps: Option<usize>,
-    pub eta: f64,
-}
-
 pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     let dir = RunDir::new(&a.dir);
     dir.check()?;
     if a.n == Some(0) {
         anyhow::bail!("--n must be at least 1");
-    }
-    let cfg = dir.config()?;
-    if cfg.model == ModelKind::Vae && (a.sampler.is_some() || a.steps.is_some()) {
-        anyhow::bail!(
-            "--sampler and --steps apply to diffusion models; a VAE samples in one decoder pass"
-        );
     }
     if !(a.eta >= 0.0 && a.eta.is_finite()) {
         anyhow::bail!("--eta must be a non-negative number");
@@ -65,17 +49,20 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     if a.steps == Some(0) {
         anyhow::bail!("--steps must be at least 1");
     }
-    let how = How {
-        sampler: a.sampler.unwrap_or(SamplerKind::Ancestral),
+    let opts = SampleOptions {
+        sampler: a.sampler,
         steps: a.steps,
         eta: a.eta,
+        seed: a.seed,
+        threads: elbo::par::default_threads(),
+        class: None,
     };
     let n = a.n.unwrap_or(if dir.model_file()?.data.dim() == 2 {
         2000
     } else {
         64
     });
-    let p = write_samples(&dir, n, a.seed, a.out.as_deref(), &how, g)?;
+    let p = write_samples(&dir, n, a.out.as_deref(), &opts, g)?;
     println!("{}", p.display());
     Ok(0)
 }
@@ -87,64 +74,20 @@ pub fn write_default_samples(
     seed: u64,
     g: &Global,
 ) -> anyhow::Result<PathBuf> {
-    let how = How {
-        sampler: SamplerKind::Ancestral,
-        steps: None,
-        eta: 0.0,
-    };
+    let opts = SampleOptions::ancestral(seed, elbo::par::default_threads());
     let n = if dir.model_file()?.data.dim() == 2 {
         2000
     } else {
         n
     };
-    write_samples(dir, n, seed, None, &how, g)
-}
-
-/// Draw `n` samples; returns them in data units `[n, D]` with the value of a white pixel.
-pub fn draw(
-    dir: &RunDir,
-    n: usize,
-    seed: u64,
-    how: &How,
-    g: &Global,
-) -> anyhow::Result<(train::run::ModelFile, Vec<f32>, f32)> {
-    let device = elbo::device::device(g.device, false)?;
-    let cfg = dir.config()?;
-    let (mf, values, full) = match cfg.model {
-        ModelKind::Vae => {
-            let (_c, mf, model) = train::load_model::<Vae>(dir, &device)?;
-            // Bernoulli means for binarised images: a white pixel is 1 (255 when dequantised).
-            let full = if mf.data.dequantized { 255.0 } else { 1.0 };
-            let mut rng = elbo::rng::derived(seed, train::streams::SAMPLE_NOISE);
-            (mf, elbo::elbo::to_f32(model.sample(n, &mut rng)?)?, full)
-        }
-        ModelKind::Vdm => {
-            let (_c, mf, model) = train::load_model::<Vdm>(dir, &device)?;
-            let steps = how.steps.unwrap_or(model.cfg.sample_steps).max(1);
-            let chunks = n.div_ceil(Vdm::sample_chunk_rows(mf.data.dim()));
-            let b = super::bar(g, (chunks * steps) as u64, "sampling");
-            let tick = || b.inc(1);
-            let threads = elbo::par::default_threads();
-            let ancestral = Ancestral;
-            let ddim = Ddim { eta: how.eta };
-            let sampler: &(dyn elbo::sample::Sampler + Sync) = match how.sampler {
-                SamplerKind::Ancestral => &ancestral,
-                SamplerKind::Ddim => &ddim,
-            };
-            let v = model.sample_chunked(n, sampler, steps, seed, threads, &tick)?;
-            b.finish_and_clear();
-            (mf, v, 255.0)
-        }
-    };
-    Ok((mf, values, full))
+    write_samples(dir, n, None, &opts, g)
 }
 
 fn write_samples(
     dir: &RunDir,
     n: usize,
-    seed: u64,
     out: Option<&Path>,
-    how: &How,
+    opts: &SampleOptions,
     g: &Global,
 ) -> anyhow::Result<PathBuf> {
     let mf = dir.model_file()?;
@@ -169,7 +112,9 @@ fn write_samples(
             out.display()
         );
     }
-    let (_, values, full) = draw(dir, n, seed, how, g)?;
+    let device = elbo::device::device(g.device, false)?;
+    let s = elbo::eval::draw::draw(dir, n, opts, &device, &BarProgress::new(g))?;
+    let (values, full) = (s.values, s.white);
     if ext == "npy" {
         write_atomic(&out, &encode_npy_f32(n, d, &values))?;
         return Ok(out);

@@ -4,11 +4,9 @@
 use std::path::Path;
 
 use clap::Args;
-use elbo::models::diffusion::schedule::{table, ScheduleConfig, ScheduleKind, ScheduleRow};
-use elbo::models::diffusion::vdm::Vdm;
-use elbo::models::diffusion::NoiseSchedule;
+use elbo::diffusion::schedule::{table, ScheduleConfig, ScheduleKind, ScheduleRow};
+use elbo::diffusion::NoiseSchedule;
 use elbo::train::run::RunDir;
-use elbo::train::{self, ModelKind};
 
 use super::Global;
 
@@ -57,20 +55,10 @@ pub fn run(a: ScheduleArgs, g: &Global) -> anyhow::Result<i32> {
     }
     let rows: Vec<ScheduleRow> = if Path::new(&a.kind).is_dir() {
         let dir = RunDir::new(&a.kind);
-        dir.check()?;
-        let cfg = dir.config()?;
-        if cfg.model != ModelKind::Vdm {
-            anyhow::bail!("{}: a {} run has no noise schedule", a.kind, cfg.model);
-        }
         let device = elbo::device::device(g.device, false)?;
-        let (_c, _mf, model) = train::load_model::<Vdm>(&dir, &device)?;
-        let s = model.schedule();
-        let pts: Vec<(f64, f64)> = (0..=a.steps)
-            .map(|i| {
-                let t = i as f64 / a.steps as f64;
-                (t, s.gamma_f64(t))
-            })
-            .collect();
+        let times: Vec<f64> = (0..=a.steps).map(|i| i as f64 / a.steps as f64).collect();
+        let gammas = elbo::eval::schedule_of(&dir, &times, &device)?;
+        let pts: Vec<(f64, f64)> = times.into_iter().zip(gammas).collect();
         table(ScheduleKind::LinearGamma, &RunSchedule(pts), a.steps)
     } else {
         let kind: ScheduleKind = clap::ValueEnum::from_str(&a.kind, true).map_err(|_| {

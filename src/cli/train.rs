@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Args;
-use elbo::models::diffusion::vdm::Vdm;
-use elbo::models::vae::Vae;
+use elbo::eval::EvalOptions;
+use elbo::models::ModelKind;
 use elbo::train::run::{default_run_dir, RunDir};
-use elbo::train::{self, ModelKind, RunConfig, TrainOptions, Trainable};
+use elbo::train::{self, RunConfig, TrainOptions};
 
 use super::{eval, sample, Global, EXIT_INTERRUPTED};
 
@@ -56,18 +56,6 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Settings that define what a run is: a resumed run keeps them.
-const FIXED_ON_RESUME: &[&str] = &[
-    "model",
-    "data",
-    "seed",
-    "batch_size",
-    "dequantize",
-    "scaling",
-    "vae",
-    "vdm",
-];
-
 fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
     let mut saved = None;
     let (mut cfg, out) = if a.resume {
@@ -88,7 +76,7 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         (cfg, PathBuf::new())
     };
     if let Some(m) = a.model {
-        cfg.model = m;
+        cfg.set_model(m);
     }
     if let Some(d) = &a.data {
         cfg.data = d.clone();
@@ -114,38 +102,25 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
     }
     cfg.validate()?;
     if let Some(saved) = saved {
-        let (was, now) = (serde_json::to_value(&saved)?, serde_json::to_value(&cfg)?);
-        for &k in FIXED_ON_RESUME {
-            if was[k] != now[k] {
-                anyhow::bail!(
-                    "--resume continues {} as it was configured: '{k}' cannot change ({} → {}); \
-                     start a new run in another --out directory",
-                    out.display(),
-                    was[k],
-                    now[k]
-                );
-            }
-        }
+        cfg.check_resume(&saved)
+            .with_context(|| format!("resuming {}", out.display()))?;
     }
     let out = if a.resume {
         out
     } else {
         a.out
             .clone()
-            .unwrap_or_else(|| default_run_dir(cfg.model, &cfg.data))
+            .unwrap_or_else(|| default_run_dir(cfg.model.kind(), &cfg.data))
     };
     Ok((cfg, out))
 }
 
 pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
     let (cfg, out) = resolve(&a)?;
-    match cfg.model {
-        ModelKind::Vae => train_model::<Vae>(&cfg, &out, a.resume, g),
-        ModelKind::Vdm => train_model::<Vdm>(&cfg, &out, a.resume, g),
-    }
+    train_run(&cfg, &out, a.resume, g)
 }
 
-fn train_model<M: Trainable>(
+fn train_run(
     cfg: &RunConfig,
     out: &std::path::Path,
     resume: bool,
@@ -162,7 +137,7 @@ fn train_model<M: Trainable>(
     eprintln!(
         "{} {} on {} for {} steps of {} → {}",
         if resume { "resuming" } else { "training" },
-        cfg.model,
+        cfg.model.kind(),
         cfg.data,
         super::thousands(cfg.steps),
         cfg.batch_size,
@@ -175,7 +150,7 @@ fn train_model<M: Trainable>(
         progress: g.progress(),
         device,
     };
-    let outcome = train::train::<M>(cfg, &opts)?;
+    let outcome = train::train(cfg, &opts)?;
     let dir = RunDir::new(out);
     if outcome.interrupted {
         eprintln!(
@@ -198,12 +173,11 @@ fn train_model<M: Trainable>(
         );
     }
     // Held-out evaluation of the EMA weights, and pictures.
-    let report = match cfg.model {
-        ModelKind::Vae => {
-            eval::evaluate::<Vae>(&dir, None, elbo::data::Split::Test, None, 0, usize::MAX, g)?
-        }
-        ModelKind::Vdm => eval::evaluate_vdm(&dir, &eval::VdmEvalOptions::default(), g)?,
+    let eval_opts = EvalOptions {
+        device: elbo::device::device(g.device, false)?,
+        ..EvalOptions::default()
     };
+    let report = eval::evaluate(&dir, &eval_opts, g)?;
     eval::print_report(&report);
     if cfg.grid > 0 {
         match sample::write_default_samples(&dir, cfg.grid, cfg.seed, g) {

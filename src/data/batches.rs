@@ -90,6 +90,29 @@ pub fn dequantize(x: &[f32], rng: &mut Rng) -> Vec<f32> {
     x.iter().map(|&k| k + rng.gen::<f32>()).collect()
 }
 
+/// Examples `start .. start + n` of row-major `rows` (`dim` values each) as a `[n, dim]` tensor.
+pub fn row_block(
+    rows: &[f32],
+    start: usize,
+    n: usize,
+    dim: usize,
+    device: &burn::tensor::Device,
+) -> burn::tensor::Tensor<2> {
+    burn::tensor::Tensor::from_data(
+        burn::tensor::TensorData::new(rows[start * dim..(start + n) * dim].to_vec(), [n, dim]),
+        device,
+    )
+}
+
+/// Rows of a data set as a model sees them for evaluation: binarised once with a fixed seed (so
+/// that every evaluation of a split uses the same binary images), raw otherwise.
+pub fn eval_rows(ds: &super::Dataset, how: Option<Binarize>, seed: u64) -> Vec<f32> {
+    match how {
+        Some(_) => self::binarize(&ds.x, &mut derived(seed, crate::rng::streams::EVAL_BINARIZE)),
+        None => ds.x.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

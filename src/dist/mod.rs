@@ -2,6 +2,7 @@
 //! (summed over dimensions, shape `[B]`), plus the linear-Gaussian model whose evidence is exact.
 
 pub mod bernoulli;
+pub mod discretized;
 pub mod gaussian;
 pub mod linear_gaussian;
 

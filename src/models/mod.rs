@@ -1,23 +1,173 @@
-//! The models, each a latent-variable model trained by its ELBO (MATH.md §1–§6).
+//! The models, each a latent-variable model trained by its ELBO (MATH.md §1–§6), and the one
+//! registry that names them ([`registry`]). A model is a type that implements [`Model`]: its own
+//! configuration section, what it learns about its data before training, how it is built, its
+//! loss and its bound. The training loop, the evaluators and the command line reach every model
+//! through [`ModelConfig::visit`], so a new model is one new file plus one line in the registry.
 
-pub mod diffusion;
+pub mod registry;
 pub mod vae;
+pub mod vdm;
 
-use burn::tensor::Tensor;
+use std::fmt::Debug;
 
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{de::DeserializeOwned, Serialize};
+
+pub use registry::{ModelConfig, ModelKind, ModelVisitor};
+
+use crate::data::{Binarize, DataKind, Dataset, Scaling};
+use crate::diffusion::elbo::{Decoder, DiffusionEstimate, ElboOptions};
+use crate::diffusion::Cond;
 use crate::elbo::ElboTerms;
 use crate::rng::Rng;
+use crate::sample::SamplerKind;
 use crate::Result;
 
 /// A latent-variable model: per-example terms of its ELBO, and samples. VAE, HVAE and VDM all
 /// implement it: the unified perspective in code.
 pub trait LatentVariableModel {
-    /// (M2) Per-example terms of the negative ELBO, in nats, of a model-space batch.
+    /// (M2) Per-example terms of the negative ELBO, in nats, of a batch in data units, given
+    /// one class label per row where the model is conditional (ignored otherwise).
     ///
     /// # Shapes
     /// `x`: `[B, D]` → each term `[B]`.
-    fn elbo(&self, x: Tensor<2>, rng: &mut Rng) -> Result<ElboTerms>;
+    fn elbo(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<ElboTerms>;
 
     /// `n` samples in data units, `[n, D]` (for binary images: pixel probabilities).
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>>;
+}
+
+/// A model's section of the run configuration (`[vae]`, `[vdm]`, …).
+pub trait ModelSettings:
+    Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + Send + Sync + 'static
+{
+    /// Refuse settings that cannot make a model, naming the key.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Steps and batch size of a default run (about five minutes on 2 cores) on data of a kind.
+    fn defaults_for(kind: DataKind) -> (u64, usize);
+
+    /// Keys of this section that a resumed run may change; every other key defines the run.
+    const CHANGEABLE_ON_RESUME: &'static [&'static str] = &[];
+}
+
+/// How a diffusion model draws samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleOptions {
+    /// Sampler (`None`: the model's default; only diffusion models have a choice).
+    pub sampler: Option<SamplerKind>,
+    /// Sampler steps (`None`: the model's default).
+    pub steps: Option<usize>,
+    /// DDIM's η.
+    pub eta: f64,
+    pub seed: u64,
+    pub threads: usize,
+    /// Class to draw, for a conditional model (`None`: unconditional).
+    pub class: Option<u32>,
+}
+
+impl SampleOptions {
+    /// The model's default sampler and step count.
+    pub fn ancestral(seed: u64, threads: usize) -> Self {
+        SampleOptions {
+            sampler: None,
+            steps: None,
+            eta: 0.0,
+            seed,
+            threads,
+            class: None,
+        }
+    }
+}
+
+/// What the diffusion-bound evaluator needs of a diffusion model.
+pub trait DiffusionModel {
+    /// The bound's terms on a batch in data units (log-Jacobian included).
+    fn estimate(
+        &self,
+        x: Tensor<2>,
+        opts: ElboOptions,
+        cond: Cond,
+        rng: &mut Rng,
+    ) -> Result<DiffusionEstimate>;
+    /// γ(t), for reports.
+    fn gamma_at(&self, t: f64) -> f64;
+    /// T of a DDPM schedule table, if the schedule is one.
+    fn table_steps(&self) -> Option<usize>;
+    /// The decoder p(x | z_0).
+    fn decoder(&self) -> Decoder;
+}
+
+/// A model as the training loop, the evaluators and the command line use it.
+pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
+    /// This model's section of the configuration.
+    type Config: ModelSettings;
+    /// What the model learns about its data before training (saved in `model.json`).
+    type Spec: Serialize + DeserializeOwned + Clone + Debug;
+
+    /// Derive the spec from the settings and the training split (`scaling` maps continuous
+    /// data into the model).
+    fn spec(cfg: &Self::Config, train: &Dataset, scaling: Scaling) -> Result<Self::Spec>;
+
+    /// A freshly initialised model.
+    fn build(cfg: &Self::Config, spec: &Self::Spec, device: &Device) -> Result<Self>;
+
+    /// Binarisation applied to raw 8-bit rows before they reach the model, if any.
+    fn binarize(_cfg: &Self::Config, _spec: &Self::Spec) -> Option<Binarize> {
+        None
+    }
+
+    /// The training loss (a scalar `[1]`) and the ELBO terms it came with. By default the
+    /// negative ELBO itself, averaged over the batch.
+    fn loss(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
+        let t = self.elbo(x, cond, rng)?;
+        Ok((t.total().mean(), t))
+    }
+
+    /// Per-example ELBO terms for held-out evaluation during training (by default `elbo`; a
+    /// model may average more Monte-Carlo samples here to make the progress number steadier).
+    fn eval_terms(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<ElboTerms> {
+        self.elbo(x, cond, rng)
+    }
+
+    /// (M4) The importance-weighted bound L_K per example, for models that have one (`None`
+    /// otherwise).
+    fn importance_weighted(
+        &self,
+        _x: Tensor<2>,
+        _k: usize,
+        _rng: &mut Rng,
+    ) -> Option<Result<Vec<f64>>> {
+        None
+    }
+
+    /// The diffusion view of the model, for models whose bound is a diffusion bound.
+    fn diffusion(&self) -> Option<&dyn DiffusionModel> {
+        None
+    }
+
+    /// Forward passes that drawing `n` samples takes (the length of a progress bar).
+    fn sample_work(&self, n: usize, _opts: &SampleOptions) -> u64 {
+        n as u64
+    }
+
+    /// `n` samples in data units, row-major `[n, D]`; `progress` is called once per unit of
+    /// [`Model::sample_work`]. By default one pass of [`LatentVariableModel::sample`] with the
+    /// sample-noise stream of the seed.
+    fn draw(&self, n: usize, opts: &SampleOptions, progress: &(dyn Fn() + Sync)) -> Result<Vec<f32>> {
+        if opts.sampler.is_some() || opts.steps.is_some() {
+            return Err(crate::Error::Config(
+                "--sampler and --steps apply to diffusion models; this model samples in one \
+                 decoder pass"
+                    .into(),
+            ));
+        }
+        let mut rng = crate::rng::derived(opts.seed, crate::rng::streams::SAMPLE_NOISE);
+        let v = crate::elbo::to_f32(self.sample(n, &mut rng)?)?;
+        (0..n).for_each(|_| progress());
+        Ok(v)
+    }
 }

@@ -7,7 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::embedding::sinusoidal;
+use super::embedding::{one_hot, sinusoidal};
 
 /// MLP denoiser settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,12 +46,17 @@ pub struct MlpDenoiser {
     temb: Linear,
     blocks: Vec<ResBlock>,
     out: Linear,
+    /// Class embedding (classes + 1 rows, the last the null class), for conditional models.
+    class: Option<Linear>,
     #[module(skip)]
     embed: usize,
+    #[module(skip)]
+    classes: usize,
 }
 
 impl MlpDenoiser {
-    pub fn new(d: usize, cfg: &MlpDenoiserConfig, device: &Device) -> Self {
+    /// `classes` > 0 adds a class embedding (conditional model); 0 makes an unconditional one.
+    pub fn new(d: usize, cfg: &MlpDenoiserConfig, classes: usize, device: &Device) -> Self {
         let h = cfg.hidden;
         let e = cfg.embed.max(4);
         MlpDenoiser {
@@ -65,14 +70,24 @@ impl MlpDenoiser {
                 })
                 .collect(),
             out: LinearConfig::new(h, d).init(device),
+            class: (classes > 0).then(|| {
+                LinearConfig::new(classes + 1, e)
+                    .with_bias(false)
+                    .init(device)
+            }),
             embed: e,
+            classes,
         }
     }
 
     /// # Shapes
-    /// `z`: `[B, D]`, `u` (normalised γ): `[B]` → `[B, D]`.
-    pub fn forward(&self, z: Tensor<2>, u: Tensor<1>) -> Tensor<2> {
-        let emb = sinusoidal(u, self.embed);
+    /// `z`: `[B, D]`, `u` (normalised γ): `[B]`, `labels`: B or none → `[B, D]`.
+    pub fn forward(&self, z: Tensor<2>, u: Tensor<1>, labels: Option<&[u32]>) -> Tensor<2> {
+        let b = z.dims()[0];
+        let mut emb = sinusoidal(u, self.embed);
+        if let Some(c) = &self.class {
+            emb = emb + c.forward(one_hot(labels, b, self.classes, &z.device()));
+        }
         let mut h = self.input.forward(z) + self.temb.forward(emb.clone());
         for b in &self.blocks {
             let r = b.l1.forward(silu(h.clone())) + b.t.forward(emb.clone());

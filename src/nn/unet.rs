@@ -11,7 +11,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::embedding::sinusoidal;
+use super::embedding::{one_hot, sinusoidal};
 
 /// U-Net settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,14 +95,19 @@ pub struct UNet {
     up: Vec<ResBlock>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// Class embedding (classes + 1 rows, the last the null class), for conditional models.
+    class: Option<Linear>,
     #[module(skip)]
     shape: [usize; 3],
     #[module(skip)]
     embed: usize,
+    #[module(skip)]
+    classes: usize,
 }
 
 impl UNet {
-    pub fn new(shape: [usize; 3], cfg: &UNetConfig, device: &Device) -> Self {
+    /// `classes` > 0 adds a class embedding (conditional model); 0 makes an unconditional one.
+    pub fn new(shape: [usize; 3], cfg: &UNetConfig, classes: usize, device: &Device) -> Self {
         let [c, _, _] = shape;
         let ch = if cfg.channels.is_empty() {
             vec![32]
@@ -144,19 +149,28 @@ impl UNet {
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .with_initializer(Initializer::Zeros)
                 .init(device),
+            class: (classes > 0).then(|| {
+                LinearConfig::new(classes + 1, et)
+                    .with_bias(false)
+                    .init(device)
+            }),
             shape,
             embed: e,
+            classes,
         }
     }
 
     /// # Shapes
-    /// `z`: `[B, C·H·W]`, `u` (normalised γ): `[B]` → `[B, C·H·W]`.
-    pub fn forward(&self, z: Tensor<2>, u: Tensor<1>) -> Tensor<2> {
+    /// `z`: `[B, C·H·W]`, `u` (normalised γ): `[B]`, `labels`: B or none → `[B, C·H·W]`.
+    pub fn forward(&self, z: Tensor<2>, u: Tensor<1>, labels: Option<&[u32]>) -> Tensor<2> {
         let [c, hh, ww] = self.shape;
         let b = z.dims()[0];
-        let emb = self
+        let mut emb = self
             .temb2
             .forward(silu(self.temb1.forward(sinusoidal(u, self.embed))));
+        if let Some(cl) = &self.class {
+            emb = emb + cl.forward(one_hot(labels, b, self.classes, &z.device()));
+        }
         let mut h = self.conv_in.forward(z.reshape([b, c, hh, ww]));
         let mut skips = Vec::new();
         for (i, blk) in self.down.iter().enumerate() {

@@ -1,4 +1,6 @@
-//! Pictures: sample grids and training curves.
+//! What people read and look at: evaluation reports as text, sample grids, training curves and
+//! the diffusion loss per time.
 
+pub mod eval;
 pub mod grid;
 pub mod plot;

@@ -1,12 +1,13 @@
-//! DDIM (MATH.md M39), in DDPM notation with ᾱ = α² = sigmoid(−γ):
+//! DDIM (MATH.md M39). In DDPM notation with ᾱ = α² = sigmoid(−γ):
 //! x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z,
-//! σ_t = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1}). η = 0 is deterministic and may skip steps.
+//! σ_t = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1}). For any process z_t = α_t x + σ_t ε the
+//! same step reads z_s = α_s x̂_0 + √(σ_s² − s²) ε̂ + s z with s² = η² σ_s² c,
+//! c = 1 − SNR(t)/SNR(s) (for VP, s is DDIM's σ_t exactly). η = 0 is deterministic.
 
 use burn::tensor::Tensor;
 
 use super::{eps_at, Sampler};
-use crate::models::diffusion::schedule::sigmoid;
-use crate::models::diffusion::Denoiser;
+use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 
 /// DDIM with stochasticity η.
@@ -20,7 +21,8 @@ pub fn ddim_sigma(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> f64 {
         * (1.0 - alpha_bar / alpha_bar_prev).max(0.0).sqrt()
 }
 
-/// (M39) One DDIM step from x_t and ε̂: returns (x̂_0, x_{t−1}). `noise` is required when η > 0.
+/// (M39) One DDIM step from x_t and ε̂ in DDPM notation: returns (x̂_0, x_{t−1}). `noise` is
+/// required when η > 0.
 ///
 /// # Shapes
 /// `x_t`, `eps_hat`, `noise`: `[B, D]`.
@@ -50,20 +52,24 @@ impl Sampler for Ddim {
         z_t: Tensor<2>,
         gamma_t: f64,
         gamma_s: f64,
+        cond: Cond,
         rng: &mut Rng,
     ) -> Tensor<2> {
         let [b, d] = z_t.dims();
         let device = z_t.device();
-        let e = eps_at(den, z_t.clone(), gamma_t);
-        let noise = (self.eta > 0.0).then(|| randn(rng, [b, d], &device));
-        ddim_step(
-            z_t,
-            e,
-            sigmoid(-gamma_t),
-            sigmoid(-gamma_s),
-            self.eta,
-            noise,
-        )
-        .1
+        let process = den.process();
+        let e = eps_at(den, z_t.clone(), gamma_t, cond);
+        let (alpha_t, sigma_t) = process.alpha_sigma_f64(gamma_t);
+        let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);
+        let c = -(gamma_s - gamma_t).exp_m1();
+        let s2 = self.eta * self.eta * sigma_s * sigma_s * c;
+        let x0_hat = (z_t - e.clone() * sigma_t) / alpha_t;
+        let dir = (sigma_s * sigma_s - s2).max(0.0).sqrt();
+        let z_s = x0_hat * alpha_s + e * dir;
+        if s2 > 0.0 {
+            z_s + randn(rng, [b, d], &device) * s2.sqrt()
+        } else {
+            z_s
+        }
     }
 }

@@ -1,7 +1,11 @@
 //! Samplers: a step on an immutable time grid behind one trait, and one loop for all.
 //!
-//! The grid has `steps` intervals, t_i = i/steps, walked from t = 1 down to t = 0; a step maps
-//! z_t to z_s (s < t) using γ(t) and γ(s). The result is z_0.
+//! The grid is `steps` times walked from high noise to low, then one last step to the clean end
+//! (γ = −∞: α = 1, σ = 0), so sampling ends at the model's x̂_0, as diffusers does with
+//! `set_alpha_to_one`. On a continuous schedule the times are t_i = i/steps (i = steps … 1); on a
+//! DDPM table of T steps they are its own steps, diffusers' "leading" spacing
+//! (k · ⌊T/steps⌋, k = steps − 1 … 0). A step maps z_t to z_s using γ(t), γ(s) and the denoiser's
+//! process, so samplers work for variance-preserving and exploding processes alike.
 
 pub mod ancestral;
 pub mod ddim;
@@ -12,13 +16,13 @@ use serde::{Deserialize, Serialize};
 pub use ancestral::Ancestral;
 pub use ddim::Ddim;
 
-use crate::models::diffusion::{Denoiser, Schedule};
+use crate::diffusion::{Cond, Denoiser, Schedule};
 use crate::rng::Rng;
 use crate::Result;
 
 /// One step of a reverse process.
 pub trait Sampler {
-    /// z_s from z_t, given γ(t) and γ(s) with s < t.
+    /// z_s from z_t, given γ(t) and γ(s) with s < t (γ(s) = −∞: the clean end, x̂_0).
     ///
     /// # Shapes
     /// `z_t`: `[B, D]` → `[B, D]`.
@@ -28,6 +32,7 @@ pub trait Sampler {
         z_t: Tensor<2>,
         gamma_t: f64,
         gamma_s: f64,
+        cond: Cond,
         rng: &mut Rng,
     ) -> Tensor<2>;
 }
@@ -43,30 +48,66 @@ pub enum SamplerKind {
 }
 
 /// ε̂ for a whole batch at one noise level γ.
-pub fn eps_at(den: &dyn Denoiser, z_t: Tensor<2>, gamma: f64) -> Tensor<2> {
+pub fn eps_at(den: &dyn Denoiser, z_t: Tensor<2>, gamma: f64, cond: Cond) -> Tensor<2> {
     let b = z_t.dims()[0];
     let g = Tensor::from_data(TensorData::new(vec![gamma as f32; b], [b]), &z_t.device());
-    crate::models::diffusion::eps_hat(den, z_t, g)
+    crate::diffusion::eps_hat(den, z_t, g, cond)
 }
 
-/// Walk z from t = 1 to t = 0 in `steps` equal steps; `progress` is told each step done.
+/// The times a sampler visits, from high noise to low (the final step to the clean end follows
+/// the last): `steps` of them, on the table's own steps for a DDPM schedule of T steps (at most T).
+pub fn time_grid(table_steps: Option<usize>, steps: usize) -> Vec<f64> {
+    let n = steps.max(1);
+    match table_steps {
+        Some(t) if t >= 2 => {
+            let n = n.min(t);
+            let ratio = t / n;
+            (0..n)
+                .rev()
+                .map(|k| (k * ratio) as f64 / (t - 1) as f64)
+                .collect()
+        }
+        _ => (1..=n).rev().map(|i| i as f64 / n as f64).collect(),
+    }
+}
+
+/// Walk z from the first time of the grid to the clean end in `steps` steps; returns x̂_0 in model
+/// space. `progress` is told each step done.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_loop(
     sampler: &dyn Sampler,
     den: &dyn Denoiser,
     sched: &Schedule,
     z1: Tensor<2>,
     steps: usize,
+    cond: Cond,
     rng: &mut Rng,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Tensor<2>> {
-    let n = steps.max(1);
-    let gammas: Vec<f64> = (0..=n)
-        .map(|i| sched.gamma_f64(i as f64 / n as f64))
-        .collect();
+    let grid = time_grid(sched.table_steps(), steps);
+    let gammas: Vec<f64> = grid.iter().map(|&t| sched.gamma_f64(t)).collect();
     let mut z = z1;
-    for (k, i) in (1..=n).rev().enumerate() {
-        z = sampler.step(den, z, gammas[i], gammas[i - 1], rng);
+    for k in 0..gammas.len() {
+        let gamma_s = gammas.get(k + 1).copied().unwrap_or(f64::NEG_INFINITY);
+        z = sampler.step(den, z, gammas[k], gamma_s, cond, rng);
         progress(k + 1);
     }
     Ok(z)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_walk_down_to_the_last_step() {
+        assert_eq!(time_grid(None, 4), vec![1.0, 0.75, 0.5, 0.25]);
+        // DDPM table of 1000 steps, 50 sampling steps: 980, 960, …, 0 (as node t = i/999).
+        let g = time_grid(Some(1000), 50);
+        assert_eq!(g.len(), 50);
+        assert_eq!((g[0] * 999.0).round(), 980.0);
+        assert_eq!(g[49], 0.0);
+        // More sampling steps than the table has: every step once.
+        assert_eq!(time_grid(Some(10), 50).len(), 10);
+    }
 }

@@ -3,40 +3,21 @@
 //! `--set key=value` (dotted keys reach nested sections: `--set vae.latent=32`), and saved
 //! resolved as `config.json` in the run directory.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::optim::OptimConfig;
-use crate::models::diffusion::vdm::VdmConfig;
-use crate::models::vae::VaeConfig;
+use crate::models::{ModelConfig, ModelKind};
 use crate::{Error, Result};
 
-/// Which model to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelKind {
-    /// Variational autoencoder (MATH.md §2).
-    Vae,
-    /// Variational diffusion model (MATH.md §4–§6).
-    #[default]
-    Vdm,
-}
-
-impl std::fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ModelKind::Vae => "vae",
-            ModelKind::Vdm => "vdm",
-        })
-    }
-}
-
-/// Every setting of a training run.
+/// Every setting of a training run. In files it reads `model = "vdm"` with the model's own
+/// section (`[vdm]`, `[vae]`, …); in code the kind and its section are one [`ModelConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "RunConfigFile", into = "RunConfigFile")]
 pub struct RunConfig {
-    pub model: ModelKind,
+    pub model: ModelConfig,
     /// Data spec (see `elbo data --help`); mnist10k is embedded in the binary.
     pub data: String,
     /// Seeds initialisation, data order, binarisation and every noise draw.
@@ -74,14 +55,107 @@ pub struct RunConfig {
     /// Results are deterministic for a given count.
     pub threads: usize,
     pub optim: OptimConfig,
-    pub vae: VaeConfig,
-    pub vdm: VdmConfig,
+}
+
+/// A run configuration as written in files: the model's kind, the common settings, and sections
+/// named by model kinds (only the chosen model's section is used; others are ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+struct RunConfigFile {
+    model: ModelKind,
+    data: String,
+    seed: u64,
+    steps: u64,
+    batch_size: usize,
+    max_minutes: f64,
+    eval_every: u64,
+    eval_examples: usize,
+    checkpoint_every: u64,
+    log_every: u64,
+    dequantize: bool,
+    scaling: crate::data::Scaling,
+    grid: usize,
+    threads: usize,
+    optim: OptimConfig,
+    #[serde(flatten)]
+    sections: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for RunConfigFile {
+    fn default() -> Self {
+        RunConfig::default().into()
+    }
+}
+
+impl From<RunConfig> for RunConfigFile {
+    fn from(c: RunConfig) -> Self {
+        let mut sections = BTreeMap::new();
+        if let Ok(v) = c.model.section() {
+            sections.insert(c.model.kind().name().to_string(), v);
+        }
+        RunConfigFile {
+            model: c.model.kind(),
+            data: c.data,
+            seed: c.seed,
+            steps: c.steps,
+            batch_size: c.batch_size,
+            max_minutes: c.max_minutes,
+            eval_every: c.eval_every,
+            eval_examples: c.eval_examples,
+            checkpoint_every: c.checkpoint_every,
+            log_every: c.log_every,
+            dequantize: c.dequantize,
+            scaling: c.scaling,
+            grid: c.grid,
+            threads: c.threads,
+            optim: c.optim,
+            sections,
+        }
+    }
+}
+
+impl TryFrom<RunConfigFile> for RunConfig {
+    type Error = Error;
+    fn try_from(f: RunConfigFile) -> Result<Self> {
+        let mut section = None;
+        for (k, v) in f.sections {
+            match ModelKind::from_name(&k) {
+                Some(kind) if kind == f.model => section = Some(v),
+                Some(_) => {} // another model's settings: not this run's
+                None => {
+                    let known: Vec<&str> = ModelKind::ALL.iter().map(|m| m.name()).collect();
+                    return Err(Error::Config(format!(
+                        "unknown setting '{k}' (settings are the keys of config.json; model \
+                         sections: {})",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(RunConfig {
+            model: ModelConfig::from_section(f.model, section)?,
+            data: f.data,
+            seed: f.seed,
+            steps: f.steps,
+            batch_size: f.batch_size,
+            max_minutes: f.max_minutes,
+            eval_every: f.eval_every,
+            eval_examples: f.eval_examples,
+            checkpoint_every: f.checkpoint_every,
+            log_every: f.log_every,
+            dequantize: f.dequantize,
+            scaling: f.scaling,
+            grid: f.grid,
+            threads: f.threads,
+            optim: f.optim,
+        })
+    }
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
-            model: ModelKind::Vdm,
+            model: ModelConfig::default(),
             data: "mnist10k".into(),
             seed: 0,
             steps: 0,
@@ -96,8 +170,6 @@ impl Default for RunConfig {
             grid: 64,
             threads: 0,
             optim: OptimConfig::default(),
-            vae: VaeConfig::default(),
-            vdm: VdmConfig::default(),
         }
     }
 }
@@ -126,6 +198,15 @@ impl RunConfig {
                     parts[..i].join(".")
                 ))
             })?;
+            if i == 0 && !obj.contains_key(*p) {
+                if let Some(kind) = ModelKind::from_name(p) {
+                    return Err(Error::Config(format!(
+                        "--set {key}: {p}.* settings belong to model {kind}; this run's model is \
+                         {} (choose it with --model {kind} or --set model={kind} first)",
+                        self.model.kind()
+                    )));
+                }
+            }
             if !obj.contains_key(*p) {
                 let known: Vec<_> = obj.keys().cloned().collect();
                 return Err(Error::Config(format!(
@@ -148,18 +229,72 @@ impl RunConfig {
     /// Replace the automatic (0) step count and batch size by their values for this model on
     /// data of this kind.
     pub fn resolve_for_data(&mut self, kind: crate::data::DataKind) {
-        use crate::data::DataKind::{Continuous, Image8};
-        let (steps, batch) = match (self.model, kind) {
-            (ModelKind::Vae, _) => (20_000, 128),
-            (ModelKind::Vdm, Image8) => (640, 32),
-            (ModelKind::Vdm, Continuous) => (20_000, 256),
-        };
+        let (steps, batch) = self.model.defaults_for(kind);
         if self.steps == 0 {
             self.steps = steps;
         }
         if self.batch_size == 0 {
             self.batch_size = batch;
         }
+    }
+
+    /// Switch to another model kind (its default settings, unless it is the current kind).
+    pub fn set_model(&mut self, kind: ModelKind) {
+        if self.model.kind() != kind {
+            self.model = ModelConfig::default_for(kind);
+        }
+    }
+
+    /// Settings of the run (besides the model's own section) that define what it is: a resumed
+    /// run keeps them.
+    pub const FIXED_ON_RESUME: &'static [&'static str] = &[
+        "model",
+        "data",
+        "seed",
+        "batch_size",
+        "dequantize",
+        "scaling",
+    ];
+
+    /// Refuse a resumed configuration that changes what defines the run: the keys of
+    /// [`RunConfig::FIXED_ON_RESUME`] and every key of the model's section except those its
+    /// model declares changeable. Names the first setting that differs.
+    pub fn check_resume(&self, saved: &RunConfig) -> Result<()> {
+        let (was, now) = (
+            serde_json::to_value(saved).map_err(|e| Error::Config(e.to_string()))?,
+            serde_json::to_value(self).map_err(|e| Error::Config(e.to_string()))?,
+        );
+        let refuse = |k: &str, a: &serde_json::Value, b: &serde_json::Value| {
+            Err(Error::Config(format!(
+                "--resume continues the run as it was configured: '{k}' cannot change ({a} → \
+                 {b}); start a new run in another --out directory"
+            )))
+        };
+        for &k in Self::FIXED_ON_RESUME {
+            if was[k] != now[k] {
+                return refuse(k, &was[k], &now[k]);
+            }
+        }
+        let name = saved.model.kind().name();
+        let free = saved.model.changeable_on_resume();
+        let (a, b) = (&was[name], &now[name]);
+        let keys: std::collections::BTreeSet<&String> = a
+            .as_object()
+            .into_iter()
+            .chain(b.as_object())
+            .flat_map(|o| o.keys())
+            .collect();
+        for k in keys {
+            if !free.contains(&k.as_str()) && a.get(k) != b.get(k) {
+                let null = serde_json::Value::Null;
+                return refuse(
+                    &format!("{name}.{k}"),
+                    a.get(k).unwrap_or(&null),
+                    b.get(k).unwrap_or(&null),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Replace "automatic" settings by their values on this machine.
@@ -185,6 +320,7 @@ impl RunConfig {
                 "max_minutes must be 0 (no limit) or a positive number".into(),
             ));
         }
+        self.model.validate()?;
         self.optim.validate()
     }
 }
@@ -196,14 +332,23 @@ mod tests {
     #[test]
     fn set_reaches_nested_fields_and_rejects_unknown() {
         let mut c = RunConfig::default();
+        assert!(c
+            .set("vae.latent=32")
+            .unwrap_err()
+            .to_string()
+            .contains("belong to model vae"));
+        c.set("model=vae").unwrap();
         c.set("vae.latent=32").unwrap();
         c.set("optim.lr=0.0005").unwrap();
         c.set("data=toy:ring8").unwrap();
         c.set("vae.hidden=[64,64]").unwrap();
-        assert_eq!(c.vae.latent, 32);
+        let ModelConfig::Vae(v) = &c.model else {
+            panic!("model=vae did not switch: {:?}", c.model)
+        };
+        assert_eq!(v.latent, 32);
         assert_eq!(c.optim.lr, 0.0005);
         assert_eq!(c.data, "toy:ring8");
-        assert_eq!(c.vae.hidden, vec![64, 64]);
+        assert_eq!(v.hidden, vec![64, 64]);
         assert!(c
             .set("vae.latnet=3")
             .unwrap_err()
@@ -217,11 +362,41 @@ mod tests {
     fn toml_round_trip_and_unknown_field() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "steps = 10\n[vae]\nlatent = 8\n").unwrap();
+        std::fs::write(&p, "model = \"vae\"\nsteps = 10\n[vae]\nlatent = 8\n").unwrap();
         let c = RunConfig::from_toml_file(&p).unwrap();
-        assert_eq!((c.steps, c.vae.latent, c.batch_size), (10, 8, 0));
+        let ModelConfig::Vae(v) = &c.model else {
+            panic!("{:?}", c.model)
+        };
+        assert_eq!((c.steps, v.latent, c.batch_size), (10, 8, 0));
+        // Saved and read back: the same configuration.
+        let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        // A typo inside a model's section is named too.
+        std::fs::write(&p, "model = \"vae\"\n[vae]\nlatnet = 8\n").unwrap();
+        let e = RunConfig::from_toml_file(&p).unwrap_err().to_string();
+        assert!(e.contains("latnet"), "{e}");
         std::fs::write(&p, "stpes = 10\n").unwrap();
         let e = RunConfig::from_toml_file(&p).unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("stpes"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_may_change_only_what_the_model_allows() {
+        let saved = RunConfig::default();
+        let mut c = saved.clone();
+        c.steps = 99;
+        c.set("vdm.sample_steps=7").unwrap();
+        assert!(c.check_resume(&saved).is_ok(), "steps and vdm.sample_steps may change");
+        c.set("vdm.prediction=v").unwrap();
+        let e = c.check_resume(&saved).unwrap_err().to_string();
+        assert!(e.contains("'vdm.prediction'"), "{e}");
+        let mut d = saved.clone();
+        d.scaling = crate::data::Scaling::MinusOneOne;
+        assert!(d.check_resume(&saved).unwrap_err().to_string().contains("'scaling'"));
     }
 }

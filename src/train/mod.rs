@@ -13,84 +13,27 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::{de::DeserializeOwned, Serialize};
 
-pub use config::{ModelKind, RunConfig};
+pub use config::RunConfig;
 use optim::AdamW;
 use params::NamedParams;
 use run::{DataInfo, ModelFile, RunDir, TrainState};
 
-use crate::data::{self, batches, BatchOrder, Binarize, DataKind, Dataset, Split};
-use crate::elbo::{ElboTerms, Stat};
-use crate::models::LatentVariableModel;
-use crate::rng::{derived, Rng};
+use crate::data::batches::row_block;
+use crate::data::{self, batches, BatchOrder, Binarize, DataKind, Split};
+use crate::elbo::Stat;
+use crate::models::{Model, ModelVisitor};
+use crate::rng::{derived, streams, Rng};
 use crate::{Error, Result};
 
-/// RNG streams, so that each use of randomness is independent of the others.
-pub mod streams {
-    pub const TRAIN_NOISE: u64 = 1;
-    pub const STATIC_BINARIZE: u64 = 2;
-    pub const EVAL_BINARIZE: u64 = 3;
-    pub const EVAL_NOISE: u64 = 4;
-    pub const EVAL_IW: u64 = 5;
-    pub const SAMPLE_NOISE: u64 = 0x5a;
-}
-
-/// What the training loop needs from a model.
-pub trait Trainable: Module + LatentVariableModel + Sized {
-    /// What the model learns about its data before training (saved in `model.json`).
-    type Spec: Serialize + DeserializeOwned + Clone + std::fmt::Debug;
-
-    /// Derive the spec from the configuration and the training split.
-    fn spec(cfg: &RunConfig, train: &Dataset) -> Result<Self::Spec>;
-
-    /// A freshly initialised model.
-    fn build(cfg: &RunConfig, spec: &Self::Spec, device: &Device) -> Result<Self>;
-
-    /// Binarisation applied to raw 8-bit rows before they reach the model, if any.
-    fn binarize(cfg: &RunConfig, spec: &Self::Spec) -> Option<Binarize>;
-
-    /// The training loss (a scalar `[1]`) and the ELBO terms it came with. By default the
-    /// negative ELBO itself, averaged over the batch.
-    fn loss(&self, x: Tensor<2>, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
-        let t = self.elbo(x, rng)?;
-        Ok((t.total().mean(), t))
-    }
-
-    /// Per-example ELBO terms for held-out evaluation during training (by default `elbo`; a
-    /// model may average more Monte-Carlo samples here to make the progress number less noisy).
-    fn eval_terms(&self, x: Tensor<2>, rng: &mut Rng) -> Result<ElboTerms> {
-        self.elbo(x, rng)
-    }
-
-    /// (M4) The importance-weighted bound L_K per example, for models that have one (`None`
-    /// otherwise).
-    fn importance_weighted(
-        &self,
-        _x: Tensor<2>,
-        _k: usize,
-        _rng: &mut Rng,
-    ) -> Option<Result<Vec<f64>>> {
-        None
-    }
-}
-
-/// Rows of a data set as the model sees them for evaluation: binarised once with a fixed seed
-/// (so that every evaluation of a split uses the same binary images), raw otherwise.
-pub fn eval_rows(ds: &Dataset, binarize: Option<Binarize>, seed: u64) -> Vec<f32> {
-    match binarize {
-        Some(_) => batches::binarize(&ds.x, &mut derived(seed, streams::EVAL_BINARIZE)),
-        None => ds.x.clone(),
-    }
-}
-
-/// Per-example ELBO terms of a model on `rows` (`n` × `dim`), in batches, as (name, values).
-/// The last entry is the total (−ELBO, nats).
-pub fn elbo_rows<M: Trainable>(
+/// Per-example ELBO terms of a model on `rows` (`n` × `dim`, with `labels` where the data have
+/// them), in batches, as (name, values). The last entry is the total (−ELBO, nats).
+#[allow(clippy::too_many_arguments)]
+pub fn elbo_rows<M: Model>(
     model: &M,
     rows: &[f32],
+    labels: Option<&[u32]>,
     dim: usize,
     batch: usize,
     device: &Device,
@@ -103,7 +46,8 @@ pub fn elbo_rows<M: Trainable>(
     while start < n {
         let b = batch.min(n - start);
         let x = row_block(rows, start, b, dim, device);
-        let terms = model.eval_terms(x, rng)?;
+        let y = labels.map(|l| &l[start..start + b]);
+        let terms = model.eval_terms(x, y, rng)?;
         let mut r = terms.to_rows()?;
         r.push(("total".into(), crate::elbo::to_f64(terms.total())?));
         if out.is_empty() {
@@ -119,14 +63,6 @@ pub fn elbo_rows<M: Trainable>(
     Ok(out)
 }
 
-/// Examples `start .. start + n` of row-major `rows` (`dim` values each) as a `[n, dim]` tensor.
-pub fn row_block(rows: &[f32], start: usize, n: usize, dim: usize, device: &Device) -> Tensor<2> {
-    Tensor::from_data(
-        TensorData::new(rows[start * dim..(start + n) * dim].to_vec(), [n, dim]),
-        device,
-    )
-}
-
 /// Summaries (mean ± standard error) of per-example rows.
 pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
     rows.iter().map(|(n, v)| (n.clone(), Stat::of(v))).collect()
@@ -138,10 +74,11 @@ pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
 /// seed taken from `rng`, so the result is deterministic for a given thread count), and the
 /// gradients are combined with weights n_shard / B: the gradient of the full-batch mean.
 #[allow(clippy::too_many_arguments)]
-pub fn loss_and_grads<M: Trainable>(
+pub fn loss_and_grads<M: Model>(
     model: &M,
     params: &NamedParams,
     rows: Vec<f32>,
+    labels: Option<Vec<u32>>,
     b: usize,
     dim: usize,
     device: &Device,
@@ -149,16 +86,17 @@ pub fn loss_and_grads<M: Trainable>(
     threads: usize,
 ) -> Result<(f64, f64, NamedParams)> {
     // One shard: (loss, −ELBO, gradients of the loss) of the model on these rows.
-    fn shard<M: Trainable>(
+    fn shard<M: Model>(
         m: &M,
         rows: Vec<f32>,
+        labels: Option<&[u32]>,
         n: usize,
         dim: usize,
         device: &Device,
         rng: &mut Rng,
     ) -> Result<(f64, f64, NamedParams)> {
         let x = Tensor::<2>::from_data(TensorData::new(rows, [n, dim]), device);
-        let (loss, terms) = m.loss(x, rng)?;
+        let (loss, terms) = m.loss(x, labels, rng)?;
         let v: f32 = loss.clone().into_scalar();
         let e: f32 = terms.total().mean().into_scalar();
         let grads = loss.backward();
@@ -166,7 +104,7 @@ pub fn loss_and_grads<M: Trainable>(
     }
     let shards = threads.clamp(1, b);
     if shards == 1 {
-        return shard(model, rows, b, dim, device, rng);
+        return shard(model, rows, labels.as_deref(), b, dim, device, rng);
     }
     let seeds: Vec<u64> = (0..shards).map(|_| rand::Rng::gen(rng)).collect();
     let sizes: Vec<usize> = (0..shards)
@@ -175,7 +113,8 @@ pub fn loss_and_grads<M: Trainable>(
     let mut parts = Vec::new();
     let mut start = 0;
     for &n in &sizes {
-        parts.push(rows[start * dim..(start + n) * dim].to_vec());
+        let y = labels.as_ref().map(|l| l[start..start + n].to_vec());
+        parts.push((rows[start * dim..(start + n) * dim].to_vec(), y));
         start += n;
     }
     let results: Vec<Result<(f64, f64, NamedParams)>> = std::thread::scope(|s| {
@@ -183,14 +122,14 @@ pub fn loss_and_grads<M: Trainable>(
             .into_iter()
             .zip(&seeds)
             .zip(&sizes)
-            .map(|((part, &seed), &n)| {
+            .map(|(((part, y), &seed), &n)| {
                 let m = model.clone();
                 let device = device.clone();
                 s.spawn(move || -> Result<(f64, f64, NamedParams)> {
                     // Fresh leaf tensors: threads must not share autodiff graph nodes.
                     let m = params::assign(m, params)?;
                     let mut r = derived(seed, streams::TRAIN_NOISE);
-                    shard(&m, part, n, dim, &device, &mut r)
+                    shard(&m, part, y.as_deref(), n, dim, &device, &mut r)
                 })
             })
             .collect();
@@ -251,7 +190,7 @@ pub struct TrainOutcome {
     pub examples_per_sec: f64,
 }
 
-fn model_spec_from_dir<M: Trainable>(dir: &RunDir) -> Result<(ModelFile, M::Spec)> {
+fn model_spec_from_dir<M: Model>(dir: &RunDir) -> Result<(ModelFile, M::Spec)> {
     let mf = dir.model_file()?;
     let spec: M::Spec = serde_json::from_value(mf.spec.clone()).map_err(|e| {
         Error::format(
@@ -262,24 +201,53 @@ fn model_spec_from_dir<M: Trainable>(dir: &RunDir) -> Result<(ModelFile, M::Spec
     Ok((mf, spec))
 }
 
-/// Load the evaluation (EMA) weights of a run into a model on `device`.
-pub fn load_model<M: Trainable>(
-    dir: &RunDir,
-    device: &Device,
-) -> Result<(RunConfig, ModelFile, M)> {
+/// A run's model, loaded: its configuration, `model.json`, spec, and EMA weights.
+pub struct Loaded<M: Model> {
+    pub cfg: RunConfig,
+    pub file: ModelFile,
+    pub spec: M::Spec,
+    pub section: M::Config,
+    pub model: M,
+}
+
+/// Load the evaluation (EMA) weights of a run into a model on `device`, with the settings
+/// `section` (the run's own, as its [`crate::models::ModelConfig`] holds them).
+pub fn load_model<M: Model>(dir: &RunDir, section: &M::Config, device: &Device) -> Result<Loaded<M>> {
     dir.check()?;
     let cfg = dir.config()?;
-    let (mf, spec) = model_spec_from_dir::<M>(dir)?;
-    let model = M::build(&cfg, &spec, device)?;
+    let (file, spec) = model_spec_from_dir::<M>(dir)?;
+    let model = M::build(section, &spec, device)?;
     let model = params::assign(model, &dir.model_weights()?).map_err(|e| Error::Checkpoint {
         path: dir.file("model.safetensors"),
         msg: e.to_string(),
     })?;
-    Ok((cfg, mf, model))
+    Ok(Loaded {
+        cfg,
+        file,
+        spec,
+        section: section.clone(),
+        model,
+    })
+}
+
+/// Train (or resume) the model `cfg` names: the dispatch from a configuration to its model type.
+pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    struct Train<'a>(&'a RunConfig, &'a TrainOptions<'a>);
+    impl ModelVisitor for Train<'_> {
+        type Output = Result<TrainOutcome>;
+        fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+            train_model::<M>(self.0, section, self.1)
+        }
+    }
+    cfg.model.visit(Train(cfg, opts))
 }
 
 /// Train (or resume) a model as `cfg` says, writing the run directory.
-pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+fn train_model<M: Model>(
+    cfg: &RunConfig,
+    section: &M::Config,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
     let dir = RunDir::new(opts.out);
     let device = opts.device.clone();
     let train_ds = data::load(&cfg.data, Split::Train)?;
@@ -319,7 +287,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             });
         }
         let (params, opt, state) = dir.load_checkpoint()?;
-        let model = M::build(cfg, &spec, &device)?;
+        let model = M::build(section, &spec, &device)?;
         let model = params::assign(model, &params)?;
         dir.truncate_metrics(state.step)?;
         (spec, model, params, opt, state)
@@ -332,9 +300,9 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             });
         }
         std::fs::create_dir_all(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
-        let spec = M::spec(cfg, &spec_ds)?;
+        let spec = M::spec(section, &spec_ds, cfg.scaling)?;
         device.seed(cfg.seed);
-        let model = M::build(cfg, &spec, &device)?;
+        let model = M::build(section, &spec, &device)?;
         let params = params::collect(&model)?; // also fixes the lazy initialisation order
         let opt = AdamW::new(&params);
         let state = TrainState {
@@ -345,7 +313,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             examples_seen: 0,
         };
         let mf = ModelFile {
-            model: cfg.model,
+            model: cfg.model.kind(),
             data: info.clone(),
             spec: serde_json::to_value(&spec).map_err(|e| Error::Invalid(e.to_string()))?,
             num_params: params::count(&params),
@@ -355,7 +323,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
     };
     dir.write_json("config.json", cfg)?;
 
-    let binarize = M::binarize(cfg, &spec);
+    let binarize = M::binarize(section, &spec);
     let train_rows = match binarize {
         Some(Binarize::Static) => batches::binarize(
             &train_ds.x,
@@ -365,6 +333,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
     };
     let eval_ds = test_ds.head(cfg.eval_examples);
     let eval_x = info.eval_rows(&eval_ds, binarize, cfg.seed);
+    let eval_y = eval_ds.labels.clone();
     let eval_device = device.clone().inner();
 
     let bar = if opts.progress {
@@ -405,6 +374,10 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
         }
         let idx = state.order.next_batch(n_train, cfg.batch_size);
         let mut rows = batches::gather(&train_rows, dim, &idx);
+        let labels = train_ds
+            .labels
+            .as_ref()
+            .map(|l| idx.iter().map(|&i| l[i]).collect::<Vec<u32>>());
         if binarize == Some(Binarize::Dynamic) {
             rows = batches::binarize(&rows, &mut state.rng);
         }
@@ -416,6 +389,7 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
             &model,
             &params,
             rows,
+            labels,
             b,
             dim,
             &device,
@@ -472,10 +446,19 @@ pub fn train<M: Trainable>(cfg: &RunConfig, opts: &TrainOptions) -> Result<Train
 
         let last = state.step == cfg.steps;
         if state.step % cfg.eval_every == 0 || last {
-            let m = M::build(cfg, &spec, &eval_device)?;
+            let m = M::build(section, &spec, &eval_device)?;
             let m = params::assign(m, opt.eval_weights(&cfg.optim, &params))?;
             let mut erng = derived(cfg.seed, streams::EVAL_NOISE);
-            let rows = elbo_rows(&m, &eval_x, dim, 250, &eval_device, &mut erng, |_| {})?;
+            let rows = elbo_rows(
+                &m,
+                &eval_x,
+                eval_y.as_deref(),
+                dim,
+                250,
+                &eval_device,
+                &mut erng,
+                |_| {},
+            )?;
             let mut terms = serde_json::Map::new();
             for (name, s) in summarize(&rows) {
                 terms.insert(name, serde_json::json!({"mean": s.mean, "se": s.se}));

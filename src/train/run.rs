@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{load_tensors, save_tensors, take_prefix, write_atomic};
-use super::config::{ModelKind, RunConfig};
+use super::config::RunConfig;
+use crate::models::ModelKind;
 use super::optim::AdamW;
 use super::params::NamedParams;
 use crate::data::{BatchOrder, DataKind};
@@ -61,10 +62,10 @@ impl DataInfo {
         if self.dequantized {
             crate::data::batches::dequantize(
                 &ds.x,
-                &mut crate::rng::derived(seed, crate::train::streams::EVAL_BINARIZE),
+                &mut crate::rng::derived(seed, crate::rng::streams::EVAL_BINARIZE),
             )
         } else {
-            crate::train::eval_rows(ds, binarize, seed)
+            crate::data::batches::eval_rows(ds, binarize, seed)
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The forward process and its posterior as small pure functions (MATH.md M12–M17), in DDPM
-//! notation: α_t = 1 − β_t, ᾱ_t = Π α_i.
+//! The forward process: the [`Process`] object that gives α_t and σ_t of z_t = α_t x + σ_t ε
+//! from γ_t = −log SNR(t), variance preserving (M25) or exploding (M35); and the DDPM posterior as
+//! small pure functions (MATH.md M12–M17), in DDPM notation: α_t = 1 − β_t, ᾱ_t = Π α_i.
 //!
 //! | code | math |
 //! | --- | --- |
@@ -7,7 +8,70 @@
 //! | `alpha_bar`, `alpha_bar_prev` | ᾱ_t, ᾱ_{t−1} |
 //! | `x0`, `x_t`, `eps` | x_0, x_t, ε |
 
+use burn::tensor::activation::sigmoid;
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::schedule::sigmoid as sigmoid_f64;
+use crate::dist::softplus;
+
+/// The forward process q(z_t | x) = N(α_t x, σ_t² I), with SNR = α_t²/σ_t² = e^{−γ_t} either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Process {
+    /// (M25) α_t² = sigmoid(−γ_t), σ_t² = sigmoid(γ_t): α² + σ² = 1, prior N(0, I).
+    #[default]
+    VariancePreserving,
+    /// (M35) α_t = 1, σ_t² = e^{γ_t}: the variance grows, prior N(0, σ_1² I).
+    VarianceExploding,
+}
+
+impl Process {
+    /// α and σ of noise levels γ `[B]`, as `[B, 1]` columns.
+    pub fn alpha_sigma(self, gamma: Tensor<1>) -> (Tensor<2>, Tensor<2>) {
+        let g = gamma.unsqueeze_dim::<2>(1);
+        match self {
+            Process::VariancePreserving => (sigmoid(-g.clone()).sqrt(), sigmoid(g).sqrt()),
+            Process::VarianceExploding => (g.clone().ones_like(), (g * 0.5).exp()),
+        }
+    }
+
+    /// α and σ at one noise level, in f64. γ = −∞ is the clean end: (1, 0).
+    pub fn alpha_sigma_f64(self, gamma: f64) -> (f64, f64) {
+        match self {
+            Process::VariancePreserving => (sigmoid_f64(-gamma).sqrt(), sigmoid_f64(gamma).sqrt()),
+            Process::VarianceExploding => (1.0, (0.5 * gamma).exp()),
+        }
+    }
+
+    /// log σ² of noise levels γ `[N]`, without cancellation: −softplus(−γ) (VP) or γ (VE).
+    pub fn log_sigma2(self, gamma: Tensor<1>) -> Tensor<1> {
+        match self {
+            Process::VariancePreserving => -softplus(-gamma),
+            Process::VarianceExploding => gamma,
+        }
+    }
+
+    /// log of the prior variance of z_1 given γ_1 `[1]`: 0 (VP, N(0, I)) or log σ_1² (VE).
+    pub fn prior_log_var(self, gamma1: Tensor<1>) -> Tensor<1> {
+        match self {
+            Process::VariancePreserving => gamma1.zeros_like(),
+            Process::VarianceExploding => gamma1,
+        }
+    }
+
+    /// (M2 prior term) KL(q(z_1 | x) ‖ p(z_1)) per example for a model-space batch `x` `[B, D]`
+    /// and γ_1 `[1]`: ½ Σ [(σ_1² + α_1² x²)/v − 1 − log(σ_1²/v)], v the prior variance.
+    pub fn prior_kl(self, x: Tensor<2>, gamma1: Tensor<1>) -> Tensor<1> {
+        let (alpha1, _) = self.alpha_sigma(gamma1.clone());
+        let log_v = self.prior_log_var(gamma1.clone()).unsqueeze_dim::<2>(1);
+        let log_ratio = self.log_sigma2(gamma1).unsqueeze_dim::<2>(1) - log_v.clone();
+        let inv_v = (-log_v).exp();
+        ((x.square() * alpha1.square() * inv_v + log_ratio.clone().exp() - 1.0 - log_ratio) * 0.5)
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
+    }
+}
 
 /// (M13) x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε. `[B, D]`.
 pub fn q_sample(x0: Tensor<2>, eps: Tensor<2>, alpha_bar: f64) -> Tensor<2> {

@@ -4,20 +4,34 @@
 use burn::tensor::{Tensor, TensorData};
 
 use super::param::Prediction;
-use super::{alpha_sigma, Denoiser};
+use super::{Cond, Denoiser, Process};
 use crate::data::toy::Mixture;
 
-/// (M31) Data N(0, s² I): the best ε̂ is E[ε | z_t] = σ z / (α² s² + σ²).
+/// (M31) Data N(0, s² I): the best ε̂ is E[ε | z_t] = σ z / (α² s² + σ²), for either process.
 pub struct GaussianOracle {
     pub s2: f64,
+    pub process: Process,
+}
+
+impl GaussianOracle {
+    /// The oracle of the variance-preserving process.
+    pub fn vp(s2: f64) -> Self {
+        GaussianOracle {
+            s2,
+            process: Process::VariancePreserving,
+        }
+    }
 }
 
 impl Denoiser for GaussianOracle {
     fn prediction(&self) -> Prediction {
         Prediction::Eps
     }
-    fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>) -> Tensor<2> {
-        let (alpha, sigma) = alpha_sigma(gamma);
+    fn process(&self) -> Process {
+        self.process
+    }
+    fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, _cond: Cond) -> Tensor<2> {
+        let (alpha, sigma) = self.process.alpha_sigma(gamma);
         let denom = alpha.square() * self.s2 + sigma.clone().square();
         z_t * sigma / denom
     }
@@ -27,17 +41,21 @@ impl Denoiser for GaussianOracle {
 /// responsibilities r_k(z); predicts x̂_0.
 pub struct MixtureOracle {
     pub mixture: Mixture,
+    pub process: Process,
 }
 
 impl Denoiser for MixtureOracle {
     fn prediction(&self) -> Prediction {
         Prediction::X0
     }
-    fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>) -> Tensor<2> {
+    fn process(&self) -> Process {
+        self.process
+    }
+    fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, _cond: Cond) -> Tensor<2> {
         let m = &self.mixture;
         let device = z_t.device();
         let [b, d] = z_t.dims();
-        let (alpha, sigma) = alpha_sigma(gamma); // [B, 1]
+        let (alpha, sigma) = self.process.alpha_sigma(gamma); // [B, 1]
         let a2 = alpha.clone().square();
         let s2 = sigma.square();
         let mut logits = Vec::new();

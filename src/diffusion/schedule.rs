@@ -11,8 +11,11 @@
 //! t = (i − 1)/(T − 1) and γ is linear in t between steps. Continuous schedules are read at T
 //! evenly spaced times when a table is wanted.
 
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::nn::monotone::LearnedSchedule;
 use crate::{Error, Result};
 
 /// sigmoid(x) = 1/(1 + e^{−x}), stable for any x.
@@ -50,6 +53,12 @@ pub trait NoiseSchedule {
     /// (M14) SNR(t) = α_t²/σ_t² = e^{−γ(t)}.
     fn snr(&self, t: f64) -> f64 {
         (-self.gamma(t)).exp()
+    }
+
+    /// T for a DDPM table of T steps (whose step i sits at t = (i − 1)/(T − 1)); `None` for a
+    /// continuous schedule.
+    fn table_steps(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -156,6 +165,10 @@ impl NoiseSchedule for Discrete {
         let f = x - i as f64;
         g(i) * (1.0 - f) + g(i + 1) * f
     }
+
+    fn table_steps(&self) -> Option<usize> {
+        Some(self.steps())
+    }
 }
 
 /// Which schedule, as a config or command-line choice.
@@ -215,6 +228,84 @@ impl ScheduleConfig {
                 gamma_max: self.gamma_max,
             }),
         })
+    }
+}
+
+/// A schedule as the ELBO needs it on a batch: fixed (f64, as constants) or learned (tensors
+/// with gradients, on the device of its parameters).
+pub enum Schedule<'a> {
+    Fixed(&'a dyn NoiseSchedule),
+    Learned(&'a LearnedSchedule),
+}
+
+fn col(v: Vec<f64>, device: &Device) -> Tensor<1> {
+    let n = v.len();
+    Tensor::from_data(
+        TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), [n]),
+        device,
+    )
+}
+
+impl Schedule<'_> {
+    /// γ(t) and γ'(t) for times `t`, `[N]` each.
+    pub fn gamma(&self, t: &[f64], device: &Device) -> (Tensor<1>, Tensor<1>) {
+        match self {
+            Schedule::Fixed(s) => (
+                col(t.iter().map(|&u| s.gamma(u)).collect(), device),
+                col(t.iter().map(|&u| s.dgamma_dt(u)).collect(), device),
+            ),
+            Schedule::Learned(l) => l.gamma(col(t.to_vec(), device)),
+        }
+    }
+
+    /// expm1(γ(t) − γ(s)) for pairs of times, `[N]`: in f64 for fixed schedules.
+    pub fn expm1_diff(&self, t: &[f64], s: &[f64], device: &Device) -> Tensor<1> {
+        match self {
+            Schedule::Fixed(sc) => col(
+                t.iter()
+                    .zip(s)
+                    .map(|(&a, &b)| (sc.gamma(a) - sc.gamma(b)).exp_m1())
+                    .collect(),
+                device,
+            ),
+            Schedule::Learned(_) => {
+                let (gt, _) = self.gamma(t, device);
+                let (gs, _) = self.gamma(s, device);
+                super::expm1_tensor(gt - gs)
+            }
+        }
+    }
+
+    /// γ(0) and γ(1), `[1]` each.
+    pub fn endpoints(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
+        match self {
+            Schedule::Fixed(s) => (
+                col(vec![s.gamma(0.0)], device),
+                col(vec![s.gamma(1.0)], device),
+            ),
+            Schedule::Learned(l) => l.endpoints(),
+        }
+    }
+
+    /// γ(t) as a number (for samplers and reports), computed on the parameters' own device.
+    pub fn gamma_f64(&self, t: f64) -> f64 {
+        match self {
+            Schedule::Fixed(s) => s.gamma(t),
+            Schedule::Learned(l) => {
+                let d = l.devices().into_iter().next().unwrap_or_else(Device::flex);
+                let (g, _) = l.gamma(col(vec![t], &d));
+                let v: f32 = g.into_scalar();
+                v as f64
+            }
+        }
+    }
+
+    /// T of a DDPM table (see [`NoiseSchedule::table_steps`]).
+    pub fn table_steps(&self) -> Option<usize> {
+        match self {
+            Schedule::Fixed(s) => s.table_steps(),
+            Schedule::Learned(_) => None,
+        }
     }
 }
 

@@ -1,0 +1,119 @@
+//! Decoders p(x | z_0) over the 256 levels of 8-bit data (MATH.md M22), with the levels scaled to
+//! x_k = 2k/255 − 1 and the decoder's mean μ = z_0/α_0 at scale s = σ_0/α_0 = e^{γ_0/2}.
+//!
+//! | code | math |
+//! | --- | --- |
+//! | `mean` | μ = z_0/α_0 |
+//! | `log_s2` | log s² = γ_0 |
+//!
+//! Two forms, both exact distributions over the 256 levels:
+//! - [`bin_mass_nll`] (Ho et al. 2020): the Gaussian N(μ, s²) mass of each level's bin
+//!   [x_k − 1/255, x_k + 1/255], the end bins extended to ±∞.
+//! - [`softmax_nll`] (Kingma et al. 2021): a softmax over the levels with logits
+//!   −½ (μ − x_k)²/s², the Gaussian density read at each level and normalised.
+
+use burn::tensor::{Tensor, TensorData};
+
+/// Half the distance between two neighbouring levels.
+const HALF_BIN: f64 = 1.0 / 255.0;
+
+fn standard_normal_cdf(x: Tensor<2>) -> Tensor<2> {
+    (x * std::f64::consts::FRAC_1_SQRT_2).erf() * 0.5 + 0.5
+}
+
+/// (M22) −log P(x | μ, s) per example under bin masses, `[B]`, for `x`, `mean` `[B, D]` and
+/// `log_s2` `[1]`.
+pub fn bin_mass_nll(x: Tensor<2>, mean: Tensor<2>, log_s2: Tensor<1>) -> Tensor<1> {
+    let s = (log_s2 * 0.5).exp().unsqueeze_dim::<2>(1); // [1, 1]
+    let upper = standard_normal_cdf((x.clone() + HALF_BIN - mean.clone()) / s.clone())
+        .mask_fill(x.clone().greater_elem(1.0 - HALF_BIN), 1.0);
+    let lower = standard_normal_cdf((x.clone() - HALF_BIN - mean) / s)
+        .mask_fill(x.lower_elem(-1.0 + HALF_BIN), 0.0);
+    -((upper - lower)
+        .clamp_min(1e-12)
+        .log()
+        .sum_dim(1)
+        .squeeze_dim::<1>(1))
+}
+
+/// −log P(x | μ, s) per example under the softmax over the 256 levels, `[B]`:
+/// P(k) = exp(−½ (μ − x_k)²/s²) / Σ_j exp(−½ (μ − x_j)²/s²), by log-sum-exp.
+pub fn softmax_nll(x: Tensor<2>, mean: Tensor<2>, log_s2: Tensor<1>) -> Tensor<1> {
+    let device = x.device();
+    let [b, d] = x.dims();
+    let levels: Vec<f32> = (0..256).map(|k| (2.0 * k as f64 / 255.0 - 1.0) as f32).collect();
+    let levels = Tensor::<3>::from_data(TensorData::new(levels, [1, 1, 256]), &device);
+    let inv = (-log_s2).exp(); // [1] = 1/s²
+    let inv3 = inv.clone().reshape([1, 1, 1]);
+    let logits = (mean.clone().unsqueeze_dim::<3>(2) - levels).square() * inv3 * -0.5; // [B, D, 256]
+    let m = logits.clone().max_dim(2); // [B, D, 1]
+    let lse = ((logits - m.clone()).exp().sum_dim(2).log() + m).reshape([b, d]);
+    let own = (mean - x).square() * inv.unsqueeze_dim::<2>(1) * -0.5; // the true level's logit
+    (lse - own).sum_dim(1).squeeze_dim::<1>(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    /// The same decoders in f64 on one pixel, written from the definitions.
+    fn reference(level: usize, mu: f64, s: f64) -> (f64, f64) {
+        let x = |k: usize| 2.0 * k as f64 / 255.0 - 1.0;
+        let phi = |v: f64| 0.5 * (1.0 + erf(v / std::f64::consts::SQRT_2));
+        let hi = if level == 255 { 1.0 } else { phi((x(level) + HALF_BIN - mu) / s) };
+        let lo = if level == 0 { 0.0 } else { phi((x(level) - HALF_BIN - mu) / s) };
+        let logits: Vec<f64> = (0..256).map(|k| -0.5 * ((mu - x(k)) / s).powi(2)).collect();
+        let lse = crate::data::toy::log_sum_exp(&logits);
+        (-(hi - lo).ln(), lse - logits[level])
+    }
+
+    /// erf by its series/continued fraction is not in std; a 1e-13-accurate Taylor series for
+    /// |v| < 3 and the asymptotic complement beyond is enough for a test reference.
+    fn erf(v: f64) -> f64 {
+        if v.abs() > 5.5 {
+            return v.signum();
+        }
+        // Σ (−1)^n v^{2n+1} / (n! (2n+1)), summed until terms vanish.
+        let (mut term, mut sum, mut n) = (v, v, 0.0f64);
+        loop {
+            n += 1.0;
+            term *= -v * v / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs().max(1e-300) {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn both_decoders_match_their_definitions() {
+        // Interior and end levels, means on and between levels, a sharp and a wide scale.
+        let d = Device::flex();
+        for &(level, off, log_s2) in &[
+            (0usize, 0.001f64, -10.0f64),
+            (255, -0.003, -10.0),
+            (100, 0.002, -13.3),
+            (37, 0.01, -6.0),
+            (200, -0.02, -4.0),
+        ] {
+            let xk = 2.0 * level as f64 / 255.0 - 1.0;
+            let mu = xk + off;
+            let s = (0.5 * log_s2).exp();
+            let (bin, soft) = reference(level, mu, s);
+            let t = |v: f64| Tensor::<2>::from_data(TensorData::new(vec![v as f32], [1, 1]), &d);
+            let g = Tensor::<1>::from_data(TensorData::new(vec![log_s2 as f32], [1]), &d);
+            let ours_bin: f32 = bin_mass_nll(t(xk), t(mu), g.clone()).into_scalar();
+            let ours_soft: f32 = softmax_nll(t(xk), t(mu), g).into_scalar();
+            // f32 arithmetic on μ − x (≈ 1e-7 absolute) divided by s: relative to (off/s)².
+            let tol = |r: f64| 1e-4 * (1.0 + r.abs()) + 2e-6 * (off / s).abs() / s;
+            assert!((ours_bin as f64 - bin).abs() < tol(bin), "bin {level}: {ours_bin} vs {bin}");
+            assert!(
+                (ours_soft as f64 - soft).abs() < tol(soft),
+                "softmax {level}: {ours_soft} vs {soft}"
+            );
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The diffusion-bound evaluator (M27–M30): reconstruction, prior and diffusion terms with
+//! standard errors over examples and the Monte-Carlo standard error of the bound, the number of
+//! time samples chosen by a pilot round ([`super::adaptive`]), and the diffusion loss per time
+//! (where along the noise axis the bound is lost).
+
+use std::cell::RefCell;
+
+use super::adaptive::{self, Adaptive};
+use super::{EvalData, EvalOptions, EvalReport, Evaluation, Progress, Unit};
+use crate::data::batches::row_block;
+use crate::diffusion::elbo::ElboOptions;
+use crate::elbo::{to_f64, Stat};
+use crate::models::Model;
+use crate::rng::{chunk, streams};
+use crate::{Error, Result};
+
+/// Bins of the diffusion loss per time.
+pub const TIME_BINS: usize = 50;
+
+/// The diffusion loss per unit time in one bin of t: its mean over the samples that fell there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeBin {
+    pub t_lo: f64,
+    pub t_hi: f64,
+    /// log SNR at the bin's middle.
+    pub log_snr: f64,
+    /// Nats per example per unit t (NaN for an empty bin).
+    pub nats: f64,
+    pub samples: usize,
+}
+
+/// One round's per-example sums, for the terms.
+#[derive(Default)]
+struct Terms {
+    recon: Vec<f64>,
+    prior: Vec<f64>,
+    diff: Vec<f64>,
+    bins: Vec<(f64, usize)>,
+}
+
+/// Evaluate a diffusion model on the prepared rows.
+pub(super) fn evaluate<M: Model>(
+    model: &M,
+    d: EvalData,
+    opts: &EvalOptions,
+    progress: &dyn Progress,
+) -> Result<Evaluation> {
+    let dm = model
+        .diffusion()
+        .ok_or_else(|| Error::Invalid("not a diffusion model".into()))?;
+    if opts.iw.is_some() {
+        return Err(Error::Config(
+            "--iw: the importance-weighted bound is for models with an encoder (VAE); diffusion \
+             models report L_T or L_∞"
+                .into(),
+        ));
+    }
+    let (n, dim) = (d.ds.n, d.ds.dim());
+    // Target Monte-Carlo standard error of the mean bound, nats per example: 0.01 bits/dim for
+    // images, 0.01 nats otherwise.
+    let target = match d.unit {
+        Unit::NatsPerDim => 0.01,
+        _ => 0.01 * dim as f64 * std::f64::consts::LN_2,
+    };
+    let image = d.unit != Unit::NatsPerDim;
+    // On a DDPM table of T steps, --t-steps T is the table's own bound: its T − 1 intervals
+    // between the table's steps (node i at t = (i − 1)/(T − 1)).
+    let (t_eff, bound) = match (opts.t_steps, dm.table_steps()) {
+        (Some(t), Some(tab)) if t as usize == tab => (
+            Some(t - 1),
+            format!(
+                "DDPM's own {t}-step bound: every diffusion term on the β table's steps (M27), \
+                 the decoder at its first step"
+            ),
+        ),
+        (Some(t), Some(tab)) => (
+            Some(t),
+            format!(
+                "discrete-time bound, T = {t}, on γ interpolated between the {tab} steps of the \
+                 DDPM table (--t-steps {tab} gives the table's own bound)"
+            ),
+        ),
+        (Some(t), None) => (Some(t), format!("discrete-time bound, T = {t} (M27)")),
+        (None, _) => (None, "continuous-time bound L_∞ (M28)".to_string()),
+    };
+    let labels = d.ds.labels.as_deref();
+    // Rows per forward pass: about 256 (images) or 4096 (vectors) network inputs.
+    let rows_per_pass = if image { 256 } else { 4096 };
+    let pilot = if image { 2 } else { 8 };
+    let last = RefCell::new(Terms::default());
+    let round = |per_rep: usize, round: u64| -> Result<[Vec<f64>; 2]> {
+        let batch = (rows_per_pass / per_rep).max(1);
+        let per_rep_chunks = n.div_ceil(batch);
+        progress.start(
+            &format!(
+                "{} 2 × {per_rep} t/example",
+                if round == 0 { "pilot," } else { "ELBO," }
+            ),
+            2 * n as u64,
+        );
+        // Chunks of both replicates spread over threads; chunk noise from `rng::chunk`, so the
+        // estimate depends on the seed only.
+        let states = crate::par::replicas(model, opts.threads, 2 * per_rep_chunks);
+        let parts = crate::par::map_chunks(states, 2 * per_rep_chunks, |m, c| {
+            let (rep, i) = (c / per_rep_chunks, c % per_rep_chunks);
+            let start = i * batch;
+            let b = batch.min(n - start);
+            let mut rng = chunk(
+                opts.seed,
+                streams::EVAL_NOISE,
+                (round << 40) | ((rep as u64) << 32) | i as u64,
+            );
+            let x = row_block(&d.rows, start, b, dim, &opts.device);
+            let y = labels.map(|l| &l[start..start + b]);
+            let dm = m.diffusion().ok_or_else(|| Error::Invalid("not a diffusion model".into()))?;
+            let e = dm.estimate(
+                x,
+                ElboOptions {
+                    t_steps: t_eff,
+                    t_samples: per_rep,
+                },
+                y,
+                &mut rng,
+            )?;
+            let out = (
+                rep,
+                start,
+                to_f64(e.recon)?,
+                to_f64(e.prior)?,
+                to_f64(e.samples.reshape([b * per_rep]))?,
+                e.times,
+            );
+            progress.inc(b as u64);
+            Ok(out)
+        })?;
+        progress.finish();
+        let w = per_rep as f64;
+        let mut est = [vec![0.0; n], vec![0.0; n]];
+        let mut t = Terms {
+            recon: vec![0.0; n],
+            prior: vec![0.0; n],
+            diff: vec![0.0; n],
+            bins: vec![(0.0, 0); TIME_BINS],
+        };
+        for (rep, start, recon, prior, samples, times) in parts {
+            for i in 0..recon.len() {
+                let k = start + i;
+                let mut d_mean = 0.0;
+                for j in 0..per_rep {
+                    let v = samples[i * per_rep + j];
+                    d_mean += v / w;
+                    let bin = ((times[i * per_rep + j] * TIME_BINS as f64) as usize)
+                        .min(TIME_BINS - 1);
+                    t.bins[bin].0 += v;
+                    t.bins[bin].1 += 1;
+                }
+                t.recon[k] += recon[i] / 2.0;
+                t.prior[k] += prior[i] / 2.0;
+                t.diff[k] += d_mean / 2.0;
+                est[rep][k] = recon[i] + prior[i] + d_mean;
+            }
+        }
+        *last.borrow_mut() = t;
+        Ok(est)
+    };
+    let fixed = opts.t_samples.map(|t| (t / 2).max(1));
+    let Adaptive {
+        per_replicate,
+        mc_se,
+        estimates,
+        capped_above_target,
+    } = adaptive::estimate(fixed, pilot, target, round)?;
+    let t = last.into_inner();
+    let totals: Vec<f64> = (0..n)
+        .map(|k| 0.5 * (estimates[0][k] + estimates[1][k]))
+        .collect();
+    let total = Stat::of(&totals);
+    let terms = vec![
+        ("reconstruction".to_string(), Stat::of(&t.recon)),
+        ("prior".to_string(), Stat::of(&t.prior)),
+        ("diffusion".to_string(), Stat::of(&t.diff)),
+    ];
+    let mut r = EvalReport::new(d.head, total, total, &terms, d.unit, dim, Some(mc_se), bound);
+    r.t_steps = opts.t_steps;
+    r.t_samples = Some(2 * per_replicate);
+    r.decoder = Some(dm.decoder().to_string());
+    r.mc_target_missed = capped_above_target;
+    let bins = t
+        .bins
+        .iter()
+        .enumerate()
+        .map(|(i, &(sum, c))| {
+            let (lo, hi) = (i as f64 / TIME_BINS as f64, (i + 1) as f64 / TIME_BINS as f64);
+            TimeBin {
+                t_lo: lo,
+                t_hi: hi,
+                log_snr: -dm.gamma_at(0.5 * (lo + hi)),
+                nats: if c > 0 { sum / c as f64 } else { f64::NAN },
+                samples: c,
+            }
+        })
+        .collect();
+    Ok(Evaluation {
+        report: r,
+        loss_by_time: Some(bins),
+    })
+}

@@ -1,0 +1,390 @@
+//! Evaluation as library code: the bound of a trained run on a split, every term with its
+//! standard error, as a typed [`EvalReport`] (the JSON that `elbo eval --json` prints).
+//! One evaluator per kind of bound:
+//!
+//! | bound | evaluator | models |
+//! | --- | --- | --- |
+//! | ELBO terms (M2), importance-weighted L_K (M4) | [`terms`] | VAE (and any model with `Model::importance_weighted`) |
+//! | diffusion bound L_∞ or L_T (M27–M30) with adaptive time sampling | [`diffusion`] | VDM |
+//!
+//! [`evaluate`] reads a run directory and dispatches on its model; [`crate::report`] formats the
+//! result as text.
+
+pub mod adaptive;
+pub mod diffusion;
+pub mod draw;
+pub mod terms;
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{self, Binarize, Dataset, Split};
+use crate::elbo::Stat;
+use crate::models::{Model, ModelVisitor};
+use crate::train::run::RunDir;
+use crate::train::{load_model, Loaded};
+use crate::{Error, Result};
+
+/// Told how far long work has come (a progress bar, or nothing).
+pub trait Progress: Sync {
+    /// A new stage of `total` units.
+    fn start(&self, _what: &str, _total: u64) {}
+    /// `n` more units done.
+    fn inc(&self, _n: u64) {}
+    /// The stage is over.
+    fn finish(&self) {}
+}
+
+/// No progress reporting.
+impl Progress for () {}
+
+/// What to evaluate and how.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Data spec to evaluate on (default: the run's own).
+    pub data: Option<String>,
+    pub split: Split,
+    /// Also the importance-weighted bound L_K with K samples.
+    pub iw: Option<usize>,
+    /// Seed of the evaluation noise (and of the fixed binarisation of the split).
+    pub seed: u64,
+    /// Evaluate only the first N examples.
+    pub limit: usize,
+    /// Diffusion models: the discrete-time bound with T steps (M27).
+    pub t_steps: Option<u64>,
+    /// Diffusion models: time samples per example (even: two replicates); `None`: adaptive.
+    pub t_samples: Option<usize>,
+    /// Threads for chunks of work (results do not depend on the count).
+    pub threads: usize,
+    pub device: Device,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            data: None,
+            split: Split::Test,
+            iw: None,
+            seed: 0,
+            limit: usize::MAX,
+            t_steps: None,
+            t_samples: None,
+            threads: crate::par::default_threads(),
+            device: Device::flex(),
+        }
+    }
+}
+
+impl EvalOptions {
+    /// Refuse options that cannot apply, before any work.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.iw == Some(0) {
+            return bad("--iw needs K ≥ 1 samples".into());
+        }
+        if self.limit == 0 {
+            return bad("--limit must be at least 1".into());
+        }
+        if self.t_steps == Some(0) {
+            return bad("--t-steps must be at least 1".into());
+        }
+        if let Some(t) = self.t_samples.filter(|t| *t < 2 || t % 2 == 1) {
+            return bad(format!(
+                "--t-samples {t}: needs an even number, at least 2 (two independent replicates \
+                 of N/2 time samples each, whose disagreement is the Monte-Carlo error)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The unit a per-dimension figure is reported in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// 8-bit images (discrete, or dequantised to a density): bits per 8-bit value.
+    BitsPerDim,
+    /// Binarised images: bits per binary pixel (not comparable with 8-bit bits/dim).
+    BitsPerBinaryPixel,
+    /// Other continuous data: nats per dimension.
+    NatsPerDim,
+}
+
+impl Unit {
+    /// Per-dimension value of `nats` per example over `dim` dimensions.
+    pub fn per_dim(self, nats: f64, dim: usize) -> f64 {
+        let d = dim.max(1) as f64;
+        match self {
+            Unit::BitsPerDim | Unit::BitsPerBinaryPixel => nats / (d * std::f64::consts::LN_2),
+            Unit::NatsPerDim => nats / d,
+        }
+    }
+
+    /// Its name in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unit::BitsPerDim => "bits/dim",
+            Unit::BitsPerBinaryPixel => "bits per binary pixel",
+            Unit::NatsPerDim => "nats/dim",
+        }
+    }
+}
+
+/// The result of an evaluation; its JSON is the contract of `elbo eval --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalReport {
+    pub model: String,
+    pub data: String,
+    pub split: String,
+    /// Examples evaluated.
+    pub n: usize,
+    /// K of the importance-weighted bound, if computed.
+    pub iw: Option<usize>,
+    /// The training step of the weights.
+    pub step: Option<u64>,
+    /// The reported bound on −log p(x), nats per example (L_K when computed, else −ELBO).
+    pub nll_nats: f64,
+    pub nll_se: f64,
+    pub neg_elbo_nats: f64,
+    pub neg_elbo_se: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neg_iw_bound_nats: Option<f64>,
+    /// Each term of the negative ELBO, nats per example.
+    pub terms: BTreeMap<String, f64>,
+    pub terms_se: BTreeMap<String, f64>,
+    /// The order in which the terms are printed.
+    #[serde(default)]
+    pub term_order: Vec<String>,
+    pub unit: Unit,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_dim: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_dim_se: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_dim_mc_se: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_binary_pixel: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_binary_pixel_se: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_per_dim: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_per_dim_se: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_per_dim_mc_se: Option<f64>,
+    /// Diffusion bounds: Monte-Carlo standard error of the bound (nats per example).
+    pub mc_se: Option<f64>,
+    /// Diffusion bounds: T of the discrete-time bound, or null for continuous time.
+    pub t_steps: Option<u64>,
+    /// Diffusion bounds: time samples per example (both replicates).
+    pub t_samples: Option<usize>,
+    /// What bound this is, in words.
+    pub bound: String,
+    /// The decoder p(x | z_0) or p(x | z), in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<String>,
+    /// Binary inputs were binarised once with the evaluation seed.
+    #[serde(default)]
+    pub binarized: bool,
+    /// The adaptive time sampling reached its cap with mc_se above its target.
+    #[serde(default)]
+    pub mc_target_missed: bool,
+    /// For data with a known density (toy sets): the true NLL and the bound's gap to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_nll_nats: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_nats: Option<f64>,
+    /// Where the diffusion loss per time was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diffusion_loss_by_time: Option<String>,
+}
+
+impl EvalReport {
+    /// A report with the bound `nll` (and `mc_se`, for Monte-Carlo bounds) in `unit` over `dim`
+    /// dimensions, and the terms in order; the per-dimension figures are computed here only.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        head: Head,
+        nll: Stat,
+        neg_elbo: Stat,
+        terms: &[(String, Stat)],
+        unit: Unit,
+        dim: usize,
+        mc_se: Option<f64>,
+        bound: String,
+    ) -> EvalReport {
+        let per = |v: f64| unit.per_dim(v, dim);
+        let mut r = EvalReport {
+            model: head.model,
+            data: head.data,
+            split: head.split.to_string(),
+            n: head.n,
+            iw: None,
+            step: head.step,
+            nll_nats: nll.mean,
+            nll_se: nll.se,
+            neg_elbo_nats: neg_elbo.mean,
+            neg_elbo_se: neg_elbo.se,
+            neg_iw_bound_nats: None,
+            terms: terms.iter().map(|(k, s)| (k.clone(), s.mean)).collect(),
+            terms_se: terms.iter().map(|(k, s)| (k.clone(), s.se)).collect(),
+            term_order: terms.iter().map(|(k, _)| k.clone()).collect(),
+            unit,
+            bits_per_dim: None,
+            bits_per_dim_se: None,
+            bits_per_dim_mc_se: None,
+            bits_per_binary_pixel: None,
+            bits_per_binary_pixel_se: None,
+            nats_per_dim: None,
+            nats_per_dim_se: None,
+            nats_per_dim_mc_se: None,
+            mc_se,
+            t_steps: None,
+            t_samples: None,
+            bound,
+            decoder: None,
+            binarized: false,
+            mc_target_missed: false,
+            true_nll_nats: None,
+            gap_nats: None,
+            diffusion_loss_by_time: None,
+        };
+        let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
+        match unit {
+            Unit::BitsPerDim => (r.bits_per_dim, r.bits_per_dim_se, r.bits_per_dim_mc_se) = (v, se, mc),
+            Unit::BitsPerBinaryPixel => (r.bits_per_binary_pixel, r.bits_per_binary_pixel_se) = (v, se),
+            Unit::NatsPerDim => (r.nats_per_dim, r.nats_per_dim_se, r.nats_per_dim_mc_se) = (v, se, mc),
+        }
+        if let Some(t) = head.true_nll {
+            r.true_nll_nats = Some(t);
+            r.gap_nats = Some(nll.mean - t);
+        }
+        r
+    }
+
+    /// The bound per dimension in its unit.
+    pub fn per_dim(&self) -> f64 {
+        self.bits_per_dim
+            .or(self.bits_per_binary_pixel)
+            .or(self.nats_per_dim)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// What every report states about the evaluated run and data.
+struct Head {
+    model: String,
+    data: String,
+    split: Split,
+    n: usize,
+    step: Option<u64>,
+    true_nll: Option<f64>,
+}
+
+/// An evaluation: the report, and the diffusion loss per time where the bound has one.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub report: EvalReport,
+    pub loss_by_time: Option<Vec<diffusion::TimeBin>>,
+}
+
+/// The rows a model is evaluated on, with what the report says of them.
+struct EvalData {
+    ds: Dataset,
+    rows: Vec<f32>,
+    binarize: Option<Binarize>,
+    unit: Unit,
+    head: Head,
+}
+
+/// Evaluate the EMA weights of the run in `dir`.
+pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Result<Evaluation> {
+    opts.validate()?;
+    dir.check()?;
+    let cfg = dir.config()?;
+    struct Visit<'a>(&'a RunDir, &'a EvalOptions, &'a dyn Progress);
+    impl ModelVisitor for Visit<'_> {
+        type Output = Result<Evaluation>;
+        fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+            let loaded = load_model::<M>(self.0, section, &self.1.device)?;
+            let data = eval_data(self.0, &loaded, self.1)?;
+            match loaded.model.diffusion() {
+                Some(_) => diffusion::evaluate(&loaded.model, data, self.1, self.2),
+                None => terms::evaluate(&loaded.model, data, self.1, self.2),
+            }
+        }
+    }
+    cfg.model.visit(Visit(dir, opts, progress))
+}
+
+/// Load the split, check its shape against the run, and prepare the rows as the model sees
+/// them (binarised or dequantised once with the evaluation seed).
+fn eval_data<M: Model>(dir: &RunDir, l: &Loaded<M>, opts: &EvalOptions) -> Result<EvalData> {
+    let spec = opts.data.clone().unwrap_or_else(|| l.cfg.data.clone());
+    let ds = data::load(&spec, opts.split)?.head(opts.limit);
+    if ds.shape != l.file.data.shape {
+        return Err(Error::Invalid(format!(
+            "data '{spec}' has examples of shape {:?}, the run was trained on {:?}",
+            ds.shape, l.file.data.shape
+        )));
+    }
+    let binarize = M::binarize(&l.section, &l.spec);
+    let rows = l.file.data.eval_rows(&ds, binarize, opts.seed);
+    let unit = if binarize.is_some() {
+        Unit::BitsPerBinaryPixel
+    } else if l.file.data.is_image() {
+        Unit::BitsPerDim
+    } else {
+        Unit::NatsPerDim
+    };
+    let true_nll = ds.mixture.as_ref().map(|m| {
+        let v: Vec<f64> =
+            ds.x.chunks_exact(ds.dim())
+                .map(|r| -m.log_density(&r.iter().map(|&v| v as f64).collect::<Vec<_>>()))
+                .collect();
+        Stat::of(&v).mean
+    });
+    let step = dir
+        .read_json::<serde_json::Value>("state.json")
+        .ok()
+        .and_then(|s| s.get("step").and_then(|v| v.as_u64()));
+    let head = Head {
+        model: l.cfg.model.kind().to_string(),
+        data: spec,
+        split: opts.split,
+        n: ds.n,
+        step,
+        true_nll,
+    };
+    Ok(EvalData {
+        ds,
+        rows,
+        binarize,
+        unit,
+        head,
+    })
+}
+
+/// γ(t) of a diffusion run's schedule (learned or fixed) at `times`.
+pub fn schedule_of(dir: &RunDir, times: &[f64], device: &Device) -> Result<Vec<f64>> {
+    dir.check()?;
+    let cfg = dir.config()?;
+    struct Visit<'a>(&'a RunDir, &'a [f64], &'a Device);
+    impl ModelVisitor for Visit<'_> {
+        type Output = Result<Vec<f64>>;
+        fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+            let l = load_model::<M>(self.0, section, self.2)?;
+            let d = l.model.diffusion().ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: a {} run has no noise schedule",
+                    self.0.path.display(),
+                    l.cfg.model.kind()
+                ))
+            })?;
+            Ok(self.1.iter().map(|&t| d.gamma_at(t)).collect())
+        }
+    }
+    cfg.model.visit(Visit(dir, times, device))
+}

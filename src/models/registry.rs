@@ -1,0 +1,150 @@
+//! The model registry: every model kind, its configuration section, and the one dispatch point
+//! from a configuration to the model's type ([`ModelConfig::visit`]). The list at the bottom of
+//! this file is the only place that names every model.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Model, ModelSettings};
+use crate::data::DataKind;
+use crate::{Error, Result};
+
+/// Something done with a model whose type is known only from a configuration: the training
+/// loop, an evaluator, a sampler of a run. `visit` runs with the model's type.
+pub trait ModelVisitor {
+    type Output;
+    fn visit<M: Model>(self, cfg: &M::Config) -> Self::Output;
+}
+
+macro_rules! registry {
+    ($( $(#[$doc:meta])* $variant:ident($model:ty) = $name:literal, )*) => {
+        /// Which model.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum ModelKind {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ModelKind {
+            /// Every kind, in registry order.
+            pub const ALL: &'static [ModelKind] = &[$(ModelKind::$variant),*];
+
+            /// The kind's name: its value of `model` and its section's key.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ModelKind::$variant => $name,)*
+                }
+            }
+        }
+
+        /// A model kind with its settings: the `model` key of a run and its section.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ModelConfig {
+            $( $variant(<$model as Model>::Config), )*
+        }
+
+        impl ModelConfig {
+            pub fn kind(&self) -> ModelKind {
+                match self {
+                    $(ModelConfig::$variant(_) => ModelKind::$variant,)*
+                }
+            }
+
+            /// The default settings of a kind.
+            pub fn default_for(kind: ModelKind) -> ModelConfig {
+                match kind {
+                    $(ModelKind::$variant => ModelConfig::$variant(Default::default()),)*
+                }
+            }
+
+            /// Run `v` with the model's type and its settings.
+            pub fn visit<V: ModelVisitor>(&self, v: V) -> V::Output {
+                match self {
+                    $(ModelConfig::$variant(c) => v.visit::<$model>(c),)*
+                }
+            }
+
+            /// The section as JSON.
+            pub fn section(&self) -> Result<serde_json::Value> {
+                match self {
+                    $(ModelConfig::$variant(c) => to_value(c),)*
+                }
+            }
+
+            /// Settings of `kind` from its section (defaults where absent).
+            pub fn from_section(kind: ModelKind, v: Option<serde_json::Value>) -> Result<ModelConfig> {
+                Ok(match kind {
+                    $(ModelKind::$variant => ModelConfig::$variant(from_value(kind, v)?),)*
+                })
+            }
+
+            pub fn validate(&self) -> Result<()> {
+                match self {
+                    $(ModelConfig::$variant(c) => c.validate(),)*
+                }
+            }
+
+            /// Steps and batch size of a default run on data of a kind.
+            pub fn defaults_for(&self, data: DataKind) -> (u64, usize) {
+                match self {
+                    $(ModelConfig::$variant(_) => {
+                        <<$model as Model>::Config as ModelSettings>::defaults_for(data)
+                    })*
+                }
+            }
+
+            /// Keys of the section that a resumed run may change.
+            pub fn changeable_on_resume(&self) -> &'static [&'static str] {
+                match self {
+                    $(ModelConfig::$variant(_) => {
+                        <<$model as Model>::Config as ModelSettings>::CHANGEABLE_ON_RESUME
+                    })*
+                }
+            }
+        }
+    };
+}
+
+fn to_value<T: Serialize>(c: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(c).map_err(|e| Error::Config(e.to_string()))
+}
+
+fn from_value<T: ModelSettings>(kind: ModelKind, v: Option<serde_json::Value>) -> Result<T> {
+    match v {
+        None => Ok(T::default()),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| Error::Config(format!("[{}] section: {e}", kind.name()))),
+    }
+}
+
+impl Default for ModelKind {
+    fn default() -> Self {
+        ModelKind::Vdm
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::default_for(ModelKind::default())
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl ModelKind {
+    /// The kind whose name (and section key) is `name`.
+    pub fn from_name(name: &str) -> Option<ModelKind> {
+        ModelKind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
+
+// The models. A new model: its file under models/, and one line here.
+registry! {
+    /// Variational autoencoder (MATH.md §2).
+    Vae(crate::models::vae::Vae) = "vae",
+    /// Variational diffusion model (MATH.md §4–§6).
+    Vdm(crate::models::vdm::Vdm) = "vdm",
+}

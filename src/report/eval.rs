@@ -1,0 +1,122 @@
+//! An [`EvalReport`] as text, and the diffusion loss per time as a CSV and a plot.
+
+use std::path::{Path, PathBuf};
+
+use super::plot::{line_plot, Series};
+use crate::eval::diffusion::TimeBin;
+use crate::eval::{EvalReport, Evaluation, Unit};
+use crate::train::checkpoint::write_atomic;
+use crate::Result;
+
+/// The report's lines: what was evaluated, each term ± se, the bound in nats and per dimension.
+pub fn lines(r: &EvalReport) -> Vec<String> {
+    let mut notes = vec![format!("{} examples", r.n), r.bound.clone()];
+    if let Some(t) = r.t_samples {
+        notes.push(format!("{t} time samples per example"));
+    }
+    if let Some(d) = &r.decoder {
+        notes.push(d.clone());
+    }
+    if r.binarized {
+        notes.push("binarised once with the eval seed".into());
+    }
+    let mut out = vec![format!(
+        "{} on {} ({} split; {})",
+        r.model,
+        r.data,
+        r.split,
+        notes.join("; ")
+    )];
+    out.push(format!("  {:<16} {:>12} {:>10}", "term (nats)", "mean", "± se"));
+    for k in &r.term_order {
+        let (m, s) = (r.terms.get(k), r.terms_se.get(k));
+        if let (Some(m), Some(s)) = (m, s) {
+            out.push(format!("  {k:<16} {m:>12.4} {s:>10.4}"));
+        }
+    }
+    out.push(format!(
+        "  {:<16} {:>12.4} {:>10.4}",
+        "−ELBO", r.neg_elbo_nats, r.neg_elbo_se
+    ));
+    if let (Some(k), Some(v)) = (r.iw, r.neg_iw_bound_nats) {
+        out.push(format!("  {:<16} {v:>12.4} {:>10.4}", format!("−L_{k}"), r.nll_se));
+    }
+    let unit = r.unit.label();
+    out.push(match (r.mc_se, r.unit) {
+        (Some(mc), Unit::NatsPerDim) => format!(
+            "NLL bound: {:.4} nats ({:.4} {unit}; Monte-Carlo se {mc:.4} nats)",
+            r.nll_nats,
+            r.per_dim()
+        ),
+        (Some(_), _) => format!(
+            "NLL bound: {:.4} {unit} (Monte-Carlo se {:.4}; over examples {:.4})",
+            r.per_dim(),
+            r.bits_per_dim_mc_se.unwrap_or(f64::NAN),
+            r.bits_per_dim_se.unwrap_or(f64::NAN)
+        ),
+        (None, _) => format!(
+            "NLL bound: {:.3} ± {:.3} nats ({:.4} {unit})",
+            r.nll_nats,
+            r.nll_se,
+            r.per_dim()
+        ),
+    });
+    if r.mc_target_missed {
+        out.push(
+            "warning: the time samples reached their cap with the Monte-Carlo error above its \
+             target; pass --t-samples N for more"
+                .into(),
+        );
+    }
+    if let (Some(t), Some(g)) = (r.true_nll_nats, r.gap_nats) {
+        out.push(format!("true NLL of this data: {t:.4} nats; gap {g:.4} nats"));
+    }
+    if let Some(p) = &r.diffusion_loss_by_time {
+        out.push(format!("diffusion loss by time: {p} (and .png)"));
+    }
+    out
+}
+
+/// Write the diffusion loss per time as `DIR/diffusion_loss_by_time.csv` and `.png` and name
+/// the CSV in the report; nothing for bounds without one.
+pub fn write_loss_by_time(dir: &Path, e: &mut Evaluation, dim: usize) -> Result<Option<PathBuf>> {
+    let Some(bins) = &e.loss_by_time else {
+        return Ok(None);
+    };
+    let csv_path = dir.join("diffusion_loss_by_time.csv");
+    write_atomic(&csv_path, loss_csv(bins, dim).as_bytes())?;
+    let pts: Vec<(f64, f64)> = bins.iter().map(|b| (0.5 * (b.t_lo + b.t_hi), b.nats)).collect();
+    // The picture is a convenience: a plotting failure leaves the CSV and the report intact.
+    let _ = line_plot(
+        &dir.join("diffusion_loss_by_time.png"),
+        "where the bound is lost: diffusion loss per unit time",
+        "t (0 = data, 1 = noise)",
+        "nats per example per unit t",
+        &[Series {
+            name: "diffusion integrand",
+            points: pts,
+        }],
+        false,
+    );
+    e.report.diffusion_loss_by_time = Some(csv_path.display().to_string());
+    Ok(Some(csv_path))
+}
+
+/// The CSV of the loss per time.
+pub fn loss_csv(bins: &[TimeBin], dim: usize) -> String {
+    let mut csv =
+        String::from("t_lo,t_hi,t_mid,log_snr,diffusion_nats,diffusion_bits_per_dim,samples\n");
+    for b in bins {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            b.t_lo,
+            b.t_hi,
+            0.5 * (b.t_lo + b.t_hi),
+            b.log_snr,
+            b.nats,
+            b.nats / (dim as f64 * std::f64::consts::LN_2),
+            b.samples
+        ));
+    }
+    csv
+}
