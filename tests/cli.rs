@@ -62,9 +62,14 @@ fn train_eval_sample_resume() {
     let r = run.to_str().unwrap();
     let j: serde_json::Value =
         serde_json::from_str(&ok(&["eval", r, "--json", "--iw", "20", "--limit", "50"])).unwrap();
-    for k in ["nll_nats", "bits_per_dim", "terms", "n", "split", "iw"] {
+    for k in ["nll_nats", "bits_per_binary_pixel", "terms", "n", "split", "iw"] {
         assert!(j.get(k).is_some(), "eval --json lacks {k}: {j}");
     }
+    // Binarised images are not 8-bit data: no bits/dim that reads like a VDM's.
+    assert!(j.get("bits_per_dim").is_none(), "{j}");
+    let bpp = j["bits_per_binary_pixel"].as_f64().unwrap();
+    let nll0 = j["nll_nats"].as_f64().unwrap();
+    assert!((bpp - nll0 / (784.0 * std::f64::consts::LN_2)).abs() < 1e-9);
     assert_eq!(j["n"], 50);
     assert_eq!(j["iw"], 20);
     assert_eq!(j["split"], "test");
@@ -256,7 +261,7 @@ fn bad_flags_and_directories() {
     let o = elbo(&["train", "--stepz", "3"]);
     assert_eq!(o.status.code(), Some(2));
     fails_with(
-        &["train", "--set", "vae.latnet=3", "--steps", "1"],
+        &["train", "--model", "vae", "--set", "vae.latnet=3", "--steps", "1"],
         "unknown setting 'latnet'",
     );
     fails_with(&["train", "--resume"], "--resume needs --out");

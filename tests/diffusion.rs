@@ -1,16 +1,18 @@
 //! Diffusion mathematics against a peer and against closed forms: schedule and DDIM parity with
-//! diffusers (tests/golden, copied from the project's reference files), M29 invariance, and the
-//! Gaussian (M31) and mixture (M32) oracles run through the estimator `elbo eval` uses.
+//! diffusers (tests/golden, copied from the project's reference files), M29 invariance, the
+//! Gaussian (M31) and mixture (M32) oracles run through the estimator `elbo eval` uses, the
+//! samplers on the Gaussian oracle, and derivatives through the 8-bit decoders.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use elbo::data::toy::Mixture;
+use elbo::diffusion::elbo::{decoder_nll, diffusion_elbo, Decoder, ElboOptions};
+use elbo::diffusion::oracle::{GaussianOracle, MixtureOracle};
+use elbo::diffusion::schedule::{Discrete, LinearGamma, NoiseSchedule};
+use elbo::diffusion::{Cond, Denoiser, Prediction, Process, Schedule};
 use elbo::elbo::Stat;
-use elbo::models::diffusion::oracle::{GaussianOracle, MixtureOracle};
-use elbo::models::diffusion::schedule::{Discrete, LinearGamma, NoiseSchedule};
-use elbo::models::diffusion::vdm::{diffusion_elbo, Decoder, ElboOptions};
-use elbo::models::diffusion::{Denoiser, Prediction, Schedule};
 use elbo::rng::seeded;
 use elbo::sample::ddim::ddim_step;
+use elbo::sample::{sample_loop, time_grid, Ancestral, Ddim, Sampler};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 
@@ -89,6 +91,18 @@ fn ddim_steps_match_diffusers() {
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
+    // The grid the sampler walks is diffusers' "leading" spacing over the table's steps.
+    let grid: Vec<i64> = time_grid(Some(1000), 50)
+        .iter()
+        .map(|t| (t * 999.0).round() as i64)
+        .collect();
+    let want: Vec<i64> = g["timesteps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(grid, want, "sampling grid vs diffusers' timesteps");
     let steps = g["steps"].as_array().unwrap();
     assert!(steps.len() >= 5);
     for s in steps {
@@ -113,6 +127,17 @@ fn ddim_steps_match_diffusers() {
         let (x0, xp) = ddim_step(tensor(&x_t), tensor(&eps), ab, ab_prev, 0.0, None);
         let x0: Vec<f32> = x0.into_data().try_to_vec().unwrap();
         let xp: Vec<f32> = xp.into_data().try_to_vec().unwrap();
+        // The sampler itself, with a denoiser that answers diffusers' ε̂, on the schedule's γ at
+        // the grid's times (the last step goes to the clean end, γ = −∞, as set_alpha_to_one).
+        let gamma_t = sched.gamma(t as f64 / 999.0);
+        let gamma_s = if prev >= 0 {
+            sched.gamma(prev as f64 / 999.0)
+        } else {
+            f64::NEG_INFINITY
+        };
+        let replay = Replay(tensor(&eps));
+        let xs = Ddim { eta: 0.0 }.step(&replay, tensor(&x_t), gamma_t, gamma_s, None, &mut seeded(0));
+        let xs: Vec<f32> = xs.into_data().try_to_vec().unwrap();
         let (w0, wp) = (vec(&s["x0_hat"]), vec(&s["x_prev_without_noise"]));
         for i in 0..d {
             // f32 arithmetic on both sides; x̂_0 divides by √ᾱ (≈ 0.007 at t = 980), so compare
@@ -131,7 +156,24 @@ fn ddim_steps_match_diffusers() {
                 xp[i],
                 wp[i]
             );
+            assert!(
+                (xs[i] as f64 - wp[i]).abs() <= 4e-6 * scalep + 1e-7,
+                "sampler t={t} x_prev[{i}]: {} vs {}",
+                xs[i],
+                wp[i]
+            );
         }
+    }
+}
+
+/// A denoiser that answers a fixed ε̂ whatever it is asked.
+struct Replay(Tensor<2>);
+impl Denoiser for Replay {
+    fn prediction(&self) -> Prediction {
+        Prediction::Eps
+    }
+    fn predict(&self, _z: Tensor<2>, _gamma: Tensor<1>, _cond: Cond) -> Tensor<2> {
+        self.0.clone()
     }
 }
 
@@ -158,7 +200,7 @@ impl Denoiser for Arbitrary {
     fn prediction(&self) -> Prediction {
         Prediction::Eps
     }
-    fn predict(&self, z: Tensor<2>, gamma: Tensor<1>) -> Tensor<2> {
+    fn predict(&self, z: Tensor<2>, gamma: Tensor<1>, _cond: Cond) -> Tensor<2> {
         let w = (gamma.unsqueeze_dim::<2>(1) * 0.3).sin() + 1.2;
         (z * w).tanh()
     }
@@ -180,6 +222,7 @@ fn diffusion_stat(
             t_steps: None,
             t_samples: n,
         },
+        None,
         &mut seeded(seed),
     )
     .unwrap();
@@ -197,7 +240,7 @@ fn m29_invariance_to_the_schedule_shape() {
     let x = rows(&[0.4, -0.9, 1.3, 0.2, -0.5, 0.7], 3, 2).repeat_dim(0, 400);
     for (name, den) in [
         ("arbitrary", &Arbitrary as &dyn Denoiser),
-        ("gaussian oracle", &GaussianOracle { s2: 0.6 }),
+        ("gaussian oracle", &GaussianOracle::vp(0.6)),
     ] {
         let a = diffusion_stat(den, &lin, x.clone(), 50, 1);
         let b = diffusion_stat(den, &bent, x.clone(), 50, 2);
@@ -212,7 +255,9 @@ fn m29_invariance_to_the_schedule_shape() {
 }
 
 #[test]
-fn m31_gaussian_oracle_gives_the_closed_form() {
+fn m31_gaussian_oracle_gives_the_closed_form_in_both_processes() {
+    // The diffusion term depends on the SNR endpoints only (M29), so the closed form
+    // ½ D log((1 + SNR_max s²)/(1 + SNR_min s²)) holds for the exploding process too.
     let (s2, d, n) = (0.7f64, 3usize, 2000usize);
     let sched = LinearGamma {
         gamma_min: -5.0,
@@ -220,14 +265,42 @@ fn m31_gaussian_oracle_gives_the_closed_form() {
     };
     // x ~ N(0, s² I): draw the data too, so the check is of E_x E_t E_ε.
     let x = elbo::rng::randn(&mut seeded(9), [n, d], &Device::flex()) * s2.sqrt();
-    let st = diffusion_stat(&GaussianOracle { s2 }, &sched, x, 20, 3);
     let (snr_max, snr_min) = ((-sched.gamma(0.0)).exp(), (-sched.gamma(1.0)).exp());
     let closed = 0.5 * d as f64 * ((1.0 + snr_max * s2) / (1.0 + snr_min * s2)).ln();
-    eprintln!("M31: estimate {st:?}, closed form {closed:.5}");
-    assert!(
-        (st.mean - closed).abs() < 4.0 * st.se,
-        "L∞ {st:?} vs closed form {closed}"
+    for process in [Process::VariancePreserving, Process::VarianceExploding] {
+        let st = diffusion_stat(&GaussianOracle { s2, process }, &sched, x.clone(), 20, 3);
+        eprintln!("M31 {process:?}: estimate {st:?}, closed form {closed:.5}");
+        assert!(
+            (st.mean - closed).abs() < 4.0 * st.se,
+            "{process:?}: L∞ {st:?} vs closed form {closed}"
+        );
+    }
+}
+
+#[test]
+fn the_prior_term_has_its_closed_form_in_both_processes() {
+    // KL(N(α_1 x, σ_1²) ‖ p(z_1)) per dimension: VP, p = N(0, 1): ½(σ² + α² x² − 1 − log σ²);
+    // VE, p = N(0, σ_1²): ½ x²/σ_1² = ½ x² e^{−γ_1}.
+    let dev = Device::flex();
+    let g1 = 2.5f64;
+    let x = rows(&[0.7, -1.2], 1, 2);
+    let g = Tensor::<1>::from_data(TensorData::new(vec![g1 as f32], [1]), &dev);
+    let vp: f32 = Process::VariancePreserving
+        .prior_kl(x.clone(), g.clone())
+        .into_scalar();
+    let ve: f32 = Process::VarianceExploding.prior_kl(x, g).into_scalar();
+    let (a2, s2) = (
+        elbo::diffusion::schedule::sigmoid(-g1),
+        elbo::diffusion::schedule::sigmoid(g1),
     );
+    let xs = [0.7f64, -1.2];
+    let want_vp: f64 = xs
+        .iter()
+        .map(|x| 0.5 * (s2 + a2 * x * x - 1.0 - s2.ln()))
+        .sum();
+    let want_ve: f64 = xs.iter().map(|x| 0.5 * x * x * (-g1).exp()).sum();
+    assert!((vp as f64 - want_vp).abs() < 1e-5, "{vp} vs {want_vp}");
+    assert!((ve as f64 - want_ve).abs() < 1e-5, "{ve} vs {want_ve}");
 }
 
 #[test]
@@ -244,7 +317,10 @@ fn m32_mixture_oracle_comes_within_the_endpoint_gap_of_the_true_nll() {
         gamma_min: -13.3,
         gamma_max: 5.0,
     };
-    let den = MixtureOracle { mixture: m.clone() };
+    let den = MixtureOracle {
+        mixture: m.clone(),
+        process: Process::VariancePreserving,
+    };
     let e = diffusion_elbo(
         &den,
         &Schedule::Fixed(&sched),
@@ -254,6 +330,7 @@ fn m32_mixture_oracle_comes_within_the_endpoint_gap_of_the_true_nll() {
             t_steps: None,
             t_samples: 400,
         },
+        None,
         &mut seeded(5),
     )
     .unwrap();
@@ -288,7 +365,7 @@ fn discrete_bound_approaches_the_continuous_one() {
         gamma_max: 3.0,
     };
     let x = elbo::rng::randn(&mut seeded(10), [1000, 2], &Device::flex()) * f64::sqrt(s2);
-    let den = GaussianOracle { s2 };
+    let den = GaussianOracle::vp(s2);
     let est = |t: Option<u64>, seed| {
         let e = diffusion_elbo(
             &den,
@@ -299,6 +376,7 @@ fn discrete_bound_approaches_the_continuous_one() {
                 t_steps: t,
                 t_samples: 40,
             },
+            None,
             &mut seeded(seed),
         )
         .unwrap();
@@ -322,29 +400,43 @@ fn discrete_bound_approaches_the_continuous_one() {
     );
 }
 
-/// The Gaussian oracle re-expressed as another kind of output (exact conversion of its ε̂).
-struct As(Prediction, GaussianOracle);
-impl Denoiser for As {
+/// The Gaussian data's (N(0, s² I)) optimal output of each kind, each from its own closed form
+/// (not from the code's conversions): with v = α² s² + σ² the variance of z_t,
+/// E[ε | z] = σ z/v, E[x | z] = α s² z/v, ∇ log p(z) = −z/v, and v̂ = α ε̂ − σ x̂.
+struct Optimal(Prediction, f64, Process);
+impl Denoiser for Optimal {
     fn prediction(&self) -> Prediction {
         self.0
     }
-    fn predict(&self, z: Tensor<2>, gamma: Tensor<1>) -> Tensor<2> {
-        let e = self.1.predict(z.clone(), gamma.clone());
-        let (a, s) = elbo::models::diffusion::alpha_sigma(gamma);
-        self.0.from_eps(e, z, a, s)
+    fn process(&self) -> Process {
+        self.2
+    }
+    fn predict(&self, z: Tensor<2>, gamma: Tensor<1>, _cond: Cond) -> Tensor<2> {
+        let s2 = self.1;
+        let (a, s) = self.2.alpha_sigma(gamma);
+        let v = a.clone().square() * s2 + s.clone().square();
+        let eps = z.clone() * s.clone() / v.clone();
+        let x0 = z.clone() * a.clone() * s2 / v.clone();
+        match self.0 {
+            Prediction::Eps => eps,
+            Prediction::X0 => x0,
+            Prediction::Score => -(z / v),
+            Prediction::V => eps * a - x0 * s,
+        }
     }
 }
 
 #[test]
 fn the_elbo_is_the_same_whatever_the_network_predicts() {
-    // Same denoiser, four output kinds, same noise: the same bound (f32 round-off only).
+    // One optimal denoiser written four ways, same noise: the same bound (f32 round-off only),
+    // in both processes. A wrong conversion (or one that assumes α² + σ² = 1 under VE) fails.
     let sched = LinearGamma {
         gamma_min: -8.0,
         gamma_max: 4.0,
     };
     let x = elbo::rng::randn(&mut seeded(11), [200, 3], &Device::flex());
-    let bound = |p: Prediction, t_steps| {
-        let den = As(p, GaussianOracle { s2: 1.0 });
+    let bound = |p: Prediction, process, t_steps| {
+        let den = Optimal(p, 1.0, process);
         let e = diffusion_elbo(
             &den,
             &Schedule::Fixed(&sched),
@@ -354,20 +446,180 @@ fn the_elbo_is_the_same_whatever_the_network_predicts() {
                 t_steps,
                 t_samples: 4,
             },
+            None,
             &mut seeded(12),
         )
         .unwrap();
         let v = elbo::elbo::to_f64(e.diffusion).unwrap();
         v.iter().sum::<f64>() / v.len() as f64
     };
-    for t_steps in [None, Some(100)] {
-        let eps = bound(Prediction::Eps, t_steps);
-        for p in [Prediction::X0, Prediction::Score, Prediction::V] {
-            let other = bound(p, t_steps);
+    for process in [Process::VariancePreserving, Process::VarianceExploding] {
+        for t_steps in [None, Some(100)] {
+            let eps = bound(Prediction::Eps, process, t_steps);
+            for p in [Prediction::X0, Prediction::Score, Prediction::V] {
+                let other = bound(p, process, t_steps);
+                assert!(
+                    (other - eps).abs() < 1e-3 * eps.abs(),
+                    "{p:?} {process:?} ({t_steps:?}): {other} vs ε {eps}"
+                );
+            }
+        }
+    }
+}
+
+/// Mean and variance of samples of N(0, s² I) data drawn by a sampler from the Gaussian oracle.
+fn sample_moments(sampler: &dyn Sampler, process: Process, steps: usize, seed: u64) -> (Stat, f64) {
+    let (s2, n, d) = (0.5f64, 4000usize, 4usize);
+    let sched = LinearGamma {
+        gamma_min: -10.0,
+        gamma_max: 8.0,
+    };
+    let den = GaussianOracle { s2, process };
+    let dev = Device::flex();
+    let prior_sd = match process {
+        Process::VariancePreserving => 1.0,
+        Process::VarianceExploding => (0.5 * sched.gamma(1.0)).exp(),
+    };
+    let z1 = elbo::rng::randn(&mut seeded(seed), [n, d], &dev) * prior_sd;
+    let x = sample_loop(
+        sampler,
+        &den,
+        &Schedule::Fixed(&sched),
+        z1,
+        steps,
+        None,
+        &mut seeded(seed + 1),
+        &mut |_| {},
+    )
+    .unwrap();
+    let v: Vec<f64> = elbo::elbo::to_f32(x)
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let m = Stat::of(&v);
+    let var = v.iter().map(|a| (a - m.mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+    (m, var)
+}
+
+/// The exact variance of a sampler's output for N(0, s² I) data and the exact (oracle) ε̂,
+/// by the linear recursion of its steps, written from the definitions (M38, M39) in f64:
+/// ε̂ = σ z/v with v = α² s² + σ², each step z_s = a z_t + (noise of variance q).
+fn chain_variance(eta: Option<f64>, process: Process, gammas: &[f64], s2: f64) -> f64 {
+    let alpha_sigma = |g: f64| match process {
+        Process::VariancePreserving => ((1.0 / (1.0 + g.exp())).sqrt(), (1.0 / (1.0 + (-g).exp())).sqrt()),
+        Process::VarianceExploding => (1.0, (0.5 * g).exp()),
+    };
+    let (_, s1) = alpha_sigma(gammas[0]);
+    let mut var = match process {
+        Process::VariancePreserving => 1.0,
+        Process::VarianceExploding => s1 * s1,
+    };
+    for k in 0..gammas.len() {
+        let gt = gammas[k];
+        let (at, st) = alpha_sigma(gt);
+        let (a_s, s_s, c) = match gammas.get(k + 1) {
+            Some(&gs) => {
+                let (a, s) = alpha_sigma(gs);
+                (a, s, 1.0 - (gs - gt).exp())
+            }
+            None => (1.0, 0.0, 1.0),
+        };
+        let v = at * at * s2 + st * st;
+        let (a, q) = match eta {
+            // Ancestral: (α_s/α_t)(z − σ_t c ε̂) + √(σ_s² c) noise.
+            None => ((a_s / at) * (1.0 - st * st * c / v), s_s * s_s * c),
+            // DDIM: α_s x̂_0 + √(σ_s² − η² σ_s² c) ε̂ + η σ_s √c noise.
+            Some(eta) => {
+                let q = eta * eta * s_s * s_s * c;
+                let x0 = (1.0 - st * st / v) / at;
+                (a_s * x0 + (s_s * s_s - q).max(0.0).sqrt() * st / v, q)
+            }
+        };
+        var = a * a * var + q;
+    }
+    var
+}
+
+#[test]
+fn samplers_draw_the_gaussian_oracles_data() {
+    // Data N(0, 0.5 I), 4,000 samples × 4 dimensions (16,000 values), 1,000 steps. Each
+    // sampler's output variance must match its chain's exact variance (`chain_variance`) within
+    // 4 standard errors (se = V √(2/16000) ≈ 0.0056), the mean 0 likewise (se √(V/16000)), and
+    // that exact variance must be the data's within 1% (the discretisation bias at 1,000 steps:
+    // 0.0045 for ancestral, 0.0022 for DDIM). A sampler that ends at z_0/α_0, mixes up α and σ
+    // or adds the wrong step variance misses by far more.
+    let steps = 1000;
+    let sched = LinearGamma {
+        gamma_min: -10.0,
+        gamma_max: 8.0,
+    };
+    let gammas: Vec<f64> = time_grid(None, steps).iter().map(|&t| sched.gamma(t)).collect();
+    let samplers: [(&str, &dyn Sampler, Option<f64>); 3] = [
+        ("ancestral", &Ancestral, None),
+        ("ddim η=0", &Ddim { eta: 0.0 }, Some(0.0)),
+        ("ddim η=1", &Ddim { eta: 1.0 }, Some(1.0)),
+    ];
+    for (name, sampler, eta) in samplers {
+        for process in [Process::VariancePreserving, Process::VarianceExploding] {
+            let (m, var) = sample_moments(sampler, process, steps, 30);
+            let exact = chain_variance(eta, process, &gammas, 0.5);
+            let se = exact * (2.0f64 / 16_000.0).sqrt();
+            eprintln!("{name} {process:?}: mean {m:?}, variance {var:.4} (chain's exact {exact:.4})");
+            assert!((exact - 0.5).abs() < 0.005, "{name}: the chain's variance {exact}");
+            assert!(m.mean.abs() < 4.0 * (exact / 16_000.0).sqrt(), "{name} {process:?}: mean {m:?}");
             assert!(
-                (other - eps).abs() < 1e-3 * eps.abs(),
-                "{p:?} ({t_steps:?}): {other} vs ε {eps}"
+                (var - exact).abs() < 4.0 * se,
+                "{name} {process:?}: variance {var} vs the chain's {exact}"
             );
+        }
+    }
+}
+
+#[test]
+fn derivative_of_the_bound_in_gamma0_through_the_8bit_decoders() {
+    // −log p(x | z_0) with a fixed ε_0 is a smooth function of γ_0: the autodiff derivative must
+    // match a central difference (h = 0.01: truncation O(h²) ≈ 1e-4 relative; f32 rounding of
+    // a sum of ≈ 200 nats, ≈ 2e-5, divided by 2h: 1e-3), to 2e-3 relative + 2e-3 absolute.
+    // γ_0 from −13.3 (VDM's) to −11.5: bins of half-width 1/255 against s = e^{γ_0/2}.
+    // (With the Gaussian decoder the derivative is D/2 whatever the code does, so the 8-bit
+    // decoders are what this checks.)
+    let dev = Device::flex().autodiff();
+    let (b, d) = (4usize, 50usize);
+    let mut r = seeded(40);
+    let levels: Vec<f32> = (0..b * d)
+        .map(|_| {
+            let k = (rand::Rng::gen::<f64>(&mut r) * 256.0).floor().min(255.0);
+            (2.0 * k / 255.0 - 1.0) as f32
+        })
+        .collect();
+    let x = Tensor::<2>::from_data(TensorData::new(levels, [b, d]), &dev);
+    let eps0 = elbo::rng::randn(&mut seeded(41), [b, d], &dev);
+    for decoder in [Decoder::BinMass256, Decoder::Softmax256] {
+        for g0 in [-13.3f64, -12.5, -11.5] {
+            let f = |g: f64| -> f64 {
+                let gt = Tensor::<1>::from_data(TensorData::new(vec![g as f32], [1]), &dev);
+                let v: f32 = decoder_nll(x.clone(), Some(eps0.clone()), gt, decoder)
+                    .sum()
+                    .into_scalar();
+                v as f64
+            };
+            let gt = Tensor::<1>::from_data(TensorData::new(vec![g0 as f32], [1]), &dev)
+                .require_grad();
+            let total = decoder_nll(x.clone(), Some(eps0.clone()), gt.clone(), decoder).sum();
+            let grads = total.backward();
+            let auto: f32 = gt.grad(&grads).unwrap().into_scalar();
+            let h = 0.01;
+            let fd = (f(g0 + h) - f(g0 - h)) / (2.0 * h);
+            eprintln!("{decoder:?} γ0 = {g0}: autodiff {auto}, central difference {fd}");
+            assert!(
+                (auto as f64 - fd).abs() < 2e-3 * fd.abs() + 2e-3,
+                "{decoder:?} γ0 = {g0}: autodiff {auto} vs finite difference {fd}"
+            );
+            // At VDM's γ_0 the 8-bit decoders are far from the Gaussian's D/2 = 100.
+            if g0 <= -12.5 {
+                assert!((fd - 100.0).abs() > 40.0, "a derivative worth checking: {fd}");
+            }
         }
     }
 }
@@ -379,7 +631,7 @@ fn learned_schedule_endpoints_get_gradients_from_the_elbo() {
     let ls = LearnedSchedule::new(-10.0, 4.0, 8, &dev);
     let x = elbo::rng::randn(&mut seeded(13), [64, 2], &dev);
     let e = diffusion_elbo(
-        &GaussianOracle { s2: 1.0 },
+        &GaussianOracle::vp(1.0),
         &Schedule::Learned(&ls),
         x,
         Decoder::Gaussian,
@@ -387,6 +639,7 @@ fn learned_schedule_endpoints_get_gradients_from_the_elbo() {
             t_steps: None,
             t_samples: 2,
         },
+        None,
         &mut seeded(14),
     )
     .unwrap();
@@ -409,7 +662,7 @@ fn learned_schedule_endpoints_get_gradients_from_the_elbo() {
 #[test]
 fn likelihoods_are_in_the_units_of_the_data_whatever_the_scaling() {
     use elbo::data::DataKind;
-    use elbo::models::diffusion::vdm::{Vdm, VdmConfig, VdmSpec};
+    use elbo::models::vdm::{Vdm, VdmConfig, VdmSpec};
     // One set of weights under two affine maps. Data y = s + c (x − 0.5) seen through
     // (shift s, scale c) is the same model-space input as x through (0.5, 1), so by the change of
     // variables −log p(y) = −log p(x) + D log c exactly (same noise, so no Monte-Carlo slack).
@@ -419,6 +672,7 @@ fn likelihoods_are_in_the_units_of_the_data_whatever_the_scaling() {
         shape: vec![2],
         shift: vec![shift; 2],
         scale: vec![scale; 2],
+        classes: 0,
     };
     dev.seed(3);
     let a = Vdm::new(&VdmConfig::default(), spec(0.5, 1.0), &dev).unwrap();
@@ -432,7 +686,7 @@ fn likelihoods_are_in_the_units_of_the_data_whatever_the_scaling() {
         t_samples: 2,
     };
     let total = |m: &Vdm, v: &[f32]| -> Vec<f64> {
-        let e = m.estimate(rows(v, 64, 2), opts, &mut seeded(22)).unwrap();
+        let e = m.estimate(rows(v, 64, 2), opts, None, &mut seeded(22)).unwrap();
         elbo::elbo::to_f64(e.recon + e.prior + e.diffusion).unwrap()
     };
     let (na, nb) = (total(&a, &x), total(&b, &y));

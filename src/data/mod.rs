@@ -420,13 +420,15 @@ pub fn load(spec: &str, split: Split) -> Result<Dataset> {
         }
         DataSpec::Toy(name) => {
             let m = Mixture::named(&name)?;
-            let x = match split {
+            let (x, y) = match split {
                 Split::Train => m.split_data(false),
                 Split::Test => m.split_data(true),
                 Split::All => {
-                    let mut a = m.split_data(false);
-                    a.extend(m.split_data(true));
-                    a
+                    let (mut a, mut la) = m.split_data(false);
+                    let (b, lb) = m.split_data(true);
+                    a.extend(b);
+                    la.extend(lb);
+                    (a, la)
                 }
             };
             Dataset {
@@ -436,7 +438,8 @@ pub fn load(spec: &str, split: Split) -> Result<Dataset> {
                 shape: vec![m.dim()],
                 kind: DataKind::Continuous,
                 x,
-                labels: None,
+                // The mixture component each point came from.
+                labels: Some(y),
                 mixture: Some(m),
             }
         }

@@ -118,7 +118,13 @@ impl Mixture {
 
     /// `n` draws, row-major `[n, D]`.
     pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<f32> {
+        self.sample_labeled(n, rng).0
+    }
+
+    /// `n` draws, row-major `[n, D]`, with the component each came from (its class label).
+    pub fn sample_labeled(&self, n: usize, rng: &mut Rng) -> (Vec<f32>, Vec<u32>) {
         let mut out = Vec::with_capacity(n * self.dim());
+        let mut labels = Vec::with_capacity(n);
         for _ in 0..n {
             let u: f64 = rng.gen();
             let mut acc = 0.0;
@@ -130,20 +136,21 @@ impl Mixture {
                     break;
                 }
             }
+            labels.push(k as u32);
             for m in &self.means[k] {
                 let e: f64 = rng.sample(StandardNormal);
                 out.push((m + self.stds[k] * e) as f32);
             }
         }
-        out
+        (out, labels)
     }
 
-    /// The fixed training (stream 1) or test (stream 2) draw of a toy set.
-    pub fn split_data(&self, test: bool) -> Vec<f32> {
+    /// The fixed training (stream 1) or test (stream 2) draw of a toy set, with component labels.
+    pub fn split_data(&self, test: bool) -> (Vec<f32>, Vec<u32>) {
         if test {
-            self.sample(TOY_TEST, &mut derived(0x70, 2))
+            self.sample_labeled(TOY_TEST, &mut derived(0x70, 2))
         } else {
-            self.sample(TOY_TRAIN, &mut derived(0x70, 1))
+            self.sample_labeled(TOY_TRAIN, &mut derived(0x70, 1))
         }
     }
 }
