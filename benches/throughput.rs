@@ -8,18 +8,18 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use elbo::data::DataKind;
-use elbo::models::diffusion::vdm::{NetworkKind, Vdm, VdmConfig, VdmSpec};
 use elbo::models::vae::{Likelihood, Vae, VaeConfig, VaeSpec};
+use elbo::models::vdm::{NetworkKind, Vdm, VdmConfig, VdmSpec};
+use elbo::models::{Model, SampleOptions};
 use elbo::rng::{seeded, Rng};
-use elbo::sample::Ancestral;
+use elbo::train::loss_and_grads;
 use elbo::train::optim::{AdamW, OptimConfig};
 use elbo::train::params::{self, NamedParams};
-use elbo::train::{loss_and_grads, Trainable};
 
 /// One timed iteration and the examples it processes.
 type Iter = Box<dyn FnMut()>;
 
-struct TrainState<M: Trainable> {
+struct TrainState<M: Model> {
     model: M,
     params: NamedParams,
     opt: AdamW,
@@ -31,7 +31,7 @@ struct TrainState<M: Trainable> {
     threads: usize,
 }
 
-impl<M: Trainable + 'static> TrainState<M> {
+impl<M: Model> TrainState<M> {
     fn new(model: M, rows: Vec<f32>, b: usize, d: usize, threads: usize) -> Self {
         let params = params::collect(&model).expect("parameters");
         let opt = AdamW::new(&params);
@@ -56,6 +56,7 @@ impl<M: Trainable + 'static> TrainState<M> {
                 &self.model,
                 &self.params,
                 self.rows.clone(),
+                None,
                 self.b,
                 self.d,
                 &device,
@@ -89,6 +90,7 @@ fn unet_vdm(device: &Device) -> Vdm {
         shape: vec![1, 28, 28],
         shift: vec![],
         scale: vec![],
+        classes: 0,
     };
     device.seed(0);
     Vdm::new(&cfg, spec, device).expect("model")
@@ -130,9 +132,11 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
             (
                 Box::new(move || {
                     seed += 1;
-                    let _ = model
-                        .sample_chunked(64, &Ancestral, 1, seed, threads, &|| ())
-                        .expect("sample");
+                    let opts = SampleOptions {
+                        steps: Some(1),
+                        ..SampleOptions::ancestral(seed, threads)
+                    };
+                    let _ = model.draw(64, &opts, &|| ()).expect("sample");
                 }),
                 64.0 / 200.0,
             )
@@ -144,6 +148,7 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
                 shape: vec![2],
                 shift: vec![0.0; 2],
                 scale: vec![1.0; 2],
+                classes: 0,
             };
             ad.seed(0);
             let m = Vdm::new(&cfg, spec, &ad).expect("model");

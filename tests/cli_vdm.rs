@@ -203,32 +203,51 @@ fn simple_objective_trains_and_still_reports_the_elbo() {
         "--out",
         run.to_str().unwrap(),
         "--steps",
-        "20",
+        "200",
         "--batch-size",
         "64",
         "--set",
         "vdm.objective=simple",
         "--set",
-        "log_every=10",
+        "log_every=50",
         "--set",
-        "eval_every=20",
+        "eval_every=200",
         "--set",
         "eval_examples=50",
         "--set",
         "vdm.mlp.hidden=32",
     ]);
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    let (loss, neg_elbo) = (
-        line["loss"].as_f64().unwrap(),
-        line["neg_elbo"].as_f64().unwrap(),
-    );
-    // L_simple is a per-element ε-MSE (order 1); the ELBO of the same batches is in nats per
-    // point and carries the γ' weighting (order 10 at the start): reported separately.
-    assert!(loss > 0.0 && loss < 3.0, "L_simple {loss}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let losses: Vec<f64> = lines.iter().filter_map(|l| l["loss"].as_f64()).collect();
+    // L_simple is a per-element ε-MSE: about 1 for an untrained network (ε̂ ≈ 0 or noise), and
+    // it falls as training goes. (That the objective is L_simple while the ELBO is what gets
+    // reported is checked exactly, on the same draws, in models::vdm's unit test.)
     assert!(
-        (neg_elbo - loss).abs() > 1.0,
-        "−ELBO {neg_elbo} vs loss {loss}"
+        losses.len() >= 2 && losses[0] > 0.3 && losses[0] < 3.0,
+        "{losses:?}"
+    );
+    assert!(
+        losses.last().unwrap() < &losses[0],
+        "L_simple did not fall: {losses:?}"
+    );
+    // The held-out evaluation is the ELBO: its total is the sum of its terms.
+    let ev = lines
+        .iter()
+        .find_map(|l| l.get("eval"))
+        .expect("an eval line");
+    let t = &ev["terms"];
+    let sum: f64 = ["reconstruction", "prior", "diffusion"]
+        .iter()
+        .map(|k| t[k]["mean"].as_f64().unwrap())
+        .sum();
+    let total = t["total"]["mean"].as_f64().unwrap();
+    assert!(
+        (sum - total).abs() < 1e-6 * total.abs().max(1.0),
+        "{sum} vs {total}"
     );
 }
 

@@ -136,7 +136,14 @@ fn ddim_steps_match_diffusers() {
             f64::NEG_INFINITY
         };
         let replay = Replay(tensor(&eps));
-        let xs = Ddim { eta: 0.0 }.step(&replay, tensor(&x_t), gamma_t, gamma_s, None, &mut seeded(0));
+        let xs = Ddim { eta: 0.0 }.step(
+            &replay,
+            tensor(&x_t),
+            gamma_t,
+            gamma_s,
+            None,
+            &mut seeded(0),
+        );
         let xs: Vec<f32> = xs.into_data().try_to_vec().unwrap();
         let (w0, wp) = (vec(&s["x0_hat"]), vec(&s["x_prev_without_noise"]));
         for i in 0..d {
@@ -507,7 +514,10 @@ fn sample_moments(sampler: &dyn Sampler, process: Process, steps: usize, seed: u
 /// ε̂ = σ z/v with v = α² s² + σ², each step z_s = a z_t + (noise of variance q).
 fn chain_variance(eta: Option<f64>, process: Process, gammas: &[f64], s2: f64) -> f64 {
     let alpha_sigma = |g: f64| match process {
-        Process::VariancePreserving => ((1.0 / (1.0 + g.exp())).sqrt(), (1.0 / (1.0 + (-g).exp())).sqrt()),
+        Process::VariancePreserving => (
+            (1.0 / (1.0 + g.exp())).sqrt(),
+            (1.0 / (1.0 + (-g).exp())).sqrt(),
+        ),
         Process::VarianceExploding => (1.0, (0.5 * g).exp()),
     };
     let (_, s1) = alpha_sigma(gammas[0]);
@@ -554,7 +564,10 @@ fn samplers_draw_the_gaussian_oracles_data() {
         gamma_min: -10.0,
         gamma_max: 8.0,
     };
-    let gammas: Vec<f64> = time_grid(None, steps).iter().map(|&t| sched.gamma(t)).collect();
+    let gammas: Vec<f64> = time_grid(None, steps)
+        .iter()
+        .map(|&t| sched.gamma(t))
+        .collect();
     let samplers: [(&str, &dyn Sampler, Option<f64>); 3] = [
         ("ancestral", &Ancestral, None),
         ("ddim η=0", &Ddim { eta: 0.0 }, Some(0.0)),
@@ -565,9 +578,17 @@ fn samplers_draw_the_gaussian_oracles_data() {
             let (m, var) = sample_moments(sampler, process, steps, 30);
             let exact = chain_variance(eta, process, &gammas, 0.5);
             let se = exact * (2.0f64 / 16_000.0).sqrt();
-            eprintln!("{name} {process:?}: mean {m:?}, variance {var:.4} (chain's exact {exact:.4})");
-            assert!((exact - 0.5).abs() < 0.005, "{name}: the chain's variance {exact}");
-            assert!(m.mean.abs() < 4.0 * (exact / 16_000.0).sqrt(), "{name} {process:?}: mean {m:?}");
+            eprintln!(
+                "{name} {process:?}: mean {m:?}, variance {var:.4} (chain's exact {exact:.4})"
+            );
+            assert!(
+                (exact - 0.5).abs() < 0.005,
+                "{name}: the chain's variance {exact}"
+            );
+            assert!(
+                m.mean.abs() < 4.0 * (exact / 16_000.0).sqrt(),
+                "{name} {process:?}: mean {m:?}"
+            );
             assert!(
                 (var - exact).abs() < 4.0 * se,
                 "{name} {process:?}: variance {var} vs the chain's {exact}"
@@ -604,8 +625,8 @@ fn derivative_of_the_bound_in_gamma0_through_the_8bit_decoders() {
                     .into_scalar();
                 v as f64
             };
-            let gt = Tensor::<1>::from_data(TensorData::new(vec![g0 as f32], [1]), &dev)
-                .require_grad();
+            let gt =
+                Tensor::<1>::from_data(TensorData::new(vec![g0 as f32], [1]), &dev).require_grad();
             let total = decoder_nll(x.clone(), Some(eps0.clone()), gt.clone(), decoder).sum();
             let grads = total.backward();
             let auto: f32 = gt.grad(&grads).unwrap().into_scalar();
@@ -618,7 +639,10 @@ fn derivative_of_the_bound_in_gamma0_through_the_8bit_decoders() {
             );
             // At VDM's γ_0 the 8-bit decoders are far from the Gaussian's D/2 = 100.
             if g0 <= -12.5 {
-                assert!((fd - 100.0).abs() > 40.0, "a derivative worth checking: {fd}");
+                assert!(
+                    (fd - 100.0).abs() > 40.0,
+                    "a derivative worth checking: {fd}"
+                );
             }
         }
     }
@@ -686,7 +710,9 @@ fn likelihoods_are_in_the_units_of_the_data_whatever_the_scaling() {
         t_samples: 2,
     };
     let total = |m: &Vdm, v: &[f32]| -> Vec<f64> {
-        let e = m.estimate(rows(v, 64, 2), opts, None, &mut seeded(22)).unwrap();
+        let e = m
+            .estimate(rows(v, 64, 2), opts, None, &mut seeded(22))
+            .unwrap();
         elbo::elbo::to_f64(e.recon + e.prior + e.diffusion).unwrap()
     };
     let (na, nb) = (total(&a, &x), total(&b, &y));

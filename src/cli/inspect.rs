@@ -22,7 +22,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
     println!("run        {}", dir.path.display());
     println!(
         "model      {} on {} (examples of shape {:?})",
-        cfg.model.kind(), cfg.data, mf.data.shape
+        cfg.model.kind(),
+        cfg.data,
+        mf.data.shape
     );
     println!("parameters {}", super::thousands(mf.num_params as u64));
     if let Some(s) = &state {

@@ -108,7 +108,10 @@ pub fn row_block(
 /// that every evaluation of a split uses the same binary images), raw otherwise.
 pub fn eval_rows(ds: &super::Dataset, how: Option<Binarize>, seed: u64) -> Vec<f32> {
     match how {
-        Some(_) => self::binarize(&ds.x, &mut derived(seed, crate::rng::streams::EVAL_BINARIZE)),
+        Some(_) => self::binarize(
+            &ds.x,
+            &mut derived(seed, crate::rng::streams::EVAL_BINARIZE),
+        ),
         None => ds.x.clone(),
     }
 }

@@ -160,7 +160,10 @@ mod tests {
             Prediction::V,
         ] {
             let e = p.to_eps(truth(p), z.clone(), alpha.clone(), sigma.clone());
-            assert!(max_abs(e.clone(), eps.clone()) < 2e-4, "{p:?} → ε (ve {ve})");
+            assert!(
+                max_abs(e.clone(), eps.clone()) < 2e-4,
+                "{p:?} → ε (ve {ve})"
+            );
             let back = p.from_eps(eps.clone(), z.clone(), alpha.clone(), sigma.clone());
             let scale: f32 = truth(p).abs().max().into_scalar();
             assert!(

@@ -42,7 +42,12 @@ pub fn replicate_se(est: &[Vec<f64>; 2]) -> f64 {
 /// says will bring the standard error to `target` (at most [`CAP_PER_REPLICATE`]).
 /// `round(m, index)` runs one round of two replicates with m samples per example and returns
 /// each replicate's per-example estimates; every call must draw fresh noise (its index differs).
-pub fn estimate<F>(fixed: Option<usize>, pilot: usize, target: f64, mut round: F) -> Result<Adaptive>
+pub fn estimate<F>(
+    fixed: Option<usize>,
+    pilot: usize,
+    target: f64,
+    mut round: F,
+) -> Result<Adaptive>
 where
     F: FnMut(usize, u64) -> Result<[Vec<f64>; 2]>,
 {
@@ -131,7 +136,10 @@ mod tests {
         let loose = estimate(None, 4, 0.02, |m, _| Ok(skewed_round(&c, m, &mut rng))).unwrap();
         let tight = estimate(None, 4, 0.01, |m, _| Ok(skewed_round(&c, m, &mut rng))).unwrap();
         assert!(loose.mc_se < 1.5 * 0.02, "{loose:?}");
-        assert!(tight.per_replicate > 2 * loose.per_replicate, "{tight:?} vs {loose:?}");
+        assert!(
+            tight.per_replicate > 2 * loose.per_replicate,
+            "{tight:?} vs {loose:?}"
+        );
         assert!(!loose.capped_above_target);
         let capped = estimate(None, 4, 1e-6, |m, _| Ok(skewed_round(&c, m, &mut rng))).unwrap();
         assert_eq!(capped.per_replicate, CAP_PER_REPLICATE);

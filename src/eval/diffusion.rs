@@ -112,7 +112,9 @@ pub(super) fn evaluate<M: Model>(
             );
             let x = row_block(&d.rows, start, b, dim, &opts.device);
             let y = labels.map(|l| &l[start..start + b]);
-            let dm = m.diffusion().ok_or_else(|| Error::Invalid("not a diffusion model".into()))?;
+            let dm = m
+                .diffusion()
+                .ok_or_else(|| Error::Invalid("not a diffusion model".into()))?;
             let e = dm.estimate(
                 x,
                 ElboOptions {
@@ -149,8 +151,8 @@ pub(super) fn evaluate<M: Model>(
                 for j in 0..per_rep {
                     let v = samples[i * per_rep + j];
                     d_mean += v / w;
-                    let bin = ((times[i * per_rep + j] * TIME_BINS as f64) as usize)
-                        .min(TIME_BINS - 1);
+                    let bin =
+                        ((times[i * per_rep + j] * TIME_BINS as f64) as usize).min(TIME_BINS - 1);
                     t.bins[bin].0 += v;
                     t.bins[bin].1 += 1;
                 }
@@ -180,7 +182,16 @@ pub(super) fn evaluate<M: Model>(
         ("prior".to_string(), Stat::of(&t.prior)),
         ("diffusion".to_string(), Stat::of(&t.diff)),
     ];
-    let mut r = EvalReport::new(d.head, total, total, &terms, d.unit, dim, Some(mc_se), bound);
+    let mut r = EvalReport::new(
+        d.head,
+        total,
+        total,
+        &terms,
+        d.unit,
+        dim,
+        Some(mc_se),
+        bound,
+    );
     r.t_steps = opts.t_steps;
     r.t_samples = Some(2 * per_replicate);
     r.decoder = Some(dm.decoder().to_string());
@@ -190,7 +201,10 @@ pub(super) fn evaluate<M: Model>(
         .iter()
         .enumerate()
         .map(|(i, &(sum, c))| {
-            let (lo, hi) = (i as f64 / TIME_BINS as f64, (i + 1) as f64 / TIME_BINS as f64);
+            let (lo, hi) = (
+                i as f64 / TIME_BINS as f64,
+                (i + 1) as f64 / TIME_BINS as f64,
+            );
             TimeBin {
                 t_lo: lo,
                 t_hi: hi,

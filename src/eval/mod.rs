@@ -253,9 +253,15 @@ impl EvalReport {
         };
         let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
         match unit {
-            Unit::BitsPerDim => (r.bits_per_dim, r.bits_per_dim_se, r.bits_per_dim_mc_se) = (v, se, mc),
-            Unit::BitsPerBinaryPixel => (r.bits_per_binary_pixel, r.bits_per_binary_pixel_se) = (v, se),
-            Unit::NatsPerDim => (r.nats_per_dim, r.nats_per_dim_se, r.nats_per_dim_mc_se) = (v, se, mc),
+            Unit::BitsPerDim => {
+                (r.bits_per_dim, r.bits_per_dim_se, r.bits_per_dim_mc_se) = (v, se, mc)
+            }
+            Unit::BitsPerBinaryPixel => {
+                (r.bits_per_binary_pixel, r.bits_per_binary_pixel_se) = (v, se)
+            }
+            Unit::NatsPerDim => {
+                (r.nats_per_dim, r.nats_per_dim_se, r.nats_per_dim_mc_se) = (v, se, mc)
+            }
         }
         if let Some(t) = head.true_nll {
             r.true_nll_nats = Some(t);

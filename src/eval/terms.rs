@@ -46,7 +46,16 @@ pub(super) fn evaluate<M: Model>(
         Some(k) => format!("importance-weighted bound L_{k} (M4)"),
         None => "ELBO (M2)".to_string(),
     };
-    let mut r = EvalReport::new(d.head, iw.unwrap_or(total), total, &stats, d.unit, dim, None, bound);
+    let mut r = EvalReport::new(
+        d.head,
+        iw.unwrap_or(total),
+        total,
+        &stats,
+        d.unit,
+        dim,
+        None,
+        bound,
+    );
     r.iw = opts.iw;
     r.neg_iw_bound_nats = iw.map(|s| s.mean);
     r.binarized = d.binarize.is_some();

@@ -157,7 +157,12 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
     /// `n` samples in data units, row-major `[n, D]`; `progress` is called once per unit of
     /// [`Model::sample_work`]. By default one pass of [`LatentVariableModel::sample`] with the
     /// sample-noise stream of the seed.
-    fn draw(&self, n: usize, opts: &SampleOptions, progress: &(dyn Fn() + Sync)) -> Result<Vec<f32>> {
+    fn draw(
+        &self,
+        n: usize,
+        opts: &SampleOptions,
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<f32>> {
         if opts.sampler.is_some() || opts.steps.is_some() {
             return Err(crate::Error::Config(
                 "--sampler and --steps apply to diffusion models; this model samples in one \

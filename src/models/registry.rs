@@ -17,7 +17,7 @@ pub trait ModelVisitor {
 
 macro_rules! registry {
     ($( $(#[$doc:meta])* $variant:ident($model:ty) = $name:literal, )*) => {
-        /// Which model.
+        /// Which model (the default: the VDM).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
         #[serde(rename_all = "kebab-case")]
         pub enum ModelKind {
@@ -116,6 +116,8 @@ fn from_value<T: ModelSettings>(kind: ModelKind, v: Option<serde_json::Value>) -
     }
 }
 
+// Not derivable: the variants are written by the registry macro, the default is chosen here.
+#[allow(clippy::derivable_impls)]
 impl Default for ModelKind {
     fn default() -> Self {
         ModelKind::Vdm

@@ -215,9 +215,7 @@ impl Vdm {
                     "vdm.network = unet needs image data [C, H, W]; these have shape {s:?}"
                 )))
             }
-            (NetworkKind::Auto, _) => {
-                Network::Mlp(MlpDenoiser::new(d, &cfg.mlp, classes, device))
-            }
+            (NetworkKind::Auto, _) => Network::Mlp(MlpDenoiser::new(d, &cfg.mlp, classes, device)),
         };
         let learned = (cfg.schedule.kind == ScheduleKind::Learned).then(|| {
             LearnedSchedule::new(
@@ -389,7 +387,12 @@ impl Denoiser for Vdm {
 
 impl LatentVariableModel for Vdm {
     fn elbo(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<ElboTerms> {
-        Ok(Self::terms(self.estimate(x, self.train_opts(1), cond, rng)?))
+        Ok(Self::terms(self.estimate(
+            x,
+            self.train_opts(1),
+            cond,
+            rng,
+        )?))
     }
 
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
@@ -469,7 +472,12 @@ impl Model for Vdm {
         } else {
             8
         };
-        Ok(Self::terms(self.estimate(x, self.train_opts(t_samples), cond, rng)?))
+        Ok(Self::terms(self.estimate(
+            x,
+            self.train_opts(t_samples),
+            cond,
+            rng,
+        )?))
     }
 
     /// The objective on a batch; a conditional model first drops each label to the null class
@@ -511,7 +519,12 @@ impl Model for Vdm {
     /// Samples in chunks spread over threads. Chunk i draws its noise from
     /// `rng::chunk(seed, SAMPLE_NOISE, i)` and chunk sizes depend on `n` and D only, so the
     /// samples depend on the seed, never on the thread count.
-    fn draw(&self, n: usize, opts: &SampleOptions, progress: &(dyn Fn() + Sync)) -> Result<Vec<f32>> {
+    fn draw(
+        &self,
+        n: usize,
+        opts: &SampleOptions,
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<f32>> {
         let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
         let ancestral = Ancestral;
         let ddim = Ddim { eta: opts.eta };
@@ -529,9 +542,14 @@ impl Model for Vdm {
                 let labels = opts.class.map(|c| vec![c; rows]);
                 let mut rng =
                     crate::rng::chunk(opts.seed, crate::rng::streams::SAMPLE_NOISE, i as u64);
-                let x = m.sample_with(rows, sampler, steps, labels.as_deref(), &mut rng, &mut |_| {
-                    progress()
-                })?;
+                let x = m.sample_with(
+                    rows,
+                    sampler,
+                    steps,
+                    labels.as_deref(),
+                    &mut rng,
+                    &mut |_| progress(),
+                )?;
                 crate::elbo::to_f32(x)
             },
         )?;
@@ -567,10 +585,16 @@ mod tests {
         simple.cfg.objective = Objective::Simple;
         let (l_simple, t_simple) = simple.loss(x.clone(), None, &mut seeded(3)).unwrap();
         let v = |t: Tensor<1>| crate::elbo::to_f64(t).unwrap();
-        assert_eq!(v(t_elbo.total()), v(t_simple.total()), "same draws, same bound");
+        assert_eq!(
+            v(t_elbo.total()),
+            v(t_simple.total()),
+            "same draws, same bound"
+        );
         let mean_total = v(t_elbo.total()).iter().sum::<f64>() / 8.0;
         assert!((v(l_elbo)[0] - mean_total).abs() < 1e-4 * mean_total.abs());
-        let e = m.estimate(x, m.train_opts(1), None, &mut seeded(3)).unwrap();
+        let e = m
+            .estimate(x, m.train_opts(1), None, &mut seeded(3))
+            .unwrap();
         let mse = v(e.mse).iter().sum::<f64>() / (8.0 * 3.0);
         assert!((v(l_simple)[0] - mse).abs() < 1e-5 * mse.max(1.0), "{mse}");
     }

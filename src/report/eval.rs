@@ -27,7 +27,10 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
         r.split,
         notes.join("; ")
     )];
-    out.push(format!("  {:<16} {:>12} {:>10}", "term (nats)", "mean", "± se"));
+    out.push(format!(
+        "  {:<16} {:>12} {:>10}",
+        "term (nats)", "mean", "± se"
+    ));
     for k in &r.term_order {
         let (m, s) = (r.terms.get(k), r.terms_se.get(k));
         if let (Some(m), Some(s)) = (m, s) {
@@ -39,7 +42,11 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
         "−ELBO", r.neg_elbo_nats, r.neg_elbo_se
     ));
     if let (Some(k), Some(v)) = (r.iw, r.neg_iw_bound_nats) {
-        out.push(format!("  {:<16} {v:>12.4} {:>10.4}", format!("−L_{k}"), r.nll_se));
+        out.push(format!(
+            "  {:<16} {v:>12.4} {:>10.4}",
+            format!("−L_{k}"),
+            r.nll_se
+        ));
     }
     let unit = r.unit.label();
     out.push(match (r.mc_se, r.unit) {
@@ -69,7 +76,9 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
         );
     }
     if let (Some(t), Some(g)) = (r.true_nll_nats, r.gap_nats) {
-        out.push(format!("true NLL of this data: {t:.4} nats; gap {g:.4} nats"));
+        out.push(format!(
+            "true NLL of this data: {t:.4} nats; gap {g:.4} nats"
+        ));
     }
     if let Some(p) = &r.diffusion_loss_by_time {
         out.push(format!("diffusion loss by time: {p} (and .png)"));
@@ -85,7 +94,10 @@ pub fn write_loss_by_time(dir: &Path, e: &mut Evaluation, dim: usize) -> Result<
     };
     let csv_path = dir.join("diffusion_loss_by_time.csv");
     write_atomic(&csv_path, loss_csv(bins, dim).as_bytes())?;
-    let pts: Vec<(f64, f64)> = bins.iter().map(|b| (0.5 * (b.t_lo + b.t_hi), b.nats)).collect();
+    let pts: Vec<(f64, f64)> = bins
+        .iter()
+        .map(|b| (0.5 * (b.t_lo + b.t_hi), b.nats))
+        .collect();
     // The picture is a convenience: a plotting failure leaves the CSV and the report intact.
     let _ = line_plot(
         &dir.join("diffusion_loss_by_time.png"),

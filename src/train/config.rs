@@ -391,12 +391,19 @@ mod resume_tests {
         let mut c = saved.clone();
         c.steps = 99;
         c.set("vdm.sample_steps=7").unwrap();
-        assert!(c.check_resume(&saved).is_ok(), "steps and vdm.sample_steps may change");
+        assert!(
+            c.check_resume(&saved).is_ok(),
+            "steps and vdm.sample_steps may change"
+        );
         c.set("vdm.prediction=v").unwrap();
         let e = c.check_resume(&saved).unwrap_err().to_string();
         assert!(e.contains("'vdm.prediction'"), "{e}");
         let mut d = saved.clone();
         d.scaling = crate::data::Scaling::MinusOneOne;
-        assert!(d.check_resume(&saved).unwrap_err().to_string().contains("'scaling'"));
+        assert!(d
+            .check_resume(&saved)
+            .unwrap_err()
+            .to_string()
+            .contains("'scaling'"));
     }
 }

@@ -212,7 +212,11 @@ pub struct Loaded<M: Model> {
 
 /// Load the evaluation (EMA) weights of a run into a model on `device`, with the settings
 /// `section` (the run's own, as its [`crate::models::ModelConfig`] holds them).
-pub fn load_model<M: Model>(dir: &RunDir, section: &M::Config, device: &Device) -> Result<Loaded<M>> {
+pub fn load_model<M: Model>(
+    dir: &RunDir,
+    section: &M::Config,
+    device: &Device,
+) -> Result<Loaded<M>> {
     dir.check()?;
     let cfg = dir.config()?;
     let (file, spec) = model_spec_from_dir::<M>(dir)?;
@@ -491,4 +495,108 @@ fn train_model<M: Model>(
         timed_out,
         examples_per_sec: rate,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Dataset, Scaling};
+    use crate::diffusion::Cond;
+    use crate::elbo::ElboTerms;
+    use crate::models::{LatentVariableModel, ModelSettings};
+    use burn::module::Module;
+    use burn::nn::{Linear, LinearConfig};
+    use serde::{Deserialize, Serialize};
+
+    /// A model with a noiseless loss, so that one thread and several see the same function:
+    /// ‖W x + b − x‖² per example (as a "reconstruction" term).
+    #[derive(Module, Debug)]
+    struct Affine {
+        l: Linear,
+    }
+
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    struct AffineConfig;
+
+    impl ModelSettings for AffineConfig {
+        fn defaults_for(_: DataKind) -> (u64, usize) {
+            (1, 1)
+        }
+    }
+
+    impl LatentVariableModel for Affine {
+        fn elbo(&self, x: Tensor<2>, _cond: Cond, _rng: &mut Rng) -> Result<ElboTerms> {
+            let r = (self.l.forward(x.clone()) - x)
+                .square()
+                .sum_dim(1)
+                .squeeze_dim::<1>(1);
+            Ok(ElboTerms {
+                prior: r.zeros_like(),
+                reconstruction: r,
+                layers: vec![],
+            })
+        }
+        fn sample(&self, _n: usize, _rng: &mut Rng) -> Result<Tensor<2>> {
+            Err(Error::Invalid("no sampling".into()))
+        }
+    }
+
+    impl Model for Affine {
+        type Config = AffineConfig;
+        type Spec = usize;
+        fn spec(_: &AffineConfig, train: &Dataset, _: Scaling) -> Result<usize> {
+            Ok(train.dim())
+        }
+        fn build(_: &AffineConfig, d: &usize, device: &Device) -> Result<Self> {
+            Ok(Affine {
+                l: LinearConfig::new(*d, *d).init(device),
+            })
+        }
+    }
+
+    #[test]
+    fn threaded_gradient_equals_the_single_thread_gradient() {
+        // B = 7 over 3 shards (3, 2, 2 examples, weights 3/7, 2/7, 2/7): the combined gradient is
+        // the full-batch gradient to f32 rounding (relative 1e-5).
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let m = Affine::build(&AffineConfig, &3, &device).unwrap();
+        let params = params::collect(&m).unwrap();
+        let rows: Vec<f32> = crate::rng::normal_vec(&mut crate::rng::seeded(6), 7 * 3);
+        let run = |threads| {
+            let mut rng = crate::rng::seeded(7);
+            loss_and_grads(
+                &m,
+                &params,
+                rows.clone(),
+                None,
+                7,
+                3,
+                &device,
+                &mut rng,
+                threads,
+            )
+            .unwrap()
+        };
+        let (l1, e1, g1) = run(1);
+        for t in [2, 3] {
+            let (lt, et, gt) = run(t);
+            assert!(
+                (l1 - lt).abs() < 1e-5 * l1.abs(),
+                "loss {l1} vs {lt} ({t} threads)"
+            );
+            assert!((e1 - et).abs() < 1e-5 * e1.abs());
+            assert_eq!(g1.keys().collect::<Vec<_>>(), gt.keys().collect::<Vec<_>>());
+            for (k, p) in &g1 {
+                let q = &gt[k];
+                let scale = p.data.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
+                for (a, b) in p.data.iter().zip(&q.data) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{k}: {a} vs {b} with {t} threads"
+                    );
+                }
+            }
+        }
+    }
 }

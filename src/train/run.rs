@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{load_tensors, save_tensors, take_prefix, write_atomic};
 use super::config::RunConfig;
-use crate::models::ModelKind;
 use super::optim::AdamW;
 use super::params::NamedParams;
 use crate::data::{BatchOrder, DataKind};
+use crate::models::ModelKind;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
