@@ -27,7 +27,7 @@ pub struct TrainArgs {
     /// Override one setting, e.g. --set vae.latent=32 --set optim.lr=3e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Optimiser steps (default: about five minutes' worth for the model and data).
+    /// Optimiser steps (default: a few minutes' worth for the model and data).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// Examples per step (default: 128 for the VAE, 32 for a VDM on images, 256 on vectors).
