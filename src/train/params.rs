@@ -110,7 +110,9 @@ impl ModuleMapper for Assign<'_> {
             self.missing.push(path);
             return param;
         };
-        let current = param.val().dims().to_vec();
+        // The shape without initialising the parameter: a model built from a doctored spec
+        // (say a data dimension of 10⁹) is refused here before anything of its size exists.
+        let current = param.lazy_shape().dims::<D>().to_vec();
         if current != v.shape {
             self.missing.push(format!(
                 "{path} (shape {:?}, stored {:?})",
@@ -119,18 +121,12 @@ impl ModuleMapper for Assign<'_> {
             return param;
         }
         self.used += 1;
-        param.map(|t| {
-            let require = t.is_require_grad();
-            let new = Tensor::<D>::from_data(
-                TensorData::new(v.data.clone(), v.shape.clone()),
-                &t.device(),
-            );
-            if require {
-                new.require_grad()
-            } else {
-                new
-            }
-        })
+        let new = Tensor::<D>::from_data(
+            TensorData::new(v.data.clone(), v.shape.clone()),
+            &param.lazy_device(),
+        );
+        let id = param.id;
+        param.transform_for_load(new, id)
     }
 }
 
