@@ -9,12 +9,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// message a user can act on (the file, the field, what was expected).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An operating-system error while touching `path`.
-    #[error("{}: {source}", path.display())]
+    /// An operating-system error while touching `path` (its message once: not also chained as
+    /// a source, so that a printed error chain does not repeat it).
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file whose contents are not what its format requires.
     #[error("{}: {msg}", path.display())]
@@ -28,9 +28,17 @@ pub enum Error {
     /// Tensor or data shapes that do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
-    /// Training produced a NaN or infinite loss.
-    #[error("training stopped at step {step}: the loss is {value} (not finite); the last good checkpoint is kept")]
-    NonFinite { step: u64, value: f64 },
+    /// Training produced a NaN or infinite loss; the checkpoint at `checkpoint` is intact.
+    #[error(
+        "training stopped at step {step}: the loss or its gradient is {value} (not finite); the \
+         run keeps its checkpoint of step {checkpoint} (resume from it with --resume, perhaps with \
+         a smaller --set optim.lr=…)"
+    )]
+    NonFinite {
+        step: u64,
+        value: f64,
+        checkpoint: u64,
+    },
     /// A run directory or checkpoint that cannot be used.
     #[error("{}: {msg}", path.display())]
     Checkpoint { path: PathBuf, msg: String },
@@ -47,7 +55,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

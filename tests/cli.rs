@@ -52,13 +52,25 @@ fn train_eval_sample_resume() {
         "config.json",
         "model.json",
         "model.safetensors",
-        "optimizer.safetensors",
-        "state.json",
+        "checkpoint.json",
         "metrics.jsonl",
         "samples.png",
     ] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
+    // The committed checkpoint is a folder of its own, and the top-level weights are its.
+    let (step, ck) = elbo::train::run::RunDir::new(&run)
+        .committed()
+        .unwrap()
+        .unwrap();
+    assert_eq!(step, 40);
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+        assert!(ck.join(f).is_file(), "checkpoint lacks {f}");
+    }
+    assert_eq!(
+        std::fs::read(ck.join("model.safetensors")).unwrap(),
+        std::fs::read(run.join("model.safetensors")).unwrap()
+    );
     let r = run.to_str().unwrap();
     let j: serde_json::Value =
         serde_json::from_str(&ok(&["eval", r, "--json", "--iw", "20", "--limit", "50"])).unwrap();
@@ -113,9 +125,10 @@ fn train_eval_sample_resume() {
     let mut a = vec!["-q", "train", "--resume", "--out", r, "--steps", "60"];
     a.extend_from_slice(TINY);
     ok(&a);
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["step"], 60);
+    assert_eq!(
+        elbo::train::run::RunDir::new(&run).state().unwrap().step,
+        60
+    );
     let inspect = ok(&["inspect", r]);
     assert!(
         inspect.contains("parameters") && inspect.contains("60 of 60"),
@@ -146,7 +159,15 @@ fn n_steps_then_resume_equals_2n_steps() {
     let mut args = vec!["-q", "train", "--resume", "--out", br, "--steps", "60"];
     args.extend_from_slice(TINY);
     ok(&args);
-    let load = |p: &Path, f: &str| elbo::train::checkpoint::load_tensors(&p.join(f)).unwrap().0;
+    let load = |p: &Path, f: &str| {
+        let (_, ck) = elbo::train::run::RunDir::new(p)
+            .committed()
+            .unwrap()
+            .unwrap();
+        elbo::train::checkpoint::load_tensors(&ck.join(f))
+            .unwrap()
+            .0
+    };
     let (wa, wb) = (
         load(&a, "optimizer.safetensors"),
         load(&b, "optimizer.safetensors"),
@@ -191,9 +212,13 @@ fn nan_loss_stops_naming_the_step_and_keeps_the_checkpoint() {
         .trim()
         .parse()
         .unwrap();
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["step"].as_u64().unwrap(), failed - 1);
+    let state = elbo::train::run::RunDir::new(&run).state().unwrap();
+    assert_eq!(state.step, failed - 1);
+    // And the message names that checkpoint.
+    assert!(
+        err.contains(&format!("checkpoint of step {}", failed - 1)),
+        "{err}"
+    );
 }
 
 #[test]

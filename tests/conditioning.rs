@@ -40,6 +40,7 @@ fn a_conditional_mlp_denoiser_prefers_the_right_label() {
         stop: &stop,
         progress: false,
         device: Device::flex().autodiff(),
+        note: &|_| {},
     };
     train::train(&cfg, &opts).unwrap();
 

@@ -18,7 +18,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
     dir.check()?;
     let cfg = dir.config()?;
     let mf = dir.model_file()?;
-    let state: Option<serde_json::Value> = dir.read_json("state.json").ok();
+    let state: Option<serde_json::Value> =
+        dir.state().ok().and_then(|s| serde_json::to_value(s).ok());
     println!("run        {}", dir.path.display());
     println!(
         "model      {} on {} (examples of shape {:?})",

@@ -49,8 +49,10 @@ enum Command {
     Schedule(schedule::ScheduleArgs),
 }
 
-/// Exit code of an interrupted training run.
+/// Exit code of a training run interrupted by Ctrl-C (128 + SIGINT).
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit code of a training run stopped by SIGTERM (128 + SIGTERM), after saving.
+pub const EXIT_TERMINATED: i32 = 143;
 
 /// Parse, run, and turn the outcome into an exit code.
 pub fn run() -> i32 {

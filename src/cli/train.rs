@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -11,7 +12,7 @@ use elbo::models::ModelKind;
 use elbo::train::run::{default_run_dir, RunDir};
 use elbo::train::{self, RunConfig, TrainOptions};
 
-use super::{eval, sample, Global, EXIT_INTERRUPTED};
+use super::{eval, sample, Global, EXIT_INTERRUPTED, EXIT_TERMINATED};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -21,7 +22,9 @@ pub struct TrainArgs {
     /// Data spec (see `elbo data --help`); default mnist10k, embedded in the binary.
     #[arg(long)]
     pub data: Option<String>,
-    /// TOML file of settings (same keys as config.json in a run directory).
+    /// TOML file of settings (same keys as config.json in a run directory). With --resume, its
+    /// settings that a resume may change are applied, and any that would change what defines
+    /// the run are refused by name.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
     /// Override one setting, e.g. --set vae.latent=32 --set optim.lr=3e-4 (repeatable).
@@ -36,7 +39,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Stop after this many minutes of training in total (across resumes); a checkpoint is saved.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_minutes)]
     pub max_minutes: Option<f64>,
     /// Run directory (default: the first free runs/<model>-<data>-N).
     #[arg(long, value_name = "DIR")]
@@ -54,7 +57,14 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(m) if m.is_finite() && m >= 0.0 => Ok(m),
+        _ => Err(format!(
+            "'{s}' is not a number of minutes (a finite number ≥ 0; 0 means no limit)"
+        )),
+    }
+}
 
 fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
     let mut saved = None;
@@ -64,9 +74,14 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
             .clone()
             .context("--resume needs --out DIR, the run to continue")?;
         let dir = RunDir::new(&out);
-        dir.check()?;
-        let c = dir.config()?;
+        if !dir.is_run() {
+            dir.check()?;
+        }
+        let mut c = dir.config()?;
         saved = Some(c.clone());
+        if let Some(p) = &a.config {
+            c.apply_file(p)?;
+        }
         (c, out)
     } else {
         let cfg = match &a.config {
@@ -101,6 +116,12 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         cfg.resolve_for_data(elbo::data::load(&cfg.data, elbo::data::Split::Train)?.kind);
     }
     cfg.validate()?;
+    if let Some(saved) = &saved {
+        // The saved batch size is the one used (clamped to the data, if it was).
+        if a.batch_size.is_none() {
+            cfg.batch_size = saved.batch_size;
+        }
+    }
     if let Some(saved) = saved {
         cfg.check_resume(&saved)
             .with_context(|| format!("resuming {}", out.display()))?;
@@ -126,13 +147,19 @@ fn train_run(
     resume: bool,
     g: &Global,
 ) -> anyhow::Result<i32> {
-    let _ = ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            // A second Ctrl-C: give up at once.
-            std::process::exit(EXIT_INTERRUPTED);
-        }
-        eprintln!("\nstopping: saving a checkpoint (Ctrl-C again to quit at once)");
-    });
+    // Ctrl-C and SIGTERM (a scheduler's or container's stop) both ask the loop to save a
+    // checkpoint and stop; a second Ctrl-C quits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        SIGINT,
+        EXIT_INTERRUPTED,
+        Arc::clone(&stop),
+    );
+    let _ = signal_hook::flag::register(SIGINT, Arc::clone(&stop));
+    let _ = signal_hook::flag::register(SIGTERM, Arc::clone(&stop));
+    let _ = signal_hook::flag::register(SIGTERM, Arc::clone(&term));
     let device = elbo::device::device(g.device, true)?;
     eprintln!(
         "{} {} on {} for {} steps of {} → {}",
@@ -143,22 +170,34 @@ fn train_run(
         cfg.batch_size,
         out.display()
     );
+    let note = |m: &str| eprintln!("note: {m}");
     let opts = TrainOptions {
         out,
         resume,
-        stop: &STOP,
+        stop: &stop,
         progress: g.progress(),
         device,
+        note: &note,
     };
     let outcome = train::train(cfg, &opts)?;
     let dir = RunDir::new(out);
     if outcome.interrupted {
+        let terminated = term.load(Ordering::SeqCst);
         eprintln!(
-            "interrupted at step {}; checkpoint saved. Continue with: elbo train --resume --out {}",
+            "{} at step {}; checkpoint saved. Continue with: elbo train --resume --out {}",
+            if terminated {
+                "terminated (SIGTERM)"
+            } else {
+                "interrupted"
+            },
             outcome.step,
             out.display()
         );
-        return Ok(EXIT_INTERRUPTED);
+        return Ok(if terminated {
+            EXIT_TERMINATED
+        } else {
+            EXIT_INTERRUPTED
+        });
     }
     if outcome.timed_out {
         eprintln!(

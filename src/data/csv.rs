@@ -1,5 +1,7 @@
 //! CSV files of numbers: one example per row, the same number of columns in every row, separated
-//! by commas (or semicolons, tabs or spaces); a first line that is not numeric is taken as a header.
+//! by commas (or semicolons, tabs or spaces); a first line none of whose fields is a number is taken
+//! as a header (a first line with some numbers and a typo is an error, not a header), and a UTF-8
+//! byte-order mark is skipped.
 
 use std::path::Path;
 
@@ -46,6 +48,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<CsvTable> {
     let mut cols = None;
     let mut header = None;
     let mut rows = 0;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (lineno, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -56,7 +59,11 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<CsvTable> {
             fields.iter().map(|f| f.parse::<f32>()).collect();
         let nums = match parsed {
             Ok(n) => n,
-            Err(_) if rows == 0 && header.is_none() => {
+            Err(_)
+                if rows == 0
+                    && header.is_none()
+                    && fields.iter().all(|f| f.parse::<f32>().is_err()) =>
+            {
                 header = Some(fields.iter().map(|s| s.to_string()).collect::<Vec<_>>());
                 cols = Some(fields.len());
                 continue;
@@ -136,5 +143,15 @@ mod tests {
         assert!(err("1,2\nnan,3\n").contains("line 2, column 1"));
         assert!(err("1,2\n3,x\n").contains("'x' is not a number"));
         assert!(err("1,2\n3,\n").contains("line 2"));
+        // A first data row with a typo is an error, not a header that silently drops it.
+        assert!(err("1,2x\n3,4\n").contains("line 1: '2x' is not a number"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_number() {
+        let t = parse_csv("\u{feff}1,2\n3,4\n", p()).unwrap();
+        assert_eq!((t.rows, t.values[0]), (2, 1.0));
+        let t = parse_csv("\u{feff}x,y\n3,4\n", p()).unwrap();
+        assert_eq!(t.header.unwrap(), vec!["x", "y"]);
     }
 }

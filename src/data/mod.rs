@@ -112,7 +112,16 @@ impl std::str::FromStr for DataSpec {
             }
             "npy" => DataSpec::Npy(need(arg)?),
             "csv" => DataSpec::Csv(need(arg)?),
-            "toy" => DataSpec::Toy(need(arg)?.to_string_lossy().to_string()),
+            "toy" => match arg {
+                Some(n) if !n.is_empty() => DataSpec::Toy(n.to_string()),
+                _ => {
+                    let names: Vec<&str> = toy::TOY_SETS.iter().map(|(n, _)| *n).collect();
+                    return Err(bad(&format!(
+                        "a toy set's name is needed after the colon: {}",
+                        names.join(", ")
+                    )));
+                }
+            },
             _ => return Err(bad(&format!("unknown kind of data; use {SPEC_HELP}"))),
         })
     }

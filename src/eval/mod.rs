@@ -352,10 +352,7 @@ fn eval_data<M: Model>(dir: &RunDir, l: &Loaded<M>, opts: &EvalOptions) -> Resul
                 .collect();
         Stat::of(&v).mean
     });
-    let step = dir
-        .read_json::<serde_json::Value>("state.json")
-        .ok()
-        .and_then(|s| s.get("step").and_then(|v| v.as_u64()));
+    let step = dir.state().ok().map(|s| s.step);
     let head = Head {
         model: l.cfg.model.kind().to_string(),
         data: spec,

@@ -40,7 +40,7 @@ pub fn save_grid(
     }
     img.save(path).map_err(|e| Error::Io {
         path: path.into(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     })
 }
 
@@ -73,6 +73,6 @@ pub fn save_scatter(path: &Path, points: &[f32], size: u32) -> Result<()> {
     }
     img.save(path).map_err(|e| Error::Io {
         path: path.into(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     })
 }

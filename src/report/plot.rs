@@ -50,7 +50,7 @@ pub fn line_plot(
 ) -> Result<()> {
     let err = |e: String| Error::Io {
         path: path.into(),
-        source: std::io::Error::other(e),
+        error: std::io::Error::other(e),
     };
     let pts: Vec<(f64, f64)> = series
         .iter()

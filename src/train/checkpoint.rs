@@ -1,10 +1,50 @@
 //! Checkpoint files: safetensors for tensors, JSON for the rest, each written atomically (a
-//! temporary file in the same directory, flushed, then renamed over the old one), so a crash
-//! mid-write leaves the previous checkpoint intact.
+//! temporary file in the same directory, flushed to disk, renamed over the old one, and the
+//! directory flushed), so a crash or a power loss mid-write leaves the previous version intact.
+//!
+//! For tests of exactly that, `ELBO_CRASH_AT=N` (read here only) kills the process with SIGKILL
+//! at the N-th durable step (a file written, a rename, a link, a removal) of checkpoint writing,
+//! counted from the start of the process: the crash-injection tests walk N over every point.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static DURABLE_STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// One durable step of checkpoint writing is done: the crash-injection hook (see the module).
+pub fn crash_point() {
+    let n = DURABLE_STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Ok(v) = std::env::var("ELBO_CRASH_AT") {
+        if v.trim().parse::<u64>().ok() == Some(n) {
+            // SAFETY: signalling our own process; SIGKILL cannot be caught, as with `kill -9`.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Flush a directory's entries (a rename or a new file in it) to disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let d = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+        d.sync_all().map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` and flush it to disk (not atomic: for files inside a folder that is
+/// itself renamed into place).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))?;
+    crash_point();
+    Ok(())
+}
 
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -22,19 +62,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    write_synced(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    crash_point();
+    sync_dir(dir)
 }
 
-/// Save groups of named parameters (each key prefixed by its group's prefix) with metadata.
-pub fn save_tensors(
+/// Groups of named parameters (each key prefixed by its group's prefix) with metadata, as the
+/// bytes of a safetensors file.
+pub fn tensor_bytes(
     path: &Path,
     groups: &[(&str, &NamedParams)],
     metadata: HashMap<String, String>,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let mut bytes_store: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, params) in groups {
         for (k, v) in params.iter() {
@@ -56,11 +96,19 @@ pub fn save_tensors(
                 })
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Checkpoint {
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Checkpoint {
         path: path.into(),
         msg: e.to_string(),
-    })?;
-    write_atomic(path, &bytes)
+    })
+}
+
+/// Save groups of named parameters with metadata, atomically.
+pub fn save_tensors(
+    path: &Path,
+    groups: &[(&str, &NamedParams)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    write_atomic(path, &tensor_bytes(path, groups, metadata)?)
 }
 
 /// Load every f32 tensor of a safetensors file, and its metadata.
@@ -88,6 +136,13 @@ pub fn load_tensors(path: &Path) -> Result<(NamedParams, HashMap<String, String>
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "tensor {name} holds a non-finite value ({} at index {i}); these weights cannot \
+                 be used",
+                data[i]
+            )));
+        }
         out.insert(
             name,
             ParamValue {
@@ -129,6 +184,12 @@ mod tests {
         assert_eq!(take_prefix(&all, "m/"), a);
         assert_eq!(all.len(), 2);
         assert!(!dir.path().join(".x.safetensors.tmp").exists());
+        // Non-finite weights are refused with the tensor's name.
+        let mut bad = a.clone();
+        bad.get_mut("l.weight").unwrap().data[2] = f32::NAN;
+        save_tensors(&p, &[("", &bad)], HashMap::new()).unwrap();
+        let e = load_tensors(&p).unwrap_err().to_string();
+        assert!(e.contains("l.weight") && e.contains("NaN"), "{e}");
         std::fs::write(&p, b"garbage").unwrap();
         assert!(load_tensors(&p)
             .unwrap_err()

@@ -34,8 +34,11 @@ pub struct RunConfig {
     pub eval_every: u64,
     /// Held-out examples used by the periodic evaluation (the full test split at the end).
     pub eval_examples: usize,
-    /// Write a checkpoint every this many steps (and at the end, on Ctrl-C and on time-out).
+    /// Write a checkpoint every this many steps (and at the start, at the end, on Ctrl-C,
+    /// SIGTERM and time-out).
     pub checkpoint_every: u64,
+    /// Checkpoints kept in `checkpoints/` (the newest; at least 1).
+    pub keep_checkpoints: usize,
     /// Append a training line to metrics.jsonl every this many steps.
     pub log_every: u64,
     /// Model 8-bit images as continuous data by uniform dequantisation, y = k + u (a fresh u per
@@ -71,6 +74,7 @@ struct RunConfigFile {
     eval_every: u64,
     eval_examples: usize,
     checkpoint_every: u64,
+    keep_checkpoints: usize,
     log_every: u64,
     dequantize: bool,
     scaling: crate::data::Scaling,
@@ -103,6 +107,7 @@ impl From<RunConfig> for RunConfigFile {
             eval_every: c.eval_every,
             eval_examples: c.eval_examples,
             checkpoint_every: c.checkpoint_every,
+            keep_checkpoints: c.keep_checkpoints,
             log_every: c.log_every,
             dequantize: c.dequantize,
             scaling: c.scaling,
@@ -142,6 +147,7 @@ impl TryFrom<RunConfigFile> for RunConfig {
             eval_every: f.eval_every,
             eval_examples: f.eval_examples,
             checkpoint_every: f.checkpoint_every,
+            keep_checkpoints: f.keep_checkpoints,
             log_every: f.log_every,
             dequantize: f.dequantize,
             scaling: f.scaling,
@@ -164,6 +170,7 @@ impl Default for RunConfig {
             eval_every: 2_000,
             eval_examples: 500,
             checkpoint_every: 2_000,
+            keep_checkpoints: 2,
             log_every: 50,
             dequantize: false,
             scaling: crate::data::Scaling::Standardize,
@@ -180,6 +187,40 @@ impl RunConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         toml::from_str(&text)
             .map_err(|e| Error::format(path, format!("invalid config: {}", e.message())))
+    }
+
+    /// Apply every setting a TOML file names (and only those) on top of this configuration:
+    /// what `--resume --config FILE` does before the resume's own checks.
+    pub fn apply_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| Error::format(path, format!("invalid config: {}", e.message())))?;
+        let v = serde_json::to_value(table).map_err(|e| Error::format(path, e.to_string()))?;
+        fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+            match v.as_object() {
+                // Sections are walked into, except a model section named as a whole value.
+                Some(o) => {
+                    for (k, x) in o {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        leaves(&key, x, out);
+                    }
+                }
+                None => out.push((prefix.to_string(), v.clone())),
+            }
+        }
+        let mut all = Vec::new();
+        leaves("", &v, &mut all);
+        // `model` first: the other keys may belong to its section.
+        all.sort_by_key(|(k, _)| k != "model");
+        for (k, x) in all {
+            self.set(&format!("{k}={x}"))
+                .map_err(|e| Error::format(path, e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Apply `key=value` (dotted key; value parsed as JSON when it parses, as a string otherwise).
@@ -313,6 +354,11 @@ impl RunConfig {
         if self.eval_every == 0 || self.checkpoint_every == 0 || self.log_every == 0 {
             return Err(Error::Config(
                 "eval_every, checkpoint_every and log_every must be positive".into(),
+            ));
+        }
+        if self.keep_checkpoints == 0 {
+            return Err(Error::Config(
+                "keep_checkpoints must be at least 1 (the committed checkpoint)".into(),
             ));
         }
         if !(self.max_minutes >= 0.0 && self.max_minutes.is_finite()) {

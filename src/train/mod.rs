@@ -18,7 +18,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 pub use config::RunConfig;
 use optim::AdamW;
 use params::NamedParams;
-use run::{DataInfo, ModelFile, RunDir, TrainState};
+use run::{DataInfo, DirStatus, ModelFile, RunDir, TrainState};
 
 use crate::data::batches::row_block;
 use crate::data::{self, batches, BatchOrder, Binarize, DataKind, Split};
@@ -174,11 +174,14 @@ pub fn loss_and_grads<M: Model>(
 pub struct TrainOptions<'a> {
     pub out: &'a Path,
     pub resume: bool,
-    /// Set by a Ctrl-C handler: save and stop.
+    /// Set by a signal handler (Ctrl-C, SIGTERM): save a checkpoint and stop.
     pub stop: &'a AtomicBool,
     /// Show a progress bar.
     pub progress: bool,
     pub device: Device,
+    /// Told what the user should know and would not expect (a clamped batch size, a run
+    /// started again because it had no checkpoint).
+    pub note: &'a dyn Fn(&str),
 }
 
 /// How a training invocation ended.
@@ -259,8 +262,59 @@ fn train_model<M: Model>(
     let mut cfg = cfg.clone();
     cfg.resolve_for_data(train_ds.kind);
     cfg.resolve();
+    if cfg.batch_size > train_ds.n {
+        (opts.note)(&format!(
+            "batch size {} is more than the {} training examples: using {}",
+            cfg.batch_size, train_ds.n, train_ds.n
+        ));
+        cfg.batch_size = train_ds.n;
+    }
     cfg.validate()?;
     let cfg = &cfg;
+
+    // The directory: ours or refused, then locked before anything in it changes.
+    let refuse = |msg: String| {
+        Err(Error::Checkpoint {
+            path: dir.path.clone(),
+            msg,
+        })
+    };
+    let status = dir.status()?;
+    match (&status, opts.resume) {
+        (DirStatus::Foreign(names), _) => {
+            let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
+            return refuse(format!(
+                "exists and is not an elbo run directory (it holds {}{}); choose a new or empty \
+                 --out directory",
+                shown.join(", "),
+                if names.len() > 8 { ", …" } else { "" }
+            ));
+        }
+        (DirStatus::Missing | DirStatus::Empty, true) => {
+            return refuse("holds no run to resume; train one with `elbo train --out DIR`".into())
+        }
+        _ => {}
+    }
+    dir.claim()?;
+    let _lock = dir.lock()?;
+    let resume = match dir.status()? {
+        DirStatus::Run { step } if !opts.resume => {
+            return refuse(format!(
+                "already holds a run (at step {step}); pass --resume to continue it (with \
+                 --steps N to train longer) or choose another --out"
+            ))
+        }
+        DirStatus::Run { .. } => true,
+        DirStatus::Unstarted => {
+            (opts.note)(&format!(
+                "{}: the run here stopped before its first checkpoint; starting it again",
+                dir.path.display()
+            ));
+            dir.reset()?;
+            false
+        }
+        _ => false,
+    };
     let dim = train_ds.dim();
     // Dequantised 8-bit images are continuous data to the model.
     let dequant = cfg.dequantize && train_ds.kind == DataKind::Image8;
@@ -278,8 +332,8 @@ fn train_model<M: Model>(
         dequantized: dequant,
     };
 
-    let (spec, mut model, mut params, mut opt, mut state) = if opts.resume {
-        dir.check()?;
+    let (spec, mut model, mut params, mut opt, mut state) = if resume {
+        dir.clean_uncommitted(cfg.keep_checkpoints)?;
         let (mf, spec) = model_spec_from_dir::<M>(&dir)?;
         if mf.data != info {
             return Err(Error::Checkpoint {
@@ -291,19 +345,19 @@ fn train_model<M: Model>(
             });
         }
         let (params, opt, state) = dir.load_checkpoint()?;
+        if cfg.steps < state.step {
+            return Err(Error::Config(format!(
+                "--steps {} is below the run's step {}: a run cannot be shortened (its checkpoint \
+                 stays as it is); pass --steps {} or more",
+                cfg.steps, state.step, state.step
+            )));
+        }
         let model = M::build(section, &spec, &device)?;
         let model = params::assign(model, &params)?;
         dir.truncate_metrics(state.step)?;
         (spec, model, params, opt, state)
     } else {
-        if dir.file("state.json").exists() {
-            return Err(Error::Checkpoint {
-                path: dir.path.clone(),
-                msg: "already holds a run; pass --resume to continue it or choose another --out"
-                    .into(),
-            });
-        }
-        std::fs::create_dir_all(&dir.path).map_err(|e| Error::io(&dir.path, e))?;
+        dir.write_json("config.json", cfg)?;
         let spec = M::spec(section, &spec_ds, cfg.scaling)?;
         device.seed(cfg.seed);
         let model = M::build(section, &spec, &device)?;
@@ -323,9 +377,12 @@ fn train_model<M: Model>(
             num_params: params::count(&params),
         };
         dir.write_json("model.json", &mf)?;
+        // Step 0 committed at once: from here on a killed run can always be resumed.
+        dir.save_checkpoint(&params, &opt, &params, &state, cfg.keep_checkpoints)?;
         (spec, model, params, opt, state)
     };
     dir.write_json("config.json", cfg)?;
+    let mut last_checkpoint = state.step;
 
     let binarize = M::binarize(section, &spec);
     let train_rows = match binarize {
@@ -406,6 +463,7 @@ fn train_model<M: Model>(
             return Err(Error::NonFinite {
                 step: step_no,
                 value: if loss_v.is_finite() { elbo_v } else { loss_v },
+                checkpoint: last_checkpoint,
             });
         }
         let lr = cfg.optim.lr_at(state.step, cfg.steps);
@@ -415,6 +473,7 @@ fn train_model<M: Model>(
             return Err(Error::NonFinite {
                 step: step_no,
                 value: norm,
+                checkpoint: last_checkpoint,
             });
         }
         model = params::assign(model, &params)?;
@@ -475,12 +534,15 @@ fn train_model<M: Model>(
         }
         if state.step % cfg.checkpoint_every == 0 || last {
             state.elapsed_secs = start_elapsed + t0.elapsed().as_secs_f64();
-            dir.save_checkpoint(&params, &opt, opt.eval_weights(&cfg.optim, &params), &state)?;
+            let w = opt.eval_weights(&cfg.optim, &params);
+            dir.save_checkpoint(&params, &opt, w, &state, cfg.keep_checkpoints)?;
+            last_checkpoint = state.step;
         }
     }
     state.elapsed_secs = start_elapsed + t0.elapsed().as_secs_f64();
     if interrupted || timed_out {
-        dir.save_checkpoint(&params, &opt, opt.eval_weights(&cfg.optim, &params), &state)?;
+        let w = opt.eval_weights(&cfg.optim, &params);
+        dir.save_checkpoint(&params, &opt, w, &state, cfg.keep_checkpoints)?;
     }
     bar.finish_and_clear();
     let total_secs = t0.elapsed().as_secs_f64();

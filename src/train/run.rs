@@ -3,20 +3,30 @@
 //!
 //! | file | holds |
 //! | --- | --- |
+//! | `.elbo-run` | the mark of a run directory (written first, before anything else) |
+//! | `.lock` | held (`flock`) by the process training the run; holds its PID |
 //! | `config.json` | the fully resolved [`RunConfig`] |
 //! | `model.json` | what the model learned about its data (shape, standardisation, …) |
-//! | `model.safetensors` | the weights to use: the EMA weights (keys are module paths) |
-//! | `optimizer.safetensors` | raw weights (`param/…`), Adam moments (`m/…`, `v/…`) |
-//! | `state.json` | step, RNG state, data order, elapsed time |
+//! | `checkpoint.json` | which checkpoint is committed: `{"step": …, "dir": "checkpoints/step-…"}` |
+//! | `checkpoints/step-N/` | a checkpoint: `model.safetensors` (EMA weights, keys are module paths), `optimizer.safetensors` (raw weights `param/…`, Adam moments `m/…`, `v/…`, EMA `ema/…`), `state.json` (step, RNG state, data order, elapsed time) |
+//! | `model.safetensors` | a link to the committed checkpoint's EMA weights, for other tools |
 //! | `metrics.jsonl` | one JSON object per logged step or evaluation |
 //! | `samples.png`, `training_curve.png` | pictures |
+//!
+//! A checkpoint is one atomic commit: its folder is written in full under a temporary name,
+//! flushed, renamed into place, and only then does `checkpoint.json` (replaced atomically) point
+//! at it. A crash at any moment leaves the previous committed checkpoint, or the new one, and
+//! nothing that `--resume` could mistake for either. Runs written before this layout (the three
+//! files at the top level) are still read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_tensors, save_tensors, take_prefix, write_atomic};
+use super::checkpoint::{
+    crash_point, load_tensors, sync_dir, take_prefix, tensor_bytes, write_atomic, write_synced,
+};
 use super::config::RunConfig;
 use super::optim::AdamW;
 use super::params::NamedParams;
@@ -89,6 +99,87 @@ pub struct TrainState {
     pub examples_seen: u64,
 }
 
+const MARKER: &str = ".elbo-run";
+const LOCK: &str = ".lock";
+const POINTER: &str = "checkpoint.json";
+const CHECKPOINTS: &str = "checkpoints";
+
+fn step_dir_name(step: u64) -> String {
+    format!("step-{step:010}")
+}
+
+fn read_json_at<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(p, format!("invalid JSON: {e}")))
+}
+
+/// `checkpoint.json`: the committed checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pointer {
+    pub step: u64,
+    /// Its folder, relative to the run directory.
+    pub dir: String,
+}
+
+/// What a directory is, to a training that wants to write into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirStatus {
+    Missing,
+    Empty,
+    /// Not a run directory, holding these entries.
+    Foreign(Vec<String>),
+    /// A run directory whose training stopped before its first checkpoint.
+    Unstarted,
+    /// A run directory with a committed checkpoint at `step`.
+    Run {
+        step: u64,
+    },
+}
+
+/// The lock of a run directory, held while a process trains it.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    fn take(dir: &Path) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        let p = dir.join(LOCK);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a descriptor we own; released when the file is closed.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r != 0 {
+                let mut pid = String::new();
+                let _ = f.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(Error::Checkpoint {
+                    path: dir.to_path_buf(),
+                    msg: format!(
+                        "in use by another elbo process (PID {}): a run directory is trained by \
+                         one process at a time; wait for it to finish or choose another --out",
+                        if pid.is_empty() { "unknown" } else { pid }
+                    ),
+                });
+            }
+        }
+        f.set_len(0).map_err(|e| Error::io(&p, e))?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| Error::io(&p, e))?;
+        writeln!(f, "{}", std::process::id()).map_err(|e| Error::io(&p, e))?;
+        Ok(RunLock { _file: f })
+    }
+}
+
 /// Paths inside a run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -103,25 +194,142 @@ impl RunDir {
         self.path.join(name)
     }
 
-    /// Check that this is a run directory, with a message saying what is missing.
+    /// Check that this is a run directory with a committed checkpoint, with a message saying
+    /// what is missing.
     pub fn check(&self) -> Result<()> {
-        if !self.path.is_dir() {
-            return Err(Error::Checkpoint {
+        let bad = |msg: String| {
+            Err(Error::Checkpoint {
                 path: self.path.clone(),
-                msg: "no such run directory".into(),
+                msg,
+            })
+        };
+        if !self.path.is_dir() {
+            return bad("no such run directory".into());
+        }
+        if !self.is_run() {
+            return bad(
+                "not a run directory (no config.json and model.json); train one with \
+                 `elbo train --out DIR`"
+                    .into(),
+            );
+        }
+        if self.committed()?.is_none() {
+            return bad(
+                "the run here has no checkpoint yet (its training stopped before the first one); \
+                 start it again with `elbo train --out DIR`"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// An `elbo` run directory: marked, or written before the mark existed (config.json and
+    /// model.json).
+    pub fn is_run(&self) -> bool {
+        self.file(MARKER).is_file()
+            || (self.file("config.json").is_file() && self.file("model.json").is_file())
+    }
+
+    /// What the directory is, for a training that wants to write into it.
+    pub fn status(&self) -> Result<DirStatus> {
+        if !self.path.exists() {
+            return Ok(DirStatus::Missing);
+        }
+        if !self.path.is_dir() {
+            return Ok(DirStatus::Foreign(vec![
+                "(it is a file, not a directory)".into()
+            ]));
+        }
+        if self.is_run() {
+            return Ok(match self.committed()? {
+                Some((step, _)) => DirStatus::Run { step },
+                None => DirStatus::Unstarted,
             });
         }
-        for f in ["config.json", "model.json", "model.safetensors"] {
-            if !self.file(f).is_file() {
+        let mut names: Vec<String> = std::fs::read_dir(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+            .collect();
+        names.sort();
+        Ok(if names.is_empty() {
+            DirStatus::Empty
+        } else {
+            DirStatus::Foreign(names)
+        })
+    }
+
+    /// Create the directory (if needed) and mark it as a run directory.
+    pub fn claim(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        if !self.file(MARKER).is_file() {
+            write_atomic(
+                &self.file(MARKER),
+                b"an elbo run directory: see config.json; `elbo inspect DIR` shows it\n",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Take the directory's lock for as long as the returned guard lives. A second process on
+    /// the same directory fails at once, naming the holder's PID.
+    pub fn lock(&self) -> Result<RunLock> {
+        RunLock::take(&self.path)
+    }
+
+    /// Forget a run that never reached its first checkpoint (its metrics, partial checkpoints),
+    /// so that a new training starts clean in its place.
+    pub fn reset(&self) -> Result<()> {
+        for f in [
+            "metrics.jsonl",
+            POINTER,
+            "model.safetensors",
+            "state.json",
+            "optimizer.safetensors",
+        ] {
+            let p = self.file(f);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        let c = self.file(CHECKPOINTS);
+        if c.exists() {
+            std::fs::remove_dir_all(&c).map_err(|e| Error::io(&c, e))?;
+        }
+        Ok(())
+    }
+
+    /// The committed checkpoint: its step and the folder holding its files (the run directory
+    /// itself for runs of the older layout); `None` when there is none.
+    pub fn committed(&self) -> Result<Option<(u64, PathBuf)>> {
+        let p = self.file(POINTER);
+        if p.is_file() {
+            let ptr: Pointer = self.read_json(POINTER)?;
+            let dir = self.path.join(&ptr.dir);
+            if ptr.dir.contains("..") || !dir.is_dir() {
                 return Err(Error::Checkpoint {
-                    path: self.path.clone(),
+                    path: p,
                     msg: format!(
-                        "not a run directory (no {f}); train one with `elbo train --out DIR`"
+                        "points at '{}', which is not a checkpoint folder here",
+                        ptr.dir
                     ),
                 });
             }
+            return Ok(Some((ptr.step, dir)));
         }
-        Ok(())
+        if self.file("state.json").is_file() && self.file("optimizer.safetensors").is_file() {
+            let st: TrainState = self.read_json("state.json")?;
+            return Ok(Some((st.step, self.path.clone())));
+        }
+        Ok(None)
+    }
+
+    /// The committed training state.
+    pub fn state(&self) -> Result<TrainState> {
+        let (_, dir) = self.committed()?.ok_or_else(|| Error::Checkpoint {
+            path: self.path.clone(),
+            msg: "no checkpoint yet".into(),
+        })?;
+        read_json_at(&dir.join("state.json"))
     }
 
     pub fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
@@ -143,19 +351,38 @@ impl RunDir {
         self.read_json("model.json")
     }
 
-    /// The weights to use (EMA).
+    /// The weights to use (EMA), from the committed checkpoint.
     pub fn model_weights(&self) -> Result<NamedParams> {
-        Ok(load_tensors(&self.file("model.safetensors"))?.0)
+        let dir = match self.committed()? {
+            Some((_, d)) => d,
+            None => self.path.clone(),
+        };
+        Ok(load_tensors(&dir.join("model.safetensors"))?.0)
     }
 
-    /// Save a full checkpoint: tensors first, state last (its step says which checkpoint is whole).
+    /// The file holding the weights `model_weights` reads (for messages).
+    pub fn model_weights_path(&self) -> PathBuf {
+        match self.committed() {
+            Ok(Some((_, d))) => d.join("model.safetensors"),
+            _ => self.file("model.safetensors"),
+        }
+    }
+
+    /// Commit a full checkpoint (see the module): returns the bytes written. Keeps the newest
+    /// `keep` checkpoints (at least the committed one).
     pub fn save_checkpoint(
         &self,
         params: &NamedParams,
         opt: &AdamW,
         eval_weights: &NamedParams,
         state: &TrainState,
-    ) -> Result<()> {
+        keep: usize,
+    ) -> Result<u64> {
+        if let Some((step, _)) = self.committed()? {
+            if step == state.step && self.file(POINTER).is_file() {
+                return Ok(0); // this very step is committed already
+            }
+        }
         let meta = |kind: &str| -> HashMap<String, String> {
             [
                 ("step".to_string(), state.step.to_string()),
@@ -163,15 +390,22 @@ impl RunDir {
             ]
             .into()
         };
-        save_tensors(
-            &self.file("model.safetensors"),
-            &[("", eval_weights)],
-            meta("ema weights"),
-        )?;
+        let cdir = self.file(CHECKPOINTS);
+        std::fs::create_dir_all(&cdir).map_err(|e| Error::io(&cdir, e))?;
+        let name = step_dir_name(state.step);
+        let tmp = cdir.join(format!(".{name}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let model_path = tmp.join("model.safetensors");
+        let model = tensor_bytes(&model_path, &[("", eval_weights)], meta("ema weights"))?;
+        write_synced(&model_path, &model)?;
         let mut m = meta("raw weights, Adam moments, EMA");
         m.insert("adam_t".into(), opt.t.to_string());
-        save_tensors(
-            &self.file("optimizer.safetensors"),
+        let opt_path = tmp.join("optimizer.safetensors");
+        let optb = tensor_bytes(
+            &opt_path,
             &[
                 ("param/", params),
                 ("m/", &opt.m),
@@ -180,13 +414,108 @@ impl RunDir {
             ],
             m,
         )?;
-        self.write_json("state.json", state)
+        write_synced(&opt_path, &optb)?;
+        let st = serde_json::to_vec_pretty(state).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_synced(&tmp.join("state.json"), &st)?;
+        sync_dir(&tmp)?;
+        let fin = cdir.join(&name);
+        if fin.exists() {
+            // An uncommitted folder of this step, left by a crash: never the committed one.
+            std::fs::remove_dir_all(&fin).map_err(|e| Error::io(&fin, e))?;
+        }
+        std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
+        crash_point();
+        sync_dir(&cdir)?;
+        // The commit.
+        let ptr = Pointer {
+            step: state.step,
+            dir: format!("{CHECKPOINTS}/{name}"),
+        };
+        self.write_json(POINTER, &ptr)?;
+        // After the commit, housekeeping that a crash may interrupt harmlessly.
+        self.link_top_level(&fin.join("model.safetensors"))?;
+        self.prune(state.step, keep.max(1))?;
+        for legacy in ["state.json", "optimizer.safetensors"] {
+            let p = self.file(legacy);
+            if p.is_file() {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                crash_point();
+            }
+        }
+        Ok((model.len() + optb.len() + st.len()) as u64)
     }
 
-    /// Load what `save_checkpoint` wrote, checking that its parts belong to the same step.
+    /// `DIR/model.safetensors` as a hard link to the committed weights (a copy where the file
+    /// system has no links), replaced atomically.
+    fn link_top_level(&self, target: &Path) -> Result<()> {
+        let tmp = self.file(".model.safetensors.tmp");
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        if std::fs::hard_link(target, &tmp).is_err() {
+            std::fs::copy(target, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        crash_point();
+        let top = self.file("model.safetensors");
+        std::fs::rename(&tmp, &top).map_err(|e| Error::io(&top, e))?;
+        crash_point();
+        sync_dir(&self.path)
+    }
+
+    /// Remove checkpoint folders but the newest `keep` up to the committed `step`, those past it
+    /// (uncommitted, left by a crash) and temporary folders.
+    fn prune(&self, step: u64, keep: usize) -> Result<()> {
+        let cdir = self.file(CHECKPOINTS);
+        let Ok(rd) = std::fs::read_dir(&cdir) else {
+            return Ok(());
+        };
+        let mut steps: Vec<(u64, PathBuf)> = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let path = e.path();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                crash_point();
+            } else if let Some(n) = name
+                .strip_prefix("step-")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                steps.push((n, path));
+            }
+        }
+        steps.sort();
+        let kept: Vec<u64> = steps
+            .iter()
+            .filter(|(n, _)| *n <= step)
+            .rev()
+            .take(keep)
+            .map(|(n, _)| *n)
+            .collect();
+        for (n, path) in steps {
+            if !kept.contains(&n) {
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                crash_point();
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove what a crashed training left past the committed checkpoint.
+    pub fn clean_uncommitted(&self, keep: usize) -> Result<()> {
+        if let Some((step, _)) = self.committed()? {
+            self.prune(step, keep.max(1))?;
+        }
+        Ok(())
+    }
+
+    /// Load the committed checkpoint, checking that its parts belong to the same step.
     pub fn load_checkpoint(&self) -> Result<(NamedParams, AdamW, TrainState)> {
-        let state: TrainState = self.read_json("state.json")?;
-        let p = self.file("optimizer.safetensors");
+        let (_, dir) = self.committed()?.ok_or_else(|| Error::Checkpoint {
+            path: self.path.clone(),
+            msg: "no checkpoint to resume from".into(),
+        })?;
+        let state: TrainState = read_json_at(&dir.join("state.json"))?;
+        let p = dir.join("optimizer.safetensors");
         let (all, meta) = load_tensors(&p)?;
         let step: Option<u64> = meta.get("step").and_then(|s| s.parse().ok());
         if step != Some(state.step) {
