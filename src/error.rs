@@ -45,6 +45,9 @@ pub enum Error {
     /// A request that makes no sense (bad argument values and the like).
     #[error("{0}")]
     Invalid(String),
+    /// A request beyond a documented limit of `limits` (its cost in the message).
+    #[error("{0}; that is beyond elbo's limit (see `elbo --help`): pass --force to run it anyway")]
+    Limit(String),
     /// Training was interrupted by the user; the checkpoint at `step` is complete.
     #[error("interrupted at step {step}; checkpoint saved, continue with --resume")]
     Interrupted { step: u64 },

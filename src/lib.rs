@@ -11,6 +11,7 @@ pub mod dist;
 pub mod elbo;
 pub mod error;
 pub mod eval;
+pub mod limits;
 pub mod models;
 pub mod nn;
 pub mod par;

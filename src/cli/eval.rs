@@ -41,6 +41,10 @@ pub struct EvalArgs {
     /// ≤ 0.01 bits/dim for images, ≤ 0.01 nats otherwise).
     #[arg(long, value_name = "N")]
     pub t_samples: Option<usize>,
+    /// Run even beyond elbo's limits (more than 65,536 time samples, or an estimated 4 hours
+    /// of work for --iw).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
@@ -55,6 +59,7 @@ pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
         t_samples: a.t_samples,
         threads: elbo::par::default_threads(),
         device: elbo::device::device(g.device, false)?,
+        force: a.force,
     };
     let e = evaluate(&dir, &opts, g)?;
     if a.json {

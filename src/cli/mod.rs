@@ -20,7 +20,11 @@ use elbo::device::DeviceKind;
 #[command(name = "elbo", version, propagate_version = true, max_term_width = 100)]
 #[command(
     after_help = "Start with `elbo train` (trains the default model on the embedded mnist10k digits), \
-then `elbo eval runs/vdm-mnist10k-1` and `elbo sample runs/vdm-mnist10k-1` (a VAE: `elbo train --model vae`, then `elbo eval runs/vae-mnist10k-1 --iw 5000`)."
+then `elbo eval runs/vdm-mnist10k-1` and `elbo sample runs/vdm-mnist10k-1` (a VAE: `elbo train --model vae`, then `elbo eval runs/vae-mnist10k-1 --iw 5000`).\n\n\
+Limits, checked before any work and lifted by --force: sample --steps ≤ 100,000; samples held in \
+memory ≤ 2 GiB (a .npy is written in blocks); ≤ 10,000 images in one PNG grid; eval --t-samples ≤ \
+65,536; schedule --steps ≤ 10,000,000; eval --iw and sample refuse work estimated (from a measured \
+rate) at more than 4 hours."
 )]
 pub struct Cli {
     /// Where tensors live.

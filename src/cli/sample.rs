@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use elbo::data::npy::encode_npy_f32;
+use std::io::Write;
+
+use elbo::data::npy::npy_header_f32;
+use elbo::limits::MAX_GRID_IMAGES;
 use elbo::models::SampleOptions;
 use elbo::report::grid::{save_grid, save_scatter};
 use elbo::sample::SamplerKind;
-use elbo::train::checkpoint::write_atomic;
 use elbo::train::run::RunDir;
 
 use super::{BarProgress, Global};
@@ -35,6 +37,10 @@ pub struct SampleArgs {
     /// DDIM's η (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+    /// Run even beyond elbo's limits (more than 100,000 steps, 2 GiB of samples, 10,000 images
+    /// in a grid, or an estimated 4 hours of work).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
@@ -56,13 +62,14 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
         seed: a.seed,
         threads: elbo::par::default_threads(),
         class: None,
+        first_chunk: 0,
     };
     let n = a.n.unwrap_or(if dir.model_file()?.data.dim() == 2 {
         2000
     } else {
         64
     });
-    let p = write_samples(&dir, n, a.out.as_deref(), &opts, g)?;
+    let p = write_samples(&dir, n, a.out.as_deref(), &opts, a.force, g)?;
     println!("{}", p.display());
     Ok(0)
 }
@@ -80,7 +87,7 @@ pub fn write_default_samples(
     } else {
         n
     };
-    write_samples(dir, n, None, &opts, g)
+    write_samples(dir, n, None, &opts, false, g)
 }
 
 fn write_samples(
@@ -88,6 +95,7 @@ fn write_samples(
     n: usize,
     out: Option<&Path>,
     opts: &SampleOptions,
+    force: bool,
     g: &Global,
 ) -> anyhow::Result<PathBuf> {
     let mf = dir.model_file()?;
@@ -112,13 +120,51 @@ fn write_samples(
             out.display()
         );
     }
+    elbo::limits::check(
+        ext != "png" || hw.is_none() || n <= MAX_GRID_IMAGES,
+        force,
+        || {
+            format!("--n {n}: a grid of {n} images in one PNG (the limit is {MAX_GRID_IMAGES}; a .npy takes any number)")
+        },
+    )?;
     let device = elbo::device::device(g.device, false)?;
-    let s = elbo::eval::draw::draw(dir, n, opts, &device, &BarProgress::new(g))?;
-    let (values, full) = (s.values, s.white);
     if ext == "npy" {
-        write_atomic(&out, &encode_npy_f32(n, d, &values))?;
+        // Written block by block into a temporary file, renamed into place when whole.
+        let tmp = out.with_extension("npy.partial");
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&tmp).map_err(|e| elbo::Error::io(&tmp, e))?,
+        );
+        f.write_all(&npy_header_f32(n, d))
+            .map_err(|e| elbo::Error::io(&tmp, e))?;
+        let mut sink = |block: &[f32]| -> elbo::Result<()> {
+            for v in block {
+                f.write_all(&v.to_le_bytes())
+                    .map_err(|e| elbo::Error::io(&tmp, e))?;
+            }
+            Ok(())
+        };
+        let r = elbo::eval::draw::draw_blocks(
+            dir,
+            n,
+            opts,
+            force,
+            &device,
+            &BarProgress::new(g),
+            &mut sink,
+        );
+        let finished = r.and_then(|_| {
+            f.flush().map_err(|e| elbo::Error::io(&tmp, e))?;
+            drop(f);
+            std::fs::rename(&tmp, &out).map_err(|e| elbo::Error::io(&out, e))
+        });
+        if finished.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        finished?;
         return Ok(out);
     }
+    let s = elbo::eval::draw::draw(dir, n, opts, force, &device, &BarProgress::new(g))?;
+    let (values, full) = (s.values, s.white);
     match hw {
         Some((h, w)) => {
             let v: Vec<f32> = values.iter().map(|x| x / full).collect();

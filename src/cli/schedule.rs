@@ -27,6 +27,9 @@ pub struct ScheduleArgs {
     pub gamma_max: f64,
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
+    /// Print even more than 10,000,000 rows.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +56,15 @@ pub fn run(a: ScheduleArgs, g: &Global) -> anyhow::Result<i32> {
     if a.steps == 0 {
         anyhow::bail!("--steps must be at least 1");
     }
+    let max = elbo::limits::MAX_SCHEDULE_STEPS;
+    elbo::limits::check(a.steps <= max, a.force, || {
+        format!(
+            "--steps {}: a table of {} rows, about {} in memory (the limit is {max} rows)",
+            a.steps,
+            a.steps,
+            elbo::limits::bytes(a.steps as f64 * 64.0)
+        )
+    })?;
     let rows: Vec<ScheduleRow> = if Path::new(&a.kind).is_dir() {
         let dir = RunDir::new(&a.kind);
         let device = elbo::device::device(g.device, false)?;

@@ -174,20 +174,27 @@ pub fn parse_npy(bytes: &[u8], path: &Path) -> Result<NpyArray> {
 
 /// Encode a 2-D float32 array as `.npy` bytes (for `elbo sample --out x.npy` and tests).
 pub fn encode_npy_f32(rows: usize, cols: usize, values: &[f32]) -> Vec<u8> {
+    let mut out = npy_header_f32(rows, cols);
+    out.reserve(values.len() * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// The header of a C-order float32 `.npy` of `rows` × `cols` (the values follow it).
+pub fn npy_header_f32(rows: usize, cols: usize) -> Vec<u8> {
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Pad so that magic + version + len + header + '\n' is a multiple of 64.
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + values.len() * 4);
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
     out
 }
 

@@ -59,6 +59,8 @@ pub struct EvalOptions {
     /// Threads for chunks of work (results do not depend on the count).
     pub threads: usize,
     pub device: Device,
+    /// Run even beyond the limits of `crate::limits`.
+    pub force: bool,
 }
 
 impl Default for EvalOptions {
@@ -73,6 +75,7 @@ impl Default for EvalOptions {
             t_samples: None,
             threads: crate::par::default_threads(),
             device: Device::flex(),
+            force: false,
         }
     }
 }
@@ -96,6 +99,15 @@ impl EvalOptions {
                  of N/2 time samples each, whose disagreement is the Monte-Carlo error)"
             ));
         }
+        let t = self.t_samples.unwrap_or(0);
+        crate::limits::check(t <= crate::limits::MAX_T_SAMPLES, self.force, || {
+            format!(
+                "--t-samples {t}: each replicate sends {} noisy copies of an example through the \
+                 network at once (the limit is {} time samples)",
+                t / 2,
+                crate::limits::MAX_T_SAMPLES
+            )
+        })?;
         Ok(())
     }
 }

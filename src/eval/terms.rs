@@ -5,6 +5,7 @@
 use super::{EvalData, EvalOptions, EvalReport, Evaluation, Progress};
 use crate::data::batches::row_block;
 use crate::elbo::Stat;
+use crate::limits::{self, MAX_SECONDS};
 use crate::models::Model;
 use crate::rng::{chunk, derived, streams};
 use crate::train::{elbo_rows, summarize};
@@ -75,6 +76,25 @@ fn importance_weighted<M: Model>(
     progress: &dyn Progress,
 ) -> Result<Stat> {
     let n = rows.len() / dim.max(1);
+    if !opts.force && n > 0 {
+        // The rate of this model on one example, from a probe of up to 200 samples.
+        let probe = k.min(200);
+        let t0 = std::time::Instant::now();
+        let x = row_block(rows, 0, 1, dim, &opts.device);
+        let mut rng = chunk(opts.seed, streams::EVAL_IW, u64::MAX);
+        model.importance_weighted(x, probe, &mut rng).transpose()?;
+        let per_sample = t0.elapsed().as_secs_f64() / probe as f64;
+        let secs = per_sample * k as f64 * n as f64 / opts.threads.max(1) as f64;
+        limits::check(secs <= MAX_SECONDS, false, || {
+            format!(
+                "--iw {k} on {n} examples would take about {} at the rate just measured ({:.1} µs \
+                 per sample; the limit is {})",
+                limits::duration(secs),
+                per_sample * 1e6,
+                limits::duration(MAX_SECONDS)
+            )
+        })?;
+    }
     progress.start(&format!("L_{k}"), n as u64);
     // Small batches keep K samples per example within memory.
     let batch = (20_000 / k).clamp(1, 100);

@@ -67,6 +67,9 @@ pub struct SampleOptions {
     pub threads: usize,
     /// Class to draw, for a conditional model (`None`: unconditional).
     pub class: Option<u32>,
+    /// Index of the first chunk (see [`Model::sample_chunk_rows`]): drawing samples in blocks
+    /// with consecutive offsets gives the same samples as one call.
+    pub first_chunk: u64,
 }
 
 impl SampleOptions {
@@ -79,6 +82,7 @@ impl SampleOptions {
             seed,
             threads,
             class: None,
+            first_chunk: 0,
         }
     }
 }
@@ -149,14 +153,19 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         None
     }
 
-    /// Forward passes that drawing `n` samples takes (the length of a progress bar).
+    /// Units of work (one call of `progress`) that drawing `n` samples takes.
     fn sample_work(&self, n: usize, _opts: &SampleOptions) -> u64 {
         n as u64
     }
 
+    /// Samples drawn together, each chunk with its own noise stream `rng::chunk(seed,
+    /// SAMPLE_NOISE, index)`, so that samples depend on the seed only.
+    fn sample_chunk_rows(&self) -> usize {
+        4096
+    }
+
     /// `n` samples in data units, row-major `[n, D]`; `progress` is called once per unit of
-    /// [`Model::sample_work`]. By default one pass of [`LatentVariableModel::sample`] with the
-    /// sample-noise stream of the seed.
+    /// [`Model::sample_work`]. By default [`LatentVariableModel::sample`] chunk by chunk.
     fn draw(
         &self,
         n: usize,
@@ -170,9 +179,18 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
                     .into(),
             ));
         }
-        let mut rng = crate::rng::derived(opts.seed, crate::rng::streams::SAMPLE_NOISE);
-        let v = crate::elbo::to_f32(self.sample(n, &mut rng)?)?;
-        (0..n).for_each(|_| progress());
-        Ok(v)
+        let per = self.sample_chunk_rows().max(1);
+        let mut out = Vec::new();
+        for (c, start) in (0..n).step_by(per).enumerate() {
+            let rows = per.min(n - start);
+            let mut rng = crate::rng::chunk(
+                opts.seed,
+                crate::rng::streams::SAMPLE_NOISE,
+                opts.first_chunk + c as u64,
+            );
+            out.extend(crate::elbo::to_f32(self.sample(rows, &mut rng)?)?);
+            (0..rows).for_each(|_| progress());
+        }
+        Ok(out)
     }
 }

@@ -510,6 +510,10 @@ impl Model for Vdm {
         Some(self)
     }
 
+    fn sample_chunk_rows(&self) -> usize {
+        Self::sample_chunk_rows(self.spec.dim())
+    }
+
     fn sample_work(&self, n: usize, opts: &SampleOptions) -> u64 {
         let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
         let chunks = n.div_ceil(Self::sample_chunk_rows(self.spec.dim()));
@@ -540,8 +544,11 @@ impl Model for Vdm {
             |m, i| {
                 let rows = per.min(n - i * per);
                 let labels = opts.class.map(|c| vec![c; rows]);
-                let mut rng =
-                    crate::rng::chunk(opts.seed, crate::rng::streams::SAMPLE_NOISE, i as u64);
+                let mut rng = crate::rng::chunk(
+                    opts.seed,
+                    crate::rng::streams::SAMPLE_NOISE,
+                    opts.first_chunk + i as u64,
+                );
                 let x = m.sample_with(
                     rows,
                     sampler,
