@@ -31,6 +31,41 @@ pub fn check(within: bool, force: bool, what: impl FnOnce() -> String) -> Result
     }
 }
 
+/// Bytes free for an unprivileged writer on the file system holding `dir` (`None` where that
+/// cannot be read).
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid C string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// Refuse to write `bytes` into `dir` when its file system has not that much free (no --force
+/// makes room).
+pub fn check_disk(dir: &std::path::Path, bytes: u64, what: &str) -> Result<()> {
+    match free_bytes(dir) {
+        Some(free) if bytes > free => Err(Error::Invalid(format!(
+            "{what}: the output would be {} and {} has {} free",
+            self::bytes(bytes as f64),
+            dir.display(),
+            self::bytes(free as f64)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A byte count for people: "1.9 GB".
 pub fn bytes(b: f64) -> String {
     let units = ["bytes", "kB", "MB", "GB", "TB", "PB"];

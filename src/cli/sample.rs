@@ -129,6 +129,15 @@ fn write_samples(
     )?;
     let device = elbo::device::device(g.device, false)?;
     if ext == "npy" {
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        elbo::limits::check_disk(
+            parent,
+            (n as u64) * (d as u64) * 4 + 128,
+            &format!("--n {n}"),
+        )?;
         // Written block by block into a temporary file, renamed into place when whole.
         let tmp = out.with_extension("npy.partial");
         let mut f = std::io::BufWriter::new(

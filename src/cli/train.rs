@@ -68,7 +68,15 @@ fn parse_minutes(s: &str) -> Result<f64, String> {
 
 fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
     let mut saved = None;
-    let (mut cfg, out) = if a.resume {
+    // A run killed before it wrote its configuration holds nothing to resume: --resume then
+    // starts it again from the settings given here (the library says so).
+    let no_saved_config = a.resume
+        && a.out.as_ref().is_some_and(|o| {
+            let d = RunDir::new(o);
+            !d.file("config.json").is_file()
+                && (d.is_run() || d.status().ok() == Some(elbo::train::run::DirStatus::Empty))
+        });
+    let (mut cfg, out) = if a.resume && !no_saved_config {
         let out = a
             .out
             .clone()
@@ -126,8 +134,12 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         cfg.check_resume(&saved)
             .with_context(|| format!("resuming {}", out.display()))?;
     }
-    let out = if a.resume {
+    let out = if a.resume && !no_saved_config {
         out
+    } else if a.resume {
+        a.out
+            .clone()
+            .context("--resume needs --out DIR, the run to continue")?
     } else {
         a.out
             .clone()

@@ -290,9 +290,13 @@ fn train_model<M: Model>(
                 if names.len() > 8 { ", …" } else { "" }
             ));
         }
-        (DirStatus::Missing | DirStatus::Empty, true) => {
+        (DirStatus::Missing, true) => {
             return refuse("holds no run to resume; train one with `elbo train --out DIR`".into())
         }
+        (DirStatus::Empty, true) => (opts.note)(&format!(
+            "{}: nothing to resume here yet (a run killed before it began?); starting it",
+            dir.path.display()
+        )),
         _ => {}
     }
     dir.claim()?;

@@ -246,9 +246,12 @@ impl RunDir {
                 None => DirStatus::Unstarted,
             });
         }
+        // The mark's own temporary file (a run killed while marking the directory) is ours.
+        let mark_tmp = format!(".{MARKER}.tmp");
         let mut names: Vec<String> = std::fs::read_dir(&self.path)
             .map_err(|e| Error::io(&self.path, e))?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+            .filter(|n| *n != mark_tmp)
             .collect();
         names.sort();
         Ok(if names.is_empty() {
