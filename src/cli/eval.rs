@@ -41,6 +41,12 @@ pub struct EvalArgs {
     /// ≤ 0.01 bits/dim for images, ≤ 0.01 nats otherwise).
     #[arg(long, value_name = "N")]
     pub t_samples: Option<usize>,
+    /// Also measure sample quality on N samples (default 1,000): FD-classifier (a Fréchet
+    /// distance in the features of elbo's own CNN classifier of the data, not FID), the entropy
+    /// of predicted classes and the mean confidence, beside the same figures for real images.
+    /// The classifier is trained on the first use (about 15 s) and cached in ~/.cache/elbo.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
+    pub quality: Option<usize>,
     /// Run even beyond elbo's limits (more than 65,536 time samples, or an estimated 4 hours
     /// of work for --iw).
     #[arg(long)]
@@ -60,6 +66,7 @@ pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
         threads: elbo::par::default_threads(),
         device: elbo::device::device(g.device, false)?,
         force: a.force,
+        quality: a.quality,
     };
     let e = evaluate(&dir, &opts, g)?;
     if a.json {

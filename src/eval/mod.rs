@@ -13,6 +13,7 @@
 pub mod adaptive;
 pub mod diffusion;
 pub mod draw;
+pub mod quality;
 pub mod terms;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ pub struct EvalOptions {
     pub device: Device,
     /// Run even beyond the limits of `crate::limits`.
     pub force: bool,
+    /// Also measure sample quality on this many samples ([`quality`]).
+    pub quality: Option<usize>,
 }
 
 impl Default for EvalOptions {
@@ -76,6 +79,7 @@ impl Default for EvalOptions {
             threads: crate::par::default_threads(),
             device: Device::flex(),
             force: false,
+            quality: None,
         }
     }
 }
@@ -211,6 +215,9 @@ pub struct EvalReport {
     /// Where the diffusion loss per time was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diffusion_loss_by_time: Option<String>,
+    /// Sample quality, with `--quality`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<quality::Quality>,
 }
 
 impl EvalReport {
@@ -262,6 +269,7 @@ impl EvalReport {
             true_nll_nats: None,
             gap_nats: None,
             diffusion_loss_by_time: None,
+            quality: None,
         };
         let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
         match unit {
@@ -328,13 +336,40 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
         fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
             let loaded = load_model::<M>(self.0, section, &self.1.device)?;
             let data = eval_data(self.0, &loaded, self.1)?;
-            match loaded.model.diffusion() {
+            let spec = data.head.data.clone();
+            let mut e = match loaded.model.diffusion() {
                 Some(_) => diffusion::evaluate(&loaded.model, data, self.1, self.2),
                 None => terms::evaluate(&loaded.model, data, self.1, self.2),
+            }?;
+            if let Some(n) = self.1.quality {
+                e.report.quality = Some(sample_quality(&loaded, &spec, n, self.1, self.2)?);
             }
+            Ok(e)
         }
     }
     cfg.model.visit(Visit(dir, opts, progress))
+}
+
+/// Draw `n` samples of a loaded run (its default sampler) and measure their quality.
+fn sample_quality<M: Model>(
+    l: &Loaded<M>,
+    spec: &str,
+    n: usize,
+    opts: &EvalOptions,
+    progress: &dyn Progress,
+) -> Result<quality::Quality> {
+    if n < 2 {
+        return Err(Error::Config("--quality needs at least 2 samples".into()));
+    }
+    let so = crate::models::SampleOptions::ancestral(opts.seed, opts.threads);
+    progress.start("samples for quality", l.model.sample_work(n, &so));
+    let mut v = l.model.draw(n, &so, &|| progress.inc(1))?;
+    progress.finish();
+    // Bernoulli means of binarised images are grey levels in [0, 1]: as 8-bit levels.
+    if M::binarize(&l.section, &l.spec).is_some() {
+        v.iter_mut().for_each(|x| *x *= 255.0);
+    }
+    quality::quality(spec, &v, quality::ClassifierSettings::default())
 }
 
 /// Load the split, check its shape against the run, and prepare the rows as the model sees

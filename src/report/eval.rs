@@ -80,6 +80,35 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
             "true NLL of this data: {t:.4} nats; gap {g:.4} nats"
         ));
     }
+    if let Some(q) = &r.quality {
+        out.push(format!(
+            "sample quality ({} samples beside {} real training images; classifier test accuracy \
+             {:.1}%):",
+            q.samples.n,
+            q.real.n,
+            100.0 * q.classifier_test_accuracy
+        ));
+        out.push(format!("  {:<22} {:>10} {:>10}", "", "samples", "real"));
+        for (name, a, b) in [
+            (
+                "FD-classifier",
+                q.samples.fd_classifier,
+                q.real.fd_classifier,
+            ),
+            (
+                "class entropy (nats)",
+                q.samples.class_entropy,
+                q.real.class_entropy,
+            ),
+            (
+                "mean confidence",
+                q.samples.mean_confidence,
+                q.real.mean_confidence,
+            ),
+        ] {
+            out.push(format!("  {name:<22} {a:>10.3} {b:>10.3}"));
+        }
+    }
     if let Some(p) = &r.diffusion_loss_by_time {
         out.push(format!("diffusion loss by time: {p} (and .png)"));
     }

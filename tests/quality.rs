@@ -1,0 +1,57 @@
+//! Sample quality by the project's own classifier: the FD-classifier ranks real images before
+//! lightly noised ones before heavily noised ones.
+
+use elbo::data::{self, Split};
+use elbo::eval::quality::{classifier, features, figures, moments, ClassifierSettings, FEATURES};
+use elbo::rng::{normal_vec, seeded};
+
+#[test]
+fn fd_classifier_ranks_real_before_lightly_before_heavily_noised_images() {
+    let cache = tempfile::tempdir().unwrap();
+    std::env::set_var("ELBO_CACHE_DIR", cache.path());
+    let t0 = std::time::Instant::now();
+    let (m, acc) = classifier("mnist10k", ClassifierSettings::default()).unwrap();
+    eprintln!(
+        "classifier: test accuracy {acc:.4}, trained in {:?}",
+        t0.elapsed()
+    );
+    // A digit classifier worth its features: 10 balanced classes, far above chance.
+    assert!(acc > 0.9, "test accuracy {acc}");
+    let test = data::load("mnist10k", Split::Test).unwrap();
+    let (ft, _) = features(&m, &test.x, 784).unwrap();
+    let reference = moments(&ft, FEATURES);
+    let real = data::load("mnist10k", Split::Train).unwrap().head(1000);
+    let noised = |sd: f32, seed| -> Vec<f32> {
+        let e = normal_vec(&mut seeded(seed), real.x.len());
+        real.x
+            .iter()
+            .zip(e)
+            .map(|(v, z)| (v + sd * z).clamp(0.0, 255.0).round())
+            .collect()
+    };
+    let f_real = figures(&m, &real.x, 784, &reference).unwrap();
+    let f_light = figures(&m, &noised(25.0, 1), 784, &reference).unwrap();
+    let f_heavy = figures(&m, &noised(100.0, 2), 784, &reference).unwrap();
+    eprintln!("real {f_real:?}\nlight {f_light:?}\nheavy {f_heavy:?}");
+    assert!(
+        f_real.fd_classifier < f_light.fd_classifier
+            && f_light.fd_classifier < f_heavy.fd_classifier,
+        "FD-classifier: real {}, lightly noised {}, heavily noised {}",
+        f_real.fd_classifier,
+        f_light.fd_classifier,
+        f_heavy.fd_classifier
+    );
+    // Real digits: all ten classes (entropy near ln 10 = 2.30) predicted with confidence.
+    assert!(
+        f_real.class_entropy > 2.2 && f_real.mean_confidence > 0.9,
+        "{f_real:?}"
+    );
+    assert!(f_heavy.mean_confidence < f_real.mean_confidence);
+    // Cached: a second call loads the same classifier instead of training again.
+    let t1 = std::time::Instant::now();
+    let (m2, acc2) = classifier("mnist10k", ClassifierSettings::default()).unwrap();
+    assert_eq!(acc2, acc);
+    assert!(t1.elapsed() < t0.elapsed() / 2);
+    let again = figures(&m2, &real.x, 784, &reference).unwrap();
+    assert_eq!(again, f_real);
+}
