@@ -70,11 +70,10 @@ fn mutate(mut bytes: Vec<u8>, muts: &[(usize, u8)], cut: Option<usize>) -> Vec<u
     bytes
 }
 
-fn check_reader(
-    name: &str,
-    bytes: &[u8],
-    parse: &dyn Fn(&[u8]) -> Result<(), String>,
-) -> Result<(), TestCaseError> {
+/// A reader under test: parse bytes, say whether they were accepted.
+type Reader = dyn Fn(&[u8]) -> Result<(), String>;
+
+fn check_reader(name: &str, bytes: &[u8], parse: &Reader) -> Result<(), TestCaseError> {
     let (r, peak) =
         peak_of(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(bytes))));
     prop_assert!(r.is_ok(), "{name} panicked on {} bytes", bytes.len());
@@ -114,8 +113,7 @@ fn readers_never_panic_never_overallocate_and_round_trip() {
         cases: 600,
         ..Config::default()
     });
-    let readers: [(&str, &dyn Fn(&[u8]) -> Result<(), String>); 3] =
-        [("idx", &idx), ("npy", &npy), ("csv", &csv)];
+    let readers: [(&str, &Reader); 3] = [("idx", &idx), ("npy", &npy), ("csv", &csv)];
 
     // Arbitrary bytes.
     runner

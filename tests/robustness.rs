@@ -143,7 +143,7 @@ fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 fn a_second_process_is_refused_and_sigterm_saves_a_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let mut first = train_cmd(&dir, 100_000_000, false)
+    let first = train_cmd(&dir, 100_000_000, false)
         .args(["--set", "checkpoint_every=100000000"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
