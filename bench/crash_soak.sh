@@ -5,6 +5,7 @@
 #
 #   bench/crash_soak.sh                       # the binary of this checkout (cargo build --release)
 #   ELBO=/path/to/elbo KILLS=200 bench/crash_soak.sh
+#   COST_ONLY=1 bench/crash_soak.sh           # only the checkpoint's cost
 #
 # The run: Burda's VAE on mnist10k, one thread (deterministic), 30,000 steps of 128 with a
 # checkpoint every 10 steps, so kills land in checkpoints often. Kill times are uniform on
@@ -33,6 +34,7 @@ committed() {
   fi
 }
 
+if [ -z "${COST_ONLY:-}" ]; then
 "$ELBO" train --out "$OUT/reference" "${ARGS[@]}" 2>/dev/null >/dev/null
 
 RUN="$OUT/soak"
@@ -75,6 +77,7 @@ for f in model.safetensors optimizer.safetensors; do
 done
 echo "kills: $i, resumes attempted: $((resumed + failed)), resumed: $resumed, refused: $failed, runs lost: $lost_runs"
 echo "final weights and optimizer state equal to the uninterrupted run's: $same"
+fi
 
 # Cost per checkpoint: the same 200 steps with a checkpoint every step and with none but the
 # first and last, three times each (median), and the bytes of one checkpoint.
