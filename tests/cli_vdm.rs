@@ -37,6 +37,26 @@ fn unet_vdm_train_eval_sample_on_mnist10k() {
         "grid=4",
     ]);
     assert!(run.join("samples.png").is_file());
+    // A grid at every evaluation (steps 3 and 6) and the strip of them; held-out bounds in
+    // bits/dim in metrics.jsonl, as the curve draws them.
+    let grids = std::fs::read_dir(run.join("progress")).unwrap().count();
+    assert_eq!(grids, 2);
+    let strip = image::open(run.join("samples_over_training.png")).unwrap();
+    let one = image::open(run.join("progress/step-0000000003.png")).unwrap();
+    assert!(strip.width() > 2 * one.width() && strip.height() == one.height());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("eval").cloned())
+        .collect();
+    assert_eq!(evals.len(), 2);
+    for e in &evals {
+        assert_eq!(e["unit"], "bits_per_dim");
+        let nats = e["terms"]["total"]["mean"].as_f64().unwrap();
+        let bpd = e["total_per_dim"].as_f64().unwrap();
+        assert!((bpd - nats / (784.0 * std::f64::consts::LN_2)).abs() < 1e-9);
+    }
     let j: serde_json::Value = serde_json::from_str(&ok(&[
         "eval",
         r,

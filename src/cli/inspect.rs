@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use elbo::eval::Unit;
 use elbo::report::plot::{line_plot, Series};
 use elbo::train::run::RunDir;
 
@@ -48,13 +49,27 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
     let metrics = dir.metrics()?;
     let evals: Vec<(u64, f64)> = eval_points(&metrics);
     if !evals.is_empty() {
-        println!("held-out −ELBO (nats) by step:");
+        let unit = per_dim_unit(&dir, &metrics);
+        println!(
+            "held-out −ELBO by step (nats{}):",
+            unit.map(|(u, _)| format!("; {}", u.label()))
+                .unwrap_or_default()
+        );
         let stride = evals.len().div_ceil(12).max(1);
         for (i, (s, v)) in evals.iter().enumerate() {
             if i % stride == 0 || i + 1 == evals.len() {
-                println!("  {:>9}  {v:.3}", super::thousands(*s));
+                let per = unit
+                    .map(|(_, f)| format!("  {:.4}", v * f))
+                    .unwrap_or_default();
+                println!("  {:>9}  {v:.3}{per}", super::thousands(*s));
             }
         }
+    }
+    if dir.file("samples_over_training.png").is_file() {
+        println!(
+            "samples    {}",
+            dir.file("samples_over_training.png").display()
+        );
     }
     match write_curve(&dir) {
         Ok(p) => println!("curve      {}", p.display()),
@@ -79,19 +94,34 @@ fn eval_points(metrics: &[serde_json::Value]) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// Draw training loss and held-out −ELBO against step into DIR/training_curve.png.
+/// The unit the run's evaluations report per dimension, and the factor from nats per example.
+fn per_dim_unit(dir: &RunDir, metrics: &[serde_json::Value]) -> Option<(Unit, f64)> {
+    let unit: Unit = metrics
+        .iter()
+        .find_map(|m| m.get("eval")?.get("unit").cloned())
+        .and_then(|u| serde_json::from_value(u).ok())?;
+    let dim = dir.model_file().ok()?.data.dim();
+    Some((unit, unit.per_dim(1.0, dim)))
+}
+
+/// Draw training and held-out −ELBO against step into DIR/training_curve.png, per dimension
+/// (bits/dim for 8-bit images) where the run says its unit, else in nats per example.
 pub fn write_curve(dir: &RunDir) -> anyhow::Result<PathBuf> {
     let metrics = dir.metrics()?;
+    let (unit_label, factor) = match per_dim_unit(dir, &metrics) {
+        Some((u, f)) => (u.label().to_string(), f),
+        None => ("nats per example".to_string(), 1.0),
+    };
     let train: Vec<(f64, f64)> = metrics
         .iter()
         .filter_map(|m| {
             let v = m.get("neg_elbo").or_else(|| m.get("loss"))?.as_f64()?;
-            Some((m.get("step")?.as_u64()? as f64, v))
+            Some((m.get("step")?.as_u64()? as f64, v * factor))
         })
         .collect();
     let evals: Vec<(f64, f64)> = eval_points(&metrics)
         .into_iter()
-        .map(|(s, v)| (s as f64, v))
+        .map(|(s, v)| (s as f64, v * factor))
         .collect();
     if train.is_empty() {
         anyhow::bail!("no training metrics yet");
@@ -101,17 +131,19 @@ pub fn write_curve(dir: &RunDir) -> anyhow::Result<PathBuf> {
     let p = dir.file("training_curve.png");
     line_plot(
         &p,
-        "training curve",
+        &format!("training curve ({unit_label})"),
         "step",
-        "nats per example",
+        &format!("−ELBO, {unit_label}"),
         &[
             Series {
-                name: "training −ELBO",
+                name: "training −ELBO (batches)",
                 points: train[skip..].to_vec(),
+                markers: false,
             },
             Series {
-                name: "held-out −ELBO (EMA)",
+                name: "held-out −ELBO (EMA weights)",
                 points: evals,
+                markers: true,
             },
         ],
         false,

@@ -120,7 +120,7 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         cfg.set(s)?;
     }
     cfg.resolve();
-    if cfg.steps == 0 || cfg.batch_size == 0 {
+    if cfg.steps == 0 || cfg.batch_size == 0 || cfg.eval_every == 0 {
         cfg.resolve_for_data(elbo::data::load(&cfg.data, elbo::data::Split::Train)?.kind);
     }
     cfg.validate()?;

@@ -136,6 +136,7 @@ pub fn write_loss_by_time(dir: &Path, e: &mut Evaluation, dim: usize) -> Result<
         &[Series {
             name: "diffusion integrand",
             points: pts,
+            markers: false,
         }],
         false,
     );

@@ -44,6 +44,35 @@ pub fn save_grid(
     })
 }
 
+/// Grey images side by side, left to right, with a 6-pixel white gap: a strip of grids.
+pub fn save_strip(path: &Path, images: &[&std::path::PathBuf]) -> Result<()> {
+    let err = |p: &Path, e: String| Error::Io {
+        path: p.into(),
+        error: std::io::Error::other(e),
+    };
+    let loaded: Vec<image::GrayImage> = images
+        .iter()
+        .map(|p| {
+            image::open(p)
+                .map(|i| i.to_luma8())
+                .map_err(|e| err(p, e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    if loaded.is_empty() {
+        return Err(Error::Shape("no images for a strip".into()));
+    }
+    let gap = 6;
+    let h = loaded.iter().map(|i| i.height()).max().unwrap_or(1);
+    let w: u32 = loaded.iter().map(|i| i.width()).sum::<u32>() + gap * (loaded.len() as u32 - 1);
+    let mut out = image::GrayImage::from_pixel(w, h, image::Luma([255]));
+    let mut x = 0;
+    for i in &loaded {
+        image::imageops::replace(&mut out, i, x as i64, 0);
+        x += i.width() + gap;
+    }
+    out.save(path).map_err(|e| err(path, e.to_string()))
+}
+
 /// A scatter plot of 2-D points as a PNG (for samples of 2-D data): points in a square window.
 pub fn save_scatter(path: &Path, points: &[f32], size: u32) -> Result<()> {
     let n = points.len() / 2;

@@ -37,6 +37,8 @@ fn font_available() -> bool {
 pub struct Series<'a> {
     pub name: &'a str,
     pub points: Vec<(f64, f64)>,
+    /// Also mark each point with a dot (for sparse series, such as held-out evaluations).
+    pub markers: bool,
 }
 
 /// Plot lines to a PNG of 900×500 pixels. `log_x` puts x on a log scale.
@@ -117,8 +119,22 @@ pub fn line_plot(
                         ))
                         .map_err(|e| err(e.to_string()))?;
                     if text {
-                        line.label(s.name)
-                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+                        line.label(s.name).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        });
+                    }
+                    if s.markers {
+                        chart
+                            .draw_series(
+                                s.points
+                                    .iter()
+                                    .copied()
+                                    .filter(|(x, y)| {
+                                        x.is_finite() && y.is_finite() && (!log_x || *x > 0.0)
+                                    })
+                                    .map(|p| Circle::new(p, 4, c.filled())),
+                            )
+                            .map_err(|e| err(e.to_string()))?;
                     }
                 }
                 if text && series.len() > 1 {

@@ -30,7 +30,8 @@ pub struct RunConfig {
     pub batch_size: usize,
     /// Stop after this many minutes of training in total, across resumes (0: no limit).
     pub max_minutes: f64,
-    /// Evaluate the held-out ELBO (EMA weights) every this many steps.
+    /// Evaluate the held-out ELBO (EMA weights) and draw a small grid of samples every this many
+    /// steps (0: automatic, eight times over the run).
     pub eval_every: u64,
     /// Held-out examples used by the periodic evaluation (the full test split at the end).
     pub eval_examples: usize,
@@ -167,7 +168,7 @@ impl Default for RunConfig {
             steps: 0,
             batch_size: 0,
             max_minutes: 0.0,
-            eval_every: 2_000,
+            eval_every: 0,
             eval_examples: 500,
             checkpoint_every: 2_000,
             keep_checkpoints: 2,
@@ -277,6 +278,9 @@ impl RunConfig {
         if self.batch_size == 0 {
             self.batch_size = batch;
         }
+        if self.eval_every == 0 {
+            self.eval_every = self.steps.div_ceil(8).max(1);
+        }
     }
 
     /// Switch to another model kind (its default settings, unless it is the current kind).
@@ -353,7 +357,9 @@ impl RunConfig {
         }
         if self.eval_every == 0 || self.checkpoint_every == 0 || self.log_every == 0 {
             return Err(Error::Config(
-                "eval_every, checkpoint_every and log_every must be positive".into(),
+                "eval_every, checkpoint_every and log_every must be positive once resolved (0 \
+                 means automatic for eval_every)"
+                    .into(),
             ));
         }
         if self.keep_checkpoints == 0 {

@@ -170,6 +170,57 @@ pub fn loss_and_grads<M: Model>(
     Ok((loss, neg_elbo, total.unwrap_or_default()))
 }
 
+/// Sixteen samples of the EMA model (a diffusion model by DDIM in 50 steps) as
+/// `DIR/progress/step-N.png`, and the strip of those grids over training as
+/// `DIR/samples_over_training.png` (at most ten, evenly spaced, left to right).
+fn progress_grid<M: Model>(
+    m: &M,
+    dir: &RunDir,
+    step: u64,
+    cfg: &RunConfig,
+    hw: [usize; 2],
+    binary: bool,
+) -> Result<()> {
+    let diffusion = m.diffusion().is_some();
+    let opts = crate::models::SampleOptions {
+        sampler: diffusion.then_some(crate::sample::SamplerKind::Ddim),
+        steps: diffusion.then_some(50),
+        eta: 0.0,
+        seed: cfg.seed,
+        threads: cfg.threads,
+        class: None,
+        first_chunk: 0,
+    };
+    let n = 16;
+    let v = m.draw(n, &opts, &|| ())?;
+    let white = if binary { 1.0 } else { 255.0 };
+    let v: Vec<f32> = v.iter().map(|x| x / white).collect();
+    let pdir = dir.file("progress");
+    std::fs::create_dir_all(&pdir).map_err(|e| Error::io(&pdir, e))?;
+    crate::report::grid::save_grid(
+        &pdir.join(format!("step-{step:010}.png")),
+        &v,
+        n,
+        hw[0],
+        hw[1],
+        1,
+    )?;
+    let mut grids: Vec<std::path::PathBuf> = std::fs::read_dir(&pdir)
+        .map_err(|e| Error::io(&pdir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    grids.sort();
+    let k = grids.len();
+    let picked: Vec<&std::path::PathBuf> = if k <= 10 {
+        grids.iter().collect()
+    } else {
+        (0..10).map(|i| &grids[i * (k - 1) / 9]).collect()
+    };
+    crate::report::grid::save_strip(&dir.file("samples_over_training.png"), &picked)
+}
+
 /// Options of one training invocation beyond the config.
 pub struct TrainOptions<'a> {
     pub out: &'a Path,
@@ -396,6 +447,13 @@ fn train_model<M: Model>(
         ),
         _ => train_ds.x.clone(),
     };
+    let unit = if binarize.is_some() {
+        crate::eval::Unit::BitsPerBinaryPixel
+    } else if info.is_image() {
+        crate::eval::Unit::BitsPerDim
+    } else {
+        crate::eval::Unit::NatsPerDim
+    };
     let eval_ds = test_ds.head(cfg.eval_examples);
     let eval_x = info.eval_rows(&eval_ds, binarize, cfg.seed);
     let eval_y = eval_ds.labels.clone();
@@ -531,10 +589,17 @@ fn train_model<M: Model>(
                 terms.insert(name, serde_json::json!({"mean": s.mean, "se": s.se}));
             }
             held_out = summarize(&rows).last().map(|(_, s)| s.mean);
+            let per_dim = held_out.map(|v| unit.per_dim(v, dim));
             dir.log_metrics(&serde_json::json!({
                 "step": state.step,
-                "eval": {"split": "test", "n": eval_ds.n, "terms": terms},
+                "eval": {"split": "test", "n": eval_ds.n, "terms": terms,
+                         "unit": unit, "total_per_dim": per_dim},
             }))?;
+            // A small grid of samples at every evaluation: progress a person can see. Drawing
+            // it is a convenience; a failure does not stop training.
+            if let (true, Some((h, w))) = (cfg.grid > 0, info.image_hw()) {
+                let _ = progress_grid(&m, &dir, state.step, cfg, [h, w], binarize.is_some());
+            }
         }
         if state.step % cfg.checkpoint_every == 0 || last {
             state.elapsed_secs = start_elapsed + t0.elapsed().as_secs_f64();
