@@ -199,7 +199,7 @@ impl RunConfig {
         let v = serde_json::to_value(table).map_err(|e| Error::format(path, e.to_string()))?;
         fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
             match v.as_object() {
-                // Sections are walked into, except a model section named as a whole value.
+                // Sections are walked into: every leaf is one `--set key=value`.
                 Some(o) => {
                     for (k, x) in o {
                         let key = if prefix.is_empty() {
