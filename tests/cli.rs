@@ -451,12 +451,12 @@ fn dequantised_images_train_as_continuous_and_report_bits_per_dim() {
 fn the_top_level_help_names_the_run_directory_the_default_run_writes() {
     // The help says where `elbo train` puts its run; that must be where it really goes.
     let help = ok(&["--help"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let default = elbo::train::run::default_run_dir(elbo::models::ModelKind::default(), "mnist10k");
-    // In an empty working directory the first free run directory is the "-1" one.
-    let first = tmp.path().join(&default);
-    assert!(!first.exists());
-    let name = default.to_string_lossy().to_string();
+    let kind = elbo::models::ModelKind::default();
+    // `default_run_dir` gives the first free runs/<model>-<data>-N; in a fresh checkout, -1.
+    let dir = elbo::train::run::default_run_dir(kind, "mnist10k");
+    let prefix = format!("runs/{kind}-mnist10k-");
+    assert!(dir.to_string_lossy().starts_with(&prefix), "{dir:?}");
+    let name = format!("{prefix}1");
     assert!(
         help.contains(&format!("elbo eval {name}")),
         "{name} not in:\n{help}"
