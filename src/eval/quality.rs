@@ -132,7 +132,17 @@ fn image_classes(ds: &Dataset) -> Result<([usize; 2], usize)> {
 pub fn classifier(spec: &str, settings: ClassifierSettings) -> Result<(Classifier, f64)> {
     let train = data::load(spec, Split::Train)?;
     let test = data::load(spec, Split::Test)?;
-    let (hw, classes) = image_classes(&train)?;
+    classifier_of(spec, &train, &test, settings)
+}
+
+/// [`classifier`] for splits already loaded.
+fn classifier_of(
+    spec: &str,
+    train: &Dataset,
+    test: &Dataset,
+    settings: ClassifierSettings,
+) -> Result<(Classifier, f64)> {
+    let (hw, classes) = image_classes(train)?;
     let device = Device::flex();
     let key: String = spec
         .chars()
@@ -147,12 +157,12 @@ pub fn classifier(spec: &str, settings: ClassifierSettings) -> Result<(Classifie
     if let Some(f) = file.as_ref().filter(|f| f.is_file()) {
         if let Ok((p, _)) = crate::train::checkpoint::load_tensors(f) {
             if let Ok(m) = params::assign(Classifier::new(hw, classes, &device), &p) {
-                let acc = accuracy(&m, &test)?;
+                let acc = accuracy(&m, test)?;
                 return Ok((m, acc));
             }
         }
     }
-    let m = train_classifier(&train, hw, classes, settings)?;
+    let m = train_classifier(train, hw, classes, settings)?;
     if let Some(f) = &file {
         // The cache is a convenience: a directory that cannot be written only costs a retrain.
         if std::fs::create_dir_all(f.parent().unwrap_or(f)).is_ok() {
@@ -161,7 +171,7 @@ pub fn classifier(spec: &str, settings: ClassifierSettings) -> Result<(Classifie
             }
         }
     }
-    let acc = accuracy(&m, &test)?;
+    let acc = accuracy(&m, test)?;
     Ok((m, acc))
 }
 
@@ -436,9 +446,9 @@ pub fn figures(
 /// Quality of `samples` (8-bit levels, `[n, H·W]`) of a model of `spec`: the figures of the
 /// samples and of as many real training images, against the test split.
 pub fn quality(spec: &str, samples: &[f32], settings: ClassifierSettings) -> Result<Quality> {
-    let (m, acc) = classifier(spec, settings)?;
     let test = data::load(spec, Split::Test)?;
     let train = data::load(spec, Split::Train)?;
+    let (m, acc) = classifier_of(spec, &train, &test, settings)?;
     let d = test.dim();
     let (ft, _) = features(&m, &test.x, d)?;
     let reference = moments(&ft, FEATURES);

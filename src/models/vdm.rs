@@ -326,11 +326,6 @@ impl Vdm {
         }
     }
 
-    /// Rows per sampling chunk: 16 images of 28×28, more for smaller examples (at most 512).
-    pub fn sample_chunk_rows(dim: usize) -> usize {
-        (12_544 / dim.max(1)).clamp(1, 512)
-    }
-
     /// `n` samples by a sampler over `steps` steps, in data units `[n, D]`: the sampler's final
     /// x̂_0 (M19 at the last step), mapped to data units (images: the nearest level).
     #[allow(clippy::too_many_arguments)]
@@ -499,24 +494,27 @@ impl Model for Vdm {
         };
         let cond = dropped.as_deref().or(cond);
         let e = self.estimate(x, self.train_opts(1), cond, rng)?;
+        let mse = e.mse.clone();
+        let terms = Self::terms(e);
         let loss = match self.cfg.objective {
-            Objective::Elbo => (e.recon.clone() + e.prior.clone() + e.diffusion.clone()).mean(),
-            Objective::Simple => e.mse.clone().mean() / self.spec.dim() as f64,
+            Objective::Elbo => terms.total().mean(),
+            Objective::Simple => mse.mean() / self.spec.dim() as f64,
         };
-        Ok((loss, Self::terms(e)))
+        Ok((loss, terms))
     }
 
     fn diffusion(&self) -> Option<&dyn DiffusionModel> {
         Some(self)
     }
 
+    /// Rows per sampling chunk: 16 images of 28×28, more for smaller examples (at most 512).
     fn sample_chunk_rows(&self) -> usize {
-        Self::sample_chunk_rows(self.spec.dim())
+        (12_544 / self.spec.dim().max(1)).clamp(1, 512)
     }
 
     fn sample_work(&self, n: usize, opts: &SampleOptions) -> u64 {
         let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
-        let chunks = n.div_ceil(Self::sample_chunk_rows(self.spec.dim()));
+        let chunks = n.div_ceil(self.sample_chunk_rows());
         (chunks * steps) as u64
     }
 
@@ -536,7 +534,7 @@ impl Model for Vdm {
             SamplerKind::Ancestral => &ancestral,
             SamplerKind::Ddim => &ddim,
         };
-        let per = Self::sample_chunk_rows(self.spec.dim());
+        let per = self.sample_chunk_rows();
         let chunks = n.div_ceil(per);
         let parts = crate::par::map_chunks(
             crate::par::replicas(self, opts.threads, chunks),

@@ -410,6 +410,8 @@ fn train_model<M: Model>(
         let model = M::build(section, &spec, &device)?;
         let model = params::assign(model, &params)?;
         dir.truncate_metrics(state.step)?;
+        // The resumed configuration (what a resume may change: steps, minutes, …).
+        dir.write_json("config.json", cfg)?;
         (spec, model, params, opt, state)
     } else {
         dir.write_json("config.json", cfg)?;
@@ -436,7 +438,6 @@ fn train_model<M: Model>(
         dir.save_checkpoint(&params, &opt, &params, &state, cfg.keep_checkpoints)?;
         (spec, model, params, opt, state)
     };
-    dir.write_json("config.json", cfg)?;
     let mut last_checkpoint = state.step;
 
     let binarize = M::binarize(section, &spec);
