@@ -261,6 +261,171 @@ TWINS = {
 }
 
 
+# ----- Time to quality: the default recipe trained for the same minutes on each side -----
+class Attention(nn.Module):
+    """GroupNorm, multi-head self-attention over H·W positions, residual: as src/nn/unet.rs."""
+
+    def __init__(self, c):
+        super().__init__()
+        heads = next(h for h in (4, 2, 1) if c % h == 0)
+        self.norm = nn.GroupNorm(groups(c), c)
+        self.mha = nn.MultiheadAttention(c, heads, batch_first=True)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        seq = self.norm(x).reshape(b, c, h * w).transpose(1, 2)
+        out, _ = self.mha(seq, seq, seq, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class UNetAttn(UNet):
+    def __init__(self, channels, embed, attention):
+        super().__init__(channels, embed)
+        self.attn = Attention(channels[-1]) if attention else None
+
+    def forward(self, z, u):
+        b = z.shape[0]
+        emb = self.temb2(F.silu(self.temb1(sinusoidal(u, self.embed))))
+        h = self.conv_in(z.view(b, 1, 28, 28))
+        skips = []
+        for i, blk in enumerate(self.down):
+            h = blk(h, emb)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.mid(h, emb)
+        if self.attn is not None:
+            h = self.attn(h)
+        for i, blk in enumerate(self.up):
+            s = skips.pop()
+            if i > 0:
+                h = F.interpolate(h, size=s.shape[-2:], mode="nearest")
+            h = blk(torch.cat([h, s], 1), emb)
+        return self.conv_out(F.silu(self.norm_out(h))).view(b, -1)
+
+
+def cosine_gamma_table(t_steps=1000):
+    """(M24) γ_i = log((1 − ᾱ_i)/ᾱ_i) of the cosine schedule, in float64, as schedule.rs."""
+    f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    ab, g = 1.0, []
+    for i in range(1, t_steps + 1):
+        beta = min(1 - f(i / t_steps) / f((i - 1) / t_steps), 0.999)
+        ab *= 1 - beta
+        g.append(math.log1p(-ab) - math.log(ab))
+    return torch.tensor(g, dtype=torch.float64)
+
+
+def gamma_at(table, t):
+    """Linear interpolation of the table at continuous t ∈ [0, 1] (node i at t = i/(T − 1))."""
+    n = table.shape[0]
+    x = t.double().clamp(0, 1) * (n - 1)
+    i = x.floor().long().clamp(max=n - 2)
+    f = x - i
+    return table[i] * (1 - f) + table[i + 1] * f
+
+
+def torch_time_to_quality(recipe, minutes, n, out):
+    """Train the twin of elbo's default recipe for `minutes` of wall time, then draw `n` samples
+    with the same ancestral sampler (x̂_0 clipped to [−1, 1]) and write them as levels to `out`."""
+    torch.manual_seed(0)
+    table = cosine_gamma_table()
+    net = UNetAttn(recipe["channels"], recipe["embed"], recipe["attention"])
+    lr, warm, batch = recipe["lr"], 200, recipe["batch"]
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0, eps=1e-8)
+    ema = [p.detach().clone() for p in net.parameters()]
+    data = mnist_images(9000) * (2 / 255) - 1
+    step, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < minutes * 60:
+        idx = torch.randint(0, data.shape[0], (batch,))
+        x = data[idx]
+        t = (torch.rand(()) + torch.arange(batch) / batch) % 1.0
+        g = gamma_at(table, t).float()
+        alpha, sigma = torch.sigmoid(-g).sqrt()[:, None], torch.sigmoid(g).sqrt()[:, None]
+        eps = torch.randn_like(x)
+        eps_hat = net(alpha * x + sigma * eps, (g - G_MIN) / (G_MAX - G_MIN))
+        loss = ((eps - eps_hat) ** 2).mean()
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warm)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 100.0)
+        opt.step()
+        d = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, list(net.parameters()), 1 - d)
+        step += 1
+    train_secs = time.perf_counter() - t0
+    with torch.no_grad():
+        for p, e in zip(net.parameters(), ema):
+            p.copy_(e)
+        steps, T = recipe["sample_steps"], table.shape[0]
+        ratio = T // steps
+        grid = [k * ratio / (T - 1) for k in range(steps - 1, -1, -1)]
+        gammas = [float(gamma_at(table, torch.tensor([v]))[0]) for v in grid] + [-math.inf]
+        z = torch.randn(n, 784)
+        for k in range(steps):
+            gt, gs = gammas[k], gammas[k + 1]
+            a_t, s_t = math.sqrt(1 / (1 + math.exp(gt))), math.sqrt(1 / (1 + math.exp(-gt)))
+            u = torch.full((n,), (gt - G_MIN) / (G_MAX - G_MIN))
+            e = net(z, u)
+            x0 = ((z - s_t * e) / a_t).clamp(-1, 1)
+            if gs == -math.inf:
+                z = x0
+                break
+            e = (z - a_t * x0) / s_t
+            c = -math.expm1(gs - gt)
+            a_s, s_s = math.sqrt(1 / (1 + math.exp(gs))), math.sqrt(1 / (1 + math.exp(-gs)))
+            z = (z - e * s_t * c) * (a_s / a_t) + torch.randn_like(z) * math.sqrt(s_s * s_s * c)
+    levels = ((z + 1) * 127.5).clamp(0, 255).round().numpy().astype("float32")
+    import numpy as np
+    np.save(out, levels)
+    return {"steps": step, "train_secs": train_secs, "examples_per_sec": step * batch / train_secs}
+
+
+def time_to_quality(minutes, n):
+    """elbo's default run and its PyTorch twin, each trained for `minutes`, scored by elbo's own
+    classifier (FD-classifier on n samples against the test split)."""
+    out = os.path.join(ROOT, "bench", "out", "time_to_quality")
+    os.makedirs(out, exist_ok=True)
+    exe = os.path.join(ROOT, "target", "release", "elbo")
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    run = os.path.join(out, "elbo")
+    subprocess.run(["rm", "-rf", run], check=True)
+    subprocess.run([exe, "-q", "train", "--out", run, "--steps", "100000000", "--max-minutes", str(minutes),
+                    "--set", "grid=0"], check=True, capture_output=True)
+    config = json.load(open(os.path.join(run, "config.json")))
+    v = config["vdm"]
+    recipe = {"channels": v["unet"]["channels"], "embed": v["unet"]["embed"], "attention": v["unet"].get("attention", False),
+              "lr": config["optim"]["lr"], "batch": config["batch_size"], "sample_steps": v["sample_steps"]}
+    assert v["objective"] == "simple" and v["schedule"]["kind"] == "cosine" and v["clip_x0"], \
+        "the twin implements the L_simple + cosine + clipped-x̂0 recipe"
+    state = json.load(open(os.path.join(run, "checkpoint.json")))
+    ev = subprocess.run([exe, "-q", "eval", run, "--json", "--quality", str(n), "--limit", "100", "--t-samples", "2"],
+                        check=True, capture_output=True, text=True).stdout
+    qe = json.loads(ev)["quality"]
+    npy = os.path.join(out, "torch_samples.npy")
+    tr = torch_time_to_quality(recipe, minutes, n, npy)
+    qt = json.loads(subprocess.run([exe, "quality", npy, "--json"], check=True, capture_output=True, text=True).stdout)
+    print(f"time to quality: {minutes} min of training each, {n} samples, recipe {recipe}")
+    print(f"{'side':<8} {'steps':>7} {'images/s':>9} {'FD-classifier':>14} {'entropy':>8} {'confidence':>11}")
+    print(f"{'elbo':<8} {state['step']:>7} {state['step'] * recipe['batch'] / (minutes * 60):>9.1f} "
+          f"{qe['samples']['fd_classifier']:>14.1f} {qe['samples']['class_entropy']:>8.2f} {qe['samples']['mean_confidence']:>11.3f}")
+    print(f"{'torch':<8} {tr['steps']:>7} {tr['examples_per_sec']:>9.1f} "
+          f"{qt['samples']['fd_classifier']:>14.1f} {qt['samples']['class_entropy']:>8.2f} {qt['samples']['mean_confidence']:>11.3f}")
+    print(f"real images: FD-classifier {qe['real']['fd_classifier']:.1f}; "
+          f"ratio of FD-classifier elbo/torch at equal time: {qe['samples']['fd_classifier'] / qt['samples']['fd_classifier']:.3f} (below 1: elbo's samples are closer to the data)")
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def time_torch(case, iters, warmup):
     step, per = TWINS[case]()
     for _ in range(warmup):
@@ -288,7 +453,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--quality-minutes", type=float, default=None,
+                    help="instead of throughput: train elbo's default run and its PyTorch twin for this many minutes each and compare FD-classifier")
+    ap.add_argument("--quality-n", type=int, default=1000)
     a = ap.parse_args()
+    print(f"CPU: {cpu_model()}, {THREADS} cores")
+    if a.quality_minutes is not None:
+        time_to_quality(a.quality_minutes, a.quality_n)
+        return
     subprocess.run(["cargo", "bench", "-q", "--bench", "throughput", "--no-run"], cwd=ROOT, check=True)
     print(f"torch {torch.__version__}, {THREADS} threads; elbo with {THREADS} training threads")
     print(f"{'case':<18} {'elbo /s':>12} {'torch /s':>12} {'ratio':>7}   (medians over {a.rounds} interleaved rounds)")

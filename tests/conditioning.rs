@@ -57,12 +57,13 @@ fn a_conditional_mlp_denoiser_prefers_the_right_label() {
     let opts = ElboOptions {
         t_steps: None,
         t_samples: 16,
+        ..Default::default()
     };
     let nll = |labels: Option<&[u32]>| -> Vec<f64> {
         // The same noise for every labelling: a paired comparison.
         let e = l
             .model
-            .estimate(x.clone(), opts, labels, &mut seeded(3))
+            .estimate(x.clone(), opts.clone(), labels, &mut seeded(3))
             .unwrap();
         elbo::elbo::to_f64(e.recon + e.prior + e.diffusion).unwrap()
     };

@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use elbo::data::toy::Mixture;
-use elbo::diffusion::elbo::{decoder_nll, diffusion_elbo, Decoder, ElboOptions};
+use elbo::diffusion::elbo::{decoder_nll, diffusion_elbo, Decoder, ElboOptions, TimeProposal};
 use elbo::diffusion::oracle::{GaussianOracle, MixtureOracle};
 use elbo::diffusion::schedule::{Discrete, LinearGamma, NoiseSchedule};
 use elbo::diffusion::{Cond, Denoiser, Prediction, Process, Schedule};
@@ -228,6 +228,7 @@ fn diffusion_stat(
         ElboOptions {
             t_steps: None,
             t_samples: n,
+            ..Default::default()
         },
         None,
         &mut seeded(seed),
@@ -285,6 +286,77 @@ fn m31_gaussian_oracle_gives_the_closed_form_in_both_processes() {
 }
 
 #[test]
+fn importance_sampled_time_keeps_the_m31_bound_and_lowers_its_variance() {
+    // One time sample per example, drawn uniformly and then from the density ∝ √E[L(t)²] that
+    // the uniform draws measure (as `elbo eval` does after its pilot). Both estimates must agree
+    // with the closed form within 4 standard errors (iid standard errors: stratification across
+    // the batch only makes the means more accurate, so the check is conservative), and the
+    // per-draw variance must fall. On a schedule spanning log-SNR 13.3 to −5 the integrand is
+    // concentrated near SNR ≈ 1/s²; what remains is the noise of ‖ε − ε̂‖² itself, which no
+    // choice of t removes. Measured: ratio 0.58, predicted 0.57 from the pilot's bins. With 4,000
+    // draws a variance ratio has a relative standard error of about √(4/4000) ≈ 3 %, so the
+    // bound 0.75 is over 5 standard errors from the measurement, and the prediction must hold
+    // within 25 %.
+    let (s2, d, n) = (0.7f64, 3usize, 4000usize);
+    let sched = LinearGamma {
+        gamma_min: -13.3,
+        gamma_max: 5.0,
+    };
+    let x = elbo::rng::randn(&mut seeded(19), [n, d], &Device::flex()) * s2.sqrt();
+    let (snr_max, snr_min) = ((-sched.gamma(0.0)).exp(), (-sched.gamma(1.0)).exp());
+    let closed = 0.5 * d as f64 * ((1.0 + snr_max * s2) / (1.0 + snr_min * s2)).ln();
+    let run = |proposal: Option<TimeProposal>, seed: u64| {
+        let e = diffusion_elbo(
+            &GaussianOracle::vp(s2),
+            &Schedule::Fixed(&sched),
+            x.clone(),
+            Decoder::Gaussian,
+            ElboOptions {
+                t_steps: None,
+                t_samples: 1,
+                proposal: proposal.map(std::sync::Arc::new),
+            },
+            None,
+            &mut seeded(seed),
+        )
+        .unwrap();
+        let est = elbo::elbo::to_f64(e.diffusion).unwrap();
+        let integrand = elbo::elbo::to_f64(e.samples.reshape([-1])).unwrap();
+        (Stat::of(&est), e.times, integrand)
+    };
+    let (uniform, times, values) = run(None, 4);
+    let k = 20;
+    let (mut s1, mut sq, mut c) = (vec![0.0; k], vec![0.0; k], vec![0usize; k]);
+    for (t, v) in times.iter().zip(&values) {
+        let i = ((t * k as f64) as usize).min(k - 1);
+        s1[i] += v;
+        sq[i] += v * v;
+        c[i] += 1;
+    }
+    let m1: Vec<f64> = s1.iter().zip(&c).map(|(a, &n)| a / n as f64).collect();
+    let m2: Vec<f64> = sq.iter().zip(&c).map(|(a, &n)| a / n as f64).collect();
+    let p = TimeProposal::from_second_moments(&m2, 0.1).unwrap();
+    let predicted = p.variance_ratio(&m1, &m2);
+    let (is, _, _) = run(Some(p), 5);
+    let measured = (is.se / uniform.se).powi(2);
+    eprintln!(
+        "closed {closed:.4}; uniform {uniform:?}; importance {is:?}; variance ratio measured \
+         {measured:.3}, predicted {predicted:.3}"
+    );
+    for (name, st) in [("uniform", &uniform), ("importance", &is)] {
+        assert!(
+            (st.mean - closed).abs() < 4.0 * st.se,
+            "{name}: {st:?} vs closed form {closed}"
+        );
+    }
+    assert!(measured < 0.75, "variance ratio {measured}");
+    assert!(
+        (measured / predicted - 1.0).abs() < 0.25,
+        "predicted ratio {predicted} vs measured {measured}"
+    );
+}
+
+#[test]
 fn the_prior_term_has_its_closed_form_in_both_processes() {
     // KL(N(α_1 x, σ_1²) ‖ p(z_1)) per dimension: VP, p = N(0, 1): ½(σ² + α² x² − 1 − log σ²);
     // VE, p = N(0, σ_1²): ½ x²/σ_1² = ½ x² e^{−γ_1}.
@@ -336,6 +408,7 @@ fn m32_mixture_oracle_comes_within_the_endpoint_gap_of_the_true_nll() {
         ElboOptions {
             t_steps: None,
             t_samples: 400,
+            ..Default::default()
         },
         None,
         &mut seeded(5),
@@ -382,6 +455,7 @@ fn discrete_bound_approaches_the_continuous_one() {
             ElboOptions {
                 t_steps: t,
                 t_samples: 40,
+                ..Default::default()
             },
             None,
             &mut seeded(seed),
@@ -452,6 +526,7 @@ fn the_elbo_is_the_same_whatever_the_network_predicts() {
             ElboOptions {
                 t_steps,
                 t_samples: 4,
+                ..Default::default()
             },
             None,
             &mut seeded(12),
@@ -662,6 +737,7 @@ fn learned_schedule_endpoints_get_gradients_from_the_elbo() {
         ElboOptions {
             t_steps: None,
             t_samples: 2,
+            ..Default::default()
         },
         None,
         &mut seeded(14),
@@ -708,10 +784,11 @@ fn likelihoods_are_in_the_units_of_the_data_whatever_the_scaling() {
     let opts = ElboOptions {
         t_steps: None,
         t_samples: 2,
+        ..Default::default()
     };
     let total = |m: &Vdm, v: &[f32]| -> Vec<f64> {
         let e = m
-            .estimate(rows(v, 64, 2), opts, None, &mut seeded(22))
+            .estimate(rows(v, 64, 2), opts.clone(), None, &mut seeded(22))
             .unwrap();
         elbo::elbo::to_f64(e.recon + e.prior + e.diffusion).unwrap()
     };

@@ -47,6 +47,15 @@ pub struct EvalArgs {
     /// The classifier is trained on the first use (about 15 s) and cached in ~/.cache/elbo.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
     pub quality: Option<usize>,
+    /// Sampler of the --quality samples (default: the run's ancestral sampler).
+    #[arg(long, value_enum, requires = "quality")]
+    pub sampler: Option<elbo::sample::SamplerKind>,
+    /// Sampling steps of the --quality samples (default: the run's vdm.sample_steps).
+    #[arg(long, requires = "quality")]
+    pub steps: Option<usize>,
+    /// DDIM's η for the --quality samples (0: deterministic).
+    #[arg(long, default_value_t = 0.0, requires = "quality")]
+    pub eta: f64,
     /// Run even beyond elbo's limits (more than 65,536 time samples, or an estimated 4 hours
     /// of work for --iw).
     #[arg(long)]
@@ -67,6 +76,9 @@ pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
         device: elbo::device::device(g.device, false)?,
         force: a.force,
         quality: a.quality,
+        sampler: a.sampler,
+        steps: a.steps,
+        eta: a.eta,
     };
     let e = evaluate(&dir, &opts, g)?;
     if a.json {
@@ -82,6 +94,11 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, g: &Global) -> anyhow::Result<
     let mut e = elbo::eval::evaluate(dir, opts, &BarProgress::new(g))?;
     let dim = dir.model_file()?.data.dim();
     elbo::report::eval::write_loss_by_time(&dir.path, &mut e, dim)?;
+    if let Some(q) = &e.report.quality {
+        // The latest measurement, for `elbo inspect`.
+        let path = dir.file("quality.json");
+        elbo::train::checkpoint::write_atomic(&path, serde_json::to_string_pretty(q)?.as_bytes())?;
+    }
     Ok(e)
 }
 

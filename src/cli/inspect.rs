@@ -65,6 +65,24 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    // The last `elbo eval DIR --quality` of this run.
+    if let Some(q) = std::fs::read(dir.file("quality.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<elbo::eval::quality::Quality>(&b).ok())
+    {
+        println!(
+            "quality    FD-classifier {:.1} (real images {:.1}), class entropy {:.2} (real {:.2}), \
+             mean confidence {:.3} (real {:.3}); {} samples{} (from the last eval --quality)",
+            q.samples.fd_classifier,
+            q.real.fd_classifier,
+            q.samples.class_entropy,
+            q.real.class_entropy,
+            q.samples.mean_confidence,
+            q.real.mean_confidence,
+            q.samples.n,
+            q.sampler.map(|s| format!(", {s}")).unwrap_or_default()
+        );
+    }
     if dir.file("samples_over_training.png").is_file() {
         println!(
             "samples    {}",

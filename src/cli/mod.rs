@@ -4,6 +4,7 @@
 mod data;
 mod eval;
 mod inspect;
+mod quality;
 mod sample;
 mod schedule;
 mod train;
@@ -51,6 +52,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Print a noise schedule: t, β_t, ᾱ_t, SNR, log-SNR, posterior variance (CSV or JSON).
     Schedule(schedule::ScheduleArgs),
+    /// Score samples from any model (a .npy in the data's units) by FD-classifier, class entropy
+    /// and confidence, as `eval --quality` does for a run.
+    Quality(quality::QualityArgs),
 }
 
 /// Exit code of a training run interrupted by Ctrl-C (128 + SIGINT).
@@ -81,6 +85,7 @@ pub fn run() -> i32 {
         Command::Sample(a) => sample::run(a, &g),
         Command::Data(a) => data::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Quality(a) => quality::run(a),
         Command::Schedule(a) => schedule::run(a, &g),
     };
     match r {

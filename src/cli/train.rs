@@ -27,6 +27,11 @@ pub struct TrainArgs {
     /// the run are refused by name.
     #[arg(long, value_name = "FILE.toml")]
     pub config: Option<PathBuf>,
+    /// Start from a named settings file shipped with elbo (applied before --config, flags and
+    /// --set): `quality` trains a VDM that draws clean digits on mnist10k in under an hour on
+    /// 2 cores (presets/quality.toml in the repository).
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    pub preset: Option<elbo::train::config::Preset>,
     /// Override one setting, e.g. --set vae.latent=32 --set optim.lr=3e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -92,9 +97,15 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         }
         (c, out)
     } else {
-        let cfg = match &a.config {
-            Some(p) => RunConfig::from_toml_file(p)?,
-            None => RunConfig::default(),
+        let cfg = match (&a.preset, &a.config) {
+            (Some(preset), Some(p)) => {
+                let mut c = preset.config()?;
+                c.apply_file(p)?;
+                c
+            }
+            (Some(preset), None) => preset.config()?,
+            (None, Some(p)) => RunConfig::from_toml_file(p)?,
+            (None, None) => RunConfig::default(),
         };
         (cfg, PathBuf::new())
     };

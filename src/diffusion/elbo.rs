@@ -7,7 +7,9 @@
 //! | `prior` | KL(q(z_1 \| x) ‖ p(z_1)) |
 //! | `diffusion` | L_T (M27) or L_∞ (M28) |
 
-use burn::tensor::Tensor;
+use std::sync::Arc;
+
+use burn::tensor::{Tensor, TensorData};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
@@ -59,12 +61,125 @@ impl std::fmt::Display for Decoder {
 }
 
 /// How to estimate the bound.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ElboOptions {
     /// `Some(T)`: the discrete-time bound with T steps (M27); `None`: continuous time (M28).
     pub t_steps: Option<u64>,
     /// Time samples per example (stratified; antithetic across the batch).
     pub t_samples: usize,
+    /// Continuous time only: draw t from this density instead of uniformly and weight each
+    /// sample by 1/p(t) (importance sampling; the estimate stays unbiased for any proposal).
+    pub proposal: Option<Arc<TimeProposal>>,
+}
+
+/// A piecewise-constant density of t over K equal bins of [0, 1], for importance-sampled
+/// continuous-time bounds (M28): ∫₀¹ L(t) dt = E_{t∼p}[L(t)/p(t)] for every p that is positive
+/// on [0, 1], so the estimate stays unbiased whatever p is; p(t) ∝ √E[L(t)²] minimises the
+/// variance of one draw (the classic importance-sampling optimum).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeProposal {
+    /// Density on each bin (∫ = 1: the mean over bins is 1).
+    density: Vec<f64>,
+    /// CDF at the bins' edges, K + 1 values from 0 to 1.
+    cdf: Vec<f64>,
+}
+
+impl TimeProposal {
+    /// From non-negative bin weights (normalised here); `None` if they are not all finite and
+    /// non-negative or sum to nothing.
+    pub fn from_weights(w: &[f64]) -> Option<Self> {
+        let k = w.len();
+        let sum: f64 = w.iter().sum();
+        if k == 0 || !(sum > 0.0 && sum.is_finite()) || w.iter().any(|v| !(*v >= 0.0)) {
+            return None;
+        }
+        let density: Vec<f64> = w.iter().map(|v| v * k as f64 / sum).collect();
+        let mut cdf = Vec::with_capacity(k + 1);
+        let mut acc = 0.0;
+        cdf.push(0.0);
+        for v in w {
+            acc += v / sum;
+            cdf.push(acc);
+        }
+        cdf[k] = 1.0;
+        Some(TimeProposal { density, cdf })
+    }
+
+    /// The uniform density on K bins.
+    pub fn uniform(k: usize) -> Self {
+        Self::from_weights(&vec![1.0; k.max(1)]).expect("positive weights")
+    }
+
+    /// The variance-minimising density from per-bin second moments E[L(t)²] (bins with no data:
+    /// NaN, given the largest measured value), mixed with `floor` ∈ (0, 1] of the uniform density
+    /// so that no bin is starved and the weights 1/p stay at most 1/floor.
+    pub fn from_second_moments(m2: &[f64], floor: f64) -> Option<Self> {
+        let top = m2
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max);
+        let root: Vec<f64> = m2
+            .iter()
+            .map(|&v| if v.is_finite() { v.max(0.0) } else { top }.sqrt())
+            .collect();
+        let sum: f64 = root.iter().sum();
+        let floor = floor.clamp(1e-6, 1.0);
+        if !(sum > 0.0 && sum.is_finite()) {
+            return Some(Self::uniform(m2.len()));
+        }
+        let k = root.len() as f64;
+        let w: Vec<f64> = root
+            .iter()
+            .map(|r| (1.0 - floor) * r / sum + floor / k)
+            .collect();
+        Self::from_weights(&w)
+    }
+
+    pub fn bins(&self) -> usize {
+        self.density.len()
+    }
+
+    /// p(t) for t ∈ [0, 1].
+    pub fn density_at(&self, t: f64) -> f64 {
+        let k = self.density.len();
+        self.density[((t * k as f64) as usize).min(k - 1)]
+    }
+
+    /// The inverse CDF: the t with P(T ≤ t) = u, u ∈ [0, 1), and p(t).
+    pub fn invert(&self, u: f64) -> (f64, f64) {
+        let k = self.density.len();
+        // The last edge whose CDF is ≤ u (bins of zero mass are skipped by the strict search).
+        let i = self.cdf[1..].partition_point(|&c| c <= u).min(k - 1);
+        let mass = self.cdf[i + 1] - self.cdf[i];
+        let frac = if mass > 0.0 {
+            ((u - self.cdf[i]) / mass).clamp(0.0, 1.0 - 1e-12)
+        } else {
+            0.5
+        };
+        ((i as f64 + frac) / k as f64, self.density[i])
+    }
+
+    /// Per-draw variance of L(t)/p(t) relative to uniform draws, predicted from per-bin means and
+    /// second moments of L (iid draws; NaN bins are skipped): (Σ m2/p − (Σ m1)²)/(Σ m2 − (Σ m1)²)
+    /// on the bin average.
+    pub fn variance_ratio(&self, m1: &[f64], m2: &[f64]) -> f64 {
+        let k = self.density.len() as f64;
+        let (mut a, mut b, mut mean) = (0.0, 0.0, 0.0);
+        for (i, (&x1, &x2)) in m1.iter().zip(m2).enumerate() {
+            if x1.is_finite() && x2.is_finite() {
+                a += x2 / self.density[i] / k;
+                b += x2 / k;
+                mean += x1 / k;
+            }
+        }
+        let (vp, vu) = (a - mean * mean, b - mean * mean);
+        if vu > 0.0 && vp.is_finite() {
+            (vp / vu).max(0.0)
+        } else {
+            1.0
+        }
+    }
 }
 
 /// A per-example estimate of the negative ELBO, in nats, in model space (no Jacobian).
@@ -81,6 +196,9 @@ pub struct DiffusionEstimate {
     pub times: Vec<f64>,
     /// ‖ε − ε̂‖² per sample, `[B·N]` (for L_simple).
     pub mse: Tensor<1>,
+    /// Importance weights 1/p(t) of the samples, row-major `[B, N]` (none: uniform t, weight 1).
+    /// `samples` holds the integrand L(t); `diffusion` is the mean of L(t)/p(t).
+    pub weights: Option<Vec<f64>>,
 }
 
 /// Stratified, antithetic times: row (b, j) of B examples × N samples at (u + (j·B + b)/(B·N))
@@ -122,7 +240,22 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
     let n = opts.t_samples.max(1);
     let rows = b * n;
     let t_steps = opts.t_steps.filter(|&t| t > 0);
-    let times = stratified_times(b, n, t_steps, rng);
+    let mut times = stratified_times(b, n, t_steps, rng);
+    // Importance sampling (continuous time): the stratified u's through the proposal's inverse
+    // CDF, so the strata keep their spread under p.
+    let weights = match (&opts.proposal, t_steps) {
+        (Some(p), None) => Some(
+            times
+                .iter_mut()
+                .map(|t| {
+                    let (v, dens) = p.invert(*t);
+                    *t = v;
+                    1.0 / dens
+                })
+                .collect::<Vec<f64>>(),
+        ),
+        _ => None,
+    };
 
     // Diffusion term on the B·N rows.
     let x_rep = x
@@ -147,7 +280,16 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
         None => dgamma * mse.clone() * 0.5,
     };
     let samples = per_sample.reshape([b, n]);
-    let diffusion = samples.clone().mean_dim(1).squeeze_dim::<1>(1);
+    let diffusion = match &weights {
+        Some(w) => {
+            let w = Tensor::<2>::from_data(
+                TensorData::new(w.iter().map(|v| *v as f32).collect::<Vec<f32>>(), [b, n]),
+                &device,
+            );
+            (samples.clone() * w).mean_dim(1).squeeze_dim::<1>(1)
+        }
+        None => samples.clone().mean_dim(1).squeeze_dim::<1>(1),
+    };
 
     // Endpoints. The decoder's mean is z_0/α_0 = x + e^{γ_0/2} ε_0 whatever the process.
     let (g0, g1) = sched.endpoints(&device);
@@ -164,6 +306,7 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
         samples,
         times,
         mse,
+        weights,
     })
 }
 
@@ -190,5 +333,33 @@ pub fn decoder_nll(
         // expectation over ε_0 is ½ D (log 2π + γ_0 + 1) (log s² = γ_0) whatever x is: computed
         // exactly rather than sampled (no Monte-Carlo noise in this term).
         Decoder::Gaussian => (gamma0 + LOG_2PI + 1.0).repeat_dim(0, b) * (0.5 * d as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proposal_inverts_its_own_cdf() {
+        // Bins of mass 0.1, 0, 0.6, 0.3: the inverse CDF lands in the right bin at the right
+        // place (linear within a bin), never in the empty one, and reports that bin's density.
+        let p = TimeProposal::from_weights(&[1.0, 0.0, 6.0, 3.0]).unwrap();
+        let (t, dens) = p.invert(0.05);
+        assert!((t - 0.125).abs() < 1e-12 && (dens - 0.4).abs() < 1e-12);
+        let (t, dens) = p.invert(0.4);
+        assert!((t - 0.625).abs() < 1e-12 && (dens - 2.4).abs() < 1e-12, "{t} {dens}");
+        let (t, _) = p.invert(0.85);
+        assert!((t - 0.875).abs() < 1e-12, "{t}");
+        for i in 0..1000 {
+            let (t, d) = p.invert(i as f64 / 1000.0);
+            assert!(!(0.25..0.5).contains(&t) && d > 0.0 && (d - p.density_at(t)).abs() < 1e-12);
+        }
+        assert!(TimeProposal::from_weights(&[1.0, f64::NAN]).is_none());
+        assert!(TimeProposal::from_weights(&[0.0, 0.0]).is_none());
+        // The floor keeps every bin at least floor/K of the mass.
+        let q = TimeProposal::from_second_moments(&[0.0, 100.0, f64::NAN, 4.0], 0.2).unwrap();
+        assert!((q.density_at(0.1) - 0.2).abs() < 1e-12);
+        assert!((q.density_at(0.6) - q.density_at(0.3)).abs() < 1e-12, "NaN bin gets the top");
     }
 }

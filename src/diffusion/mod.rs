@@ -40,6 +40,12 @@ pub trait Denoiser {
     /// `z_t`: `[B, D]`, `gamma` (γ_t = −log SNR per row): `[B]`, `cond`: B labels or none
     /// → `[B, D]`.
     fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, cond: Cond) -> Tensor<2>;
+
+    /// Where the data live in model space, if bounded (8-bit images: [−1, 1]). Samplers clip
+    /// their x̂_0 to it (DDPM's `clip_denoised`); the ELBO never does.
+    fn x0_bounds(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// ε̂ from any denoiser (its output converted exactly, M18–M21, with its process's α and σ).

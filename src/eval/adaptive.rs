@@ -42,22 +42,29 @@ pub fn replicate_se(est: &[Vec<f64>; 2]) -> f64 {
 /// says will bring the standard error to `target` (at most [`CAP_PER_REPLICATE`]).
 /// `round(m, index)` runs one round of two replicates with m samples per example and returns
 /// each replicate's per-example estimates; every call must draw fresh noise (its index differs).
-pub fn estimate<F>(
+///
+/// `after_pilot()` returns the factor by which the final rounds' per-sample variance is expected
+/// to shrink relative to the pilot's (1: same estimator; below 1 when the final rounds
+/// importance-sample what the pilot measured); the sample count is planned with it.
+pub fn estimate<F, A>(
     fixed: Option<usize>,
     pilot: usize,
     target: f64,
     mut round: F,
+    after_pilot: A,
 ) -> Result<Adaptive>
 where
     F: FnMut(usize, u64) -> Result<[Vec<f64>; 2]>,
+    A: FnOnce() -> f64,
 {
     let per_replicate = match fixed {
         Some(m) => m.max(1),
         None => {
             let m0 = pilot.max(1);
             let se0 = replicate_se(&round(m0, 0)?);
+            let shrink = after_pilot().clamp(0.05, 1.0);
             // Var ∝ 1/m: m = m0 (se0/target)², rounded up (stratification only does better).
-            let want = (m0 as f64 * (se0 / target).powi(2)).ceil();
+            let want = (m0 as f64 * shrink * (se0 / target).powi(2)).ceil();
             if want.is_finite() {
                 (want as usize).clamp(1, CAP_PER_REPLICATE)
             } else {
@@ -109,7 +116,7 @@ mod tests {
         let mut finals = Vec::new();
         for seed in 0..4000 {
             let mut rng = seeded(seed);
-            let a = estimate(None, 2, 0.05, |m, _| Ok(skewed_round(&c, m, &mut rng))).unwrap();
+            let a = estimate(None, 2, 0.05, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
             let mean: f64 = a.estimates[0]
                 .iter()
                 .zip(&a.estimates[1])
@@ -133,15 +140,15 @@ mod tests {
         // tighter target.
         let c = vec![1.0; 50];
         let mut rng = seeded(7);
-        let loose = estimate(None, 4, 0.02, |m, _| Ok(skewed_round(&c, m, &mut rng))).unwrap();
-        let tight = estimate(None, 4, 0.01, |m, _| Ok(skewed_round(&c, m, &mut rng))).unwrap();
+        let loose = estimate(None, 4, 0.02, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
+        let tight = estimate(None, 4, 0.01, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
         assert!(loose.mc_se < 1.5 * 0.02, "{loose:?}");
         assert!(
             tight.per_replicate > 2 * loose.per_replicate,
             "{tight:?} vs {loose:?}"
         );
         assert!(!loose.capped_above_target);
-        let capped = estimate(None, 4, 1e-6, |m, _| Ok(skewed_round(&c, m, &mut rng))).unwrap();
+        let capped = estimate(None, 4, 1e-6, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
         assert_eq!(capped.per_replicate, CAP_PER_REPLICATE);
         assert!(capped.capped_above_target);
     }

@@ -4,11 +4,13 @@
 //! (where along the noise axis the bound is lost).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use super::adaptive::{self, Adaptive};
 use super::{EvalData, EvalOptions, EvalReport, Evaluation, Progress, Unit};
 use crate::data::batches::row_block;
-use crate::diffusion::elbo::ElboOptions;
+
+use crate::diffusion::elbo::{ElboOptions, TimeProposal};
 use crate::elbo::{to_f64, Stat};
 use crate::models::Model;
 use crate::rng::{chunk, streams};
@@ -88,7 +90,13 @@ pub(super) fn evaluate<M: Model>(
     let rows_per_pass = if image { 256 } else { 4096 };
     let pilot = if image { 2 } else { 8 };
     let last = RefCell::new(Terms::default());
+    // Continuous time: the pilot draws t uniformly and keeps every (t, L(t)); the final round
+    // importance-samples t from the density ∝ √E[L(t)²] they measure (unbiased whatever the
+    // density; lower variance, so fewer samples meet the target).
+    let pilot_draws: RefCell<Vec<(f64, f64)>> = RefCell::new(Vec::new());
+    let proposal: RefCell<Option<Arc<TimeProposal>>> = RefCell::new(None);
     let round = |per_rep: usize, round: u64| -> Result<[Vec<f64>; 2]> {
+        let prop = proposal.borrow().clone();
         let batch = (rows_per_pass / per_rep).max(1);
         let per_rep_chunks = n.div_ceil(batch);
         progress.start(
@@ -120,6 +128,7 @@ pub(super) fn evaluate<M: Model>(
                 ElboOptions {
                     t_steps: t_eff,
                     t_samples: per_rep,
+                    proposal: prop.clone(),
                 },
                 y,
                 &mut rng,
@@ -131,6 +140,7 @@ pub(super) fn evaluate<M: Model>(
                 to_f64(e.prior)?,
                 to_f64(e.samples.reshape([b * per_rep]))?,
                 e.times,
+                e.weights,
             );
             progress.inc(b as u64);
             Ok(out)
@@ -144,13 +154,18 @@ pub(super) fn evaluate<M: Model>(
             diff: vec![0.0; n],
             bins: vec![(0.0, 0); TIME_BINS],
         };
-        for (rep, start, recon, prior, samples, times) in parts {
+        let keep_pilot = round == 0 && t_eff.is_none();
+        for (rep, start, recon, prior, samples, times, weights) in parts {
             for i in 0..recon.len() {
                 let k = start + i;
                 let mut d_mean = 0.0;
                 for j in 0..per_rep {
                     let v = samples[i * per_rep + j];
-                    d_mean += v / w;
+                    let iw = weights.as_ref().map_or(1.0, |ws| ws[i * per_rep + j]);
+                    d_mean += v * iw / w;
+                    if keep_pilot {
+                        pilot_draws.borrow_mut().push((times[i * per_rep + j], v));
+                    }
                     let bin =
                         ((times[i * per_rep + j] * TIME_BINS as f64) as usize).min(TIME_BINS - 1);
                     t.bins[bin].0 += v;
@@ -171,7 +186,34 @@ pub(super) fn evaluate<M: Model>(
         mc_se,
         estimates,
         capped_above_target,
-    } = adaptive::estimate(fixed, pilot, target, round)?;
+    } = adaptive::estimate(fixed, pilot, target, round, || {
+        let draws = pilot_draws.take();
+        // Bins with about 16 draws each on average (at most TIME_BINS), a tenth of the density
+        // kept uniform so no time is starved.
+        let k = (draws.len() / 16).clamp(1, TIME_BINS);
+        let (mut s1, mut s2, mut c) = (vec![0.0; k], vec![0.0; k], vec![0usize; k]);
+        for (t, v) in draws {
+            let i = ((t * k as f64) as usize).min(k - 1);
+            s1[i] += v;
+            s2[i] += v * v;
+            c[i] += 1;
+        }
+        let m = |s: &[f64]| -> Vec<f64> {
+            s.iter()
+                .zip(&c)
+                .map(|(v, &n)| if n > 0 { v / n as f64 } else { f64::NAN })
+                .collect()
+        };
+        let (m1, m2) = (m(&s1), m(&s2));
+        match TimeProposal::from_second_moments(&m2, 0.1) {
+            Some(p) if k > 1 => {
+                let ratio = p.variance_ratio(&m1, &m2);
+                *proposal.borrow_mut() = Some(Arc::new(p));
+                ratio
+            }
+            _ => 1.0,
+        }
+    })?;
     let t = last.into_inner();
     let totals: Vec<f64> = (0..n)
         .map(|k| 0.5 * (estimates[0][k] + estimates[1][k]))

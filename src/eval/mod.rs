@@ -64,6 +64,10 @@ pub struct EvalOptions {
     pub force: bool,
     /// Also measure sample quality on this many samples ([`quality`]).
     pub quality: Option<usize>,
+    /// Sampler, steps and DDIM η of the quality samples (default: the run's own).
+    pub sampler: Option<crate::sample::SamplerKind>,
+    pub steps: Option<usize>,
+    pub eta: f64,
 }
 
 impl Default for EvalOptions {
@@ -80,6 +84,9 @@ impl Default for EvalOptions {
             device: Device::flex(),
             force: false,
             quality: None,
+            sampler: None,
+            steps: None,
+            eta: 0.0,
         }
     }
 }
@@ -96,6 +103,12 @@ impl EvalOptions {
         }
         if self.t_steps == Some(0) {
             return bad("--t-steps must be at least 1".into());
+        }
+        if self.steps == Some(0) {
+            return bad("--steps must be at least 1".into());
+        }
+        if !(self.eta >= 0.0 && self.eta.is_finite()) {
+            return bad("--eta must be a non-negative number".into());
         }
         if let Some(t) = self.t_samples.filter(|t| *t < 2 || t % 2 == 1) {
             return bad(format!(
@@ -350,7 +363,8 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
     cfg.model.visit(Visit(dir, opts, progress))
 }
 
-/// Draw `n` samples of a loaded run (its default sampler) and measure their quality.
+/// Draw `n` samples of a loaded run (its default sampler unless the options name one) and
+/// measure their quality.
 fn sample_quality<M: Model>(
     l: &Loaded<M>,
     spec: &str,
@@ -361,7 +375,12 @@ fn sample_quality<M: Model>(
     if n < 2 {
         return Err(Error::Config("--quality needs at least 2 samples".into()));
     }
-    let so = crate::models::SampleOptions::ancestral(opts.seed, opts.threads);
+    let so = crate::models::SampleOptions {
+        sampler: opts.sampler,
+        steps: opts.steps,
+        eta: opts.eta,
+        ..crate::models::SampleOptions::ancestral(opts.seed, opts.threads)
+    };
     progress.start("samples for quality", l.model.sample_work(n, &so));
     let mut v = l.model.draw(n, &so, &|| progress.inc(1))?;
     progress.finish();
@@ -369,7 +388,18 @@ fn sample_quality<M: Model>(
     if M::binarize(&l.section, &l.spec).is_some() {
         v.iter_mut().for_each(|x| *x *= 255.0);
     }
-    quality::quality(spec, &v, quality::ClassifierSettings::default())
+    let mut q = quality::quality(spec, &v, quality::ClassifierSettings::default())?;
+    if l.model.diffusion().is_some() {
+        let name = match opts.sampler {
+            Some(crate::sample::SamplerKind::Ddim) => format!("DDIM (η = {})", opts.eta),
+            _ => "ancestral".to_string(),
+        };
+        q.sampler = Some(match opts.steps {
+            Some(s) => format!("{name}, {s} steps"),
+            None => format!("{name}, the run's default steps"),
+        });
+    }
+    Ok(q)
 }
 
 /// Load the split, check its shape against the run, and prepare the rows as the model sees

@@ -289,6 +289,9 @@ pub struct Quality {
     pub classifier_test_accuracy: f64,
     /// What the figures are, in words.
     pub note: String,
+    /// How the samples were drawn (sampler and steps), where that applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
 }
 
 /// Mean and covariance of row-major `[n, k]` features.
@@ -464,6 +467,7 @@ pub fn quality(spec: &str, samples: &[f32], settings: ClassifierSettings) -> Res
              mean confidence",
             test.n
         ),
+        sampler: None,
     })
 }
 

@@ -87,6 +87,9 @@ pub struct VdmConfig {
     pub p_uncond: f64,
     /// Ancestral sampling steps used at the end of training and by default in `elbo sample`.
     pub sample_steps: usize,
+    /// Samplers clip x̂_0 of 8-bit images to [−1, 1] at every step (DDPM's `clip_denoised`);
+    /// changes samples only, never the bound.
+    pub clip_x0: bool,
 }
 
 impl Default for VdmConfig {
@@ -105,6 +108,7 @@ impl Default for VdmConfig {
             conditional: false,
             p_uncond: 0.1,
             sample_steps: 200,
+            clip_x0: true,
         }
     }
 }
@@ -139,7 +143,7 @@ impl ModelSettings for VdmConfig {
         }
     }
 
-    const CHANGEABLE_ON_RESUME: &'static [&'static str] = &["sample_steps"];
+    const CHANGEABLE_ON_RESUME: &'static [&'static str] = &["sample_steps", "clip_x0"];
 }
 
 /// What the VDM learned about its data before training.
@@ -323,6 +327,7 @@ impl Vdm {
         ElboOptions {
             t_steps: (self.cfg.t_steps > 0).then_some(self.cfg.t_steps),
             t_samples,
+            proposal: None,
         }
     }
 
@@ -359,6 +364,10 @@ impl Denoiser for Vdm {
 
     fn process(&self) -> Process {
         self.cfg.process
+    }
+
+    fn x0_bounds(&self) -> Option<(f64, f64)> {
+        (self.spec.kind == DataKind::Image8 && self.cfg.clip_x0).then_some((-1.0, 1.0))
     }
 
     fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, cond: Cond) -> Tensor<2> {

@@ -82,9 +82,13 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
     }
     if let Some(q) = &r.quality {
         out.push(format!(
-            "sample quality ({} samples beside {} real training images; classifier test accuracy \
-             {:.1}%):",
+            "sample quality ({} samples{} beside {} real training images; classifier test \
+             accuracy {:.1}%):",
             q.samples.n,
+            q.sampler
+                .as_ref()
+                .map(|s| format!(" by the {s} sampler"))
+                .unwrap_or_default(),
             q.real.n,
             100.0 * q.classifier_test_accuracy
         ));

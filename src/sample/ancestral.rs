@@ -5,7 +5,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{eps_at, Sampler};
+use super::{eps_x0_at, Sampler};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 
@@ -25,7 +25,10 @@ impl Sampler for Ancestral {
         let [b, d] = z_t.dims();
         let device = z_t.device();
         let process = den.process();
-        let e = eps_at(den, z_t.clone(), gamma_t, cond);
+        let (e, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
+        if gamma_s == f64::NEG_INFINITY {
+            return x0;
+        }
         let c = -(gamma_s - gamma_t).exp_m1();
         let (alpha_t, sigma_t) = process.alpha_sigma_f64(gamma_t);
         let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);

@@ -6,7 +6,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{eps_at, Sampler};
+use super::{eps_x0_at, Sampler};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 
@@ -58,12 +58,10 @@ impl Sampler for Ddim {
         let [b, d] = z_t.dims();
         let device = z_t.device();
         let process = den.process();
-        let e = eps_at(den, z_t.clone(), gamma_t, cond);
-        let (alpha_t, sigma_t) = process.alpha_sigma_f64(gamma_t);
+        let (e, x0_hat) = eps_x0_at(den, z_t, gamma_t, cond);
         let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);
         let c = -(gamma_s - gamma_t).exp_m1();
         let s2 = self.eta * self.eta * sigma_s * sigma_s * c;
-        let x0_hat = (z_t - e.clone() * sigma_t) / alpha_t;
         let dir = (sigma_s * sigma_s - s2).max(0.0).sqrt();
         let z_s = x0_hat * alpha_s + e * dir;
         if s2 > 0.0 {

@@ -54,6 +54,29 @@ pub fn eps_at(den: &dyn Denoiser, z_t: Tensor<2>, gamma: f64, cond: Cond) -> Ten
     crate::diffusion::eps_hat(den, z_t, g, cond)
 }
 
+/// ε̂ and x̂_0 = (z_t − σ_t ε̂)/α_t at one noise level (M19). When the denoiser states bounds
+/// for its data (8-bit images: [−1, 1]), x̂_0 is clipped to them and ε̂ recomputed from the clipped
+/// x̂_0, ε̂ = (z_t − α_t x̂_0)/σ_t, so every sampler step stays consistent with the clipped
+/// prediction (DDPM's `clip_denoised`; it changes samples, never the bound).
+pub fn eps_x0_at(
+    den: &dyn Denoiser,
+    z_t: Tensor<2>,
+    gamma: f64,
+    cond: Cond,
+) -> (Tensor<2>, Tensor<2>) {
+    let e = eps_at(den, z_t.clone(), gamma, cond);
+    let (alpha, sigma) = den.process().alpha_sigma_f64(gamma);
+    let x0 = (z_t.clone() - e.clone() * sigma) / alpha;
+    match den.x0_bounds() {
+        Some((lo, hi)) if sigma > 0.0 => {
+            let x0 = x0.clamp(lo, hi);
+            let e = (z_t - x0.clone() * alpha) / sigma;
+            (e, x0)
+        }
+        _ => (e, x0),
+    }
+}
+
 /// The times a sampler visits, from high noise to low (the final step to the clean end follows
 /// the last): `steps` of them, on the table's own steps for a DDPM schedule of T steps (at most T).
 pub fn time_grid(table_steps: Option<usize>, steps: usize) -> Vec<f64> {

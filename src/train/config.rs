@@ -182,6 +182,30 @@ impl Default for RunConfig {
     }
 }
 
+/// Named settings files shipped inside the binary (`presets/*.toml` in the repository).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// A VDM that draws clean digits on mnist10k in under an hour on 2 CPU cores
+    /// (presets/quality.toml; BENCHMARKS.md §8).
+    Quality,
+}
+
+impl Preset {
+    /// The preset's TOML text.
+    pub fn toml(self) -> &'static str {
+        match self {
+            Preset::Quality => include_str!("../../presets/quality.toml"),
+        }
+    }
+
+    /// Its settings on top of the defaults.
+    pub fn config(self) -> Result<RunConfig> {
+        toml::from_str(self.toml()).map_err(|e| {
+            Error::Config(format!("preset {self:?}: invalid config: {}", e.message()))
+        })
+    }
+}
+
 impl RunConfig {
     /// Read a TOML file of settings on top of the defaults.
     pub fn from_toml_file(path: &Path) -> Result<RunConfig> {
@@ -380,6 +404,19 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_presets_are_valid_configurations() {
+        // A typo in presets/*.toml (an unknown key, a bad value) must fail here, not for a user.
+        for p in [Preset::Quality] {
+            let mut c = p.config().unwrap();
+            c.resolve();
+            c.resolve_for_data(crate::data::DataKind::Image8);
+            c.validate().unwrap();
+            assert_eq!(c.model.kind(), crate::models::ModelKind::Vdm, "{p:?}");
+            assert!(c.steps > 0 && c.batch_size > 0, "{p:?} names its length");
+        }
+    }
 
     #[test]
     fn set_reaches_nested_fields_and_rejects_unknown() {
