@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// The classifier is trained on the first use (about 15 s) and cached in ~/.cache/elbo.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
     pub quality: Option<usize>,
+    /// Diffusion models: spend at most about this many seconds on the bound's final round of
+    /// time samples (the standard error reached is printed, with a warning if above the target).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub time_budget: Option<f64>,
     /// Sampler of the --quality samples (default: the run's ancestral sampler).
     #[arg(long, value_enum, requires = "quality")]
     pub sampler: Option<elbo::sample::SamplerKind>,
@@ -60,6 +64,13 @@ pub struct EvalArgs {
     /// of work for --iw).
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
 }
 
 pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
@@ -76,6 +87,7 @@ pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
         device: elbo::device::device(g.device, false)?,
         force: a.force,
         quality: a.quality,
+        budget_secs: a.time_budget,
         sampler: a.sampler,
         steps: a.steps,
         eta: a.eta,

@@ -69,7 +69,11 @@ pub fn run(a: QualityArgs) -> anyhow::Result<i32> {
     );
     println!("  {:<22} {:>10} {:>10}", "", "samples", "real");
     for (name, x, y) in [
-        ("FD-classifier", q.samples.fd_classifier, q.real.fd_classifier),
+        (
+            "FD-classifier",
+            q.samples.fd_classifier,
+            q.real.fd_classifier,
+        ),
         (
             "class entropy (nats)",
             q.samples.class_entropy,

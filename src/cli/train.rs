@@ -55,6 +55,9 @@ pub struct TrainArgs {
     pub resume: bool,
 }
 
+/// Seconds the held-out bound at the end of training may spend on its final round.
+const END_EVAL_BUDGET_SECS: f64 = 60.0;
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -203,6 +206,15 @@ fn train_run(
         note: &note,
     };
     let outcome = train::train(cfg, &opts)?;
+    // Training is committed: from here on Ctrl-C and SIGTERM end the process at once (the
+    // evaluation and pictures that follow can be made again with `elbo eval` and `elbo sample`).
+    let now = Arc::new(AtomicBool::new(true));
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        SIGINT,
+        EXIT_INTERRUPTED,
+        Arc::clone(&now),
+    );
+    let _ = signal_hook::flag::register_conditional_shutdown(SIGTERM, EXIT_TERMINATED, now);
     let dir = RunDir::new(out);
     if outcome.interrupted {
         let terminated = term.load(Ordering::SeqCst);
@@ -235,8 +247,11 @@ fn train_run(
         );
     }
     // Held-out evaluation of the EMA weights, and pictures.
+    // A time budget keeps the bound from outlasting training on schedules whose time integrand
+    // is hard to sample (`elbo eval DIR` afterwards has none).
     let eval_opts = EvalOptions {
         device: elbo::device::device(g.device, false)?,
+        budget_secs: Some(END_EVAL_BUDGET_SECS),
         ..EvalOptions::default()
     };
     let report = eval::evaluate(&dir, &eval_opts, g)?;

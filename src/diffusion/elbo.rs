@@ -348,7 +348,10 @@ mod tests {
         let (t, dens) = p.invert(0.05);
         assert!((t - 0.125).abs() < 1e-12 && (dens - 0.4).abs() < 1e-12);
         let (t, dens) = p.invert(0.4);
-        assert!((t - 0.625).abs() < 1e-12 && (dens - 2.4).abs() < 1e-12, "{t} {dens}");
+        assert!(
+            (t - 0.625).abs() < 1e-12 && (dens - 2.4).abs() < 1e-12,
+            "{t} {dens}"
+        );
         let (t, _) = p.invert(0.85);
         assert!((t - 0.875).abs() < 1e-12, "{t}");
         for i in 0..1000 {
@@ -360,6 +363,9 @@ mod tests {
         // The floor keeps every bin at least floor/K of the mass.
         let q = TimeProposal::from_second_moments(&[0.0, 100.0, f64::NAN, 4.0], 0.2).unwrap();
         assert!((q.density_at(0.1) - 0.2).abs() < 1e-12);
-        assert!((q.density_at(0.6) - q.density_at(0.3)).abs() < 1e-12, "NaN bin gets the top");
+        assert!(
+            (q.density_at(0.6) - q.density_at(0.3)).abs() < 1e-12,
+            "NaN bin gets the top"
+        );
     }
 }

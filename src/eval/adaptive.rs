@@ -46,10 +46,14 @@ pub fn replicate_se(est: &[Vec<f64>; 2]) -> f64 {
 /// `after_pilot()` returns the factor by which the final rounds' per-sample variance is expected
 /// to shrink relative to the pilot's (1: same estimator; below 1 when the final rounds
 /// importance-sample what the pilot measured); the sample count is planned with it.
+///
+/// `budget_secs`, when given, caps the final round at the samples that fit in that many seconds
+/// at the pilot's measured pace (the standard error reported is then the one reached).
 pub fn estimate<F, A>(
     fixed: Option<usize>,
     pilot: usize,
     target: f64,
+    budget_secs: Option<f64>,
     mut round: F,
     after_pilot: A,
 ) -> Result<Adaptive>
@@ -57,18 +61,25 @@ where
     F: FnMut(usize, u64) -> Result<[Vec<f64>; 2]>,
     A: FnOnce() -> f64,
 {
-    let per_replicate = match fixed {
-        Some(m) => m.max(1),
+    let (per_replicate, cap) = match fixed {
+        Some(m) => (m.max(1), usize::MAX),
         None => {
             let m0 = pilot.max(1);
+            let clock = std::time::Instant::now();
             let se0 = replicate_se(&round(m0, 0)?);
+            let secs0 = clock.elapsed().as_secs_f64().max(1e-6);
             let shrink = after_pilot().clamp(0.05, 1.0);
             // Var ∝ 1/m: m = m0 (se0/target)², rounded up (stratification only does better).
             let want = (m0 as f64 * shrink * (se0 / target).powi(2)).ceil();
+            let cap = match budget_secs {
+                // Work ∝ m: the pilot's m0 samples took secs0.
+                Some(b) => ((m0 as f64 * b / secs0).floor() as usize).clamp(1, CAP_PER_REPLICATE),
+                None => CAP_PER_REPLICATE,
+            };
             if want.is_finite() {
-                (want as usize).clamp(1, CAP_PER_REPLICATE)
+                ((want as usize).clamp(1, cap), cap)
             } else {
-                CAP_PER_REPLICATE
+                (cap, cap)
             }
         }
     };
@@ -77,9 +88,7 @@ where
     Ok(Adaptive {
         per_replicate,
         mc_se,
-        capped_above_target: fixed.is_none()
-            && per_replicate == CAP_PER_REPLICATE
-            && mc_se > target,
+        capped_above_target: per_replicate == cap && mc_se > target,
         estimates,
     })
 }
@@ -116,7 +125,15 @@ mod tests {
         let mut finals = Vec::new();
         for seed in 0..4000 {
             let mut rng = seeded(seed);
-            let a = estimate(None, 2, 0.05, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
+            let a = estimate(
+                None,
+                2,
+                0.05,
+                None,
+                |m, _| Ok(skewed_round(&c, m, &mut rng)),
+                || 1.0,
+            )
+            .unwrap();
             let mean: f64 = a.estimates[0]
                 .iter()
                 .zip(&a.estimates[1])
@@ -140,16 +157,93 @@ mod tests {
         // tighter target.
         let c = vec![1.0; 50];
         let mut rng = seeded(7);
-        let loose = estimate(None, 4, 0.02, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
-        let tight = estimate(None, 4, 0.01, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
+        let loose = estimate(
+            None,
+            4,
+            0.02,
+            None,
+            |m, _| Ok(skewed_round(&c, m, &mut rng)),
+            || 1.0,
+        )
+        .unwrap();
+        let tight = estimate(
+            None,
+            4,
+            0.01,
+            None,
+            |m, _| Ok(skewed_round(&c, m, &mut rng)),
+            || 1.0,
+        )
+        .unwrap();
         assert!(loose.mc_se < 1.5 * 0.02, "{loose:?}");
         assert!(
             tight.per_replicate > 2 * loose.per_replicate,
             "{tight:?} vs {loose:?}"
         );
         assert!(!loose.capped_above_target);
-        let capped = estimate(None, 4, 1e-6, |m, _| Ok(skewed_round(&c, m, &mut rng)), || 1.0).unwrap();
+        let capped = estimate(
+            None,
+            4,
+            1e-6,
+            None,
+            |m, _| Ok(skewed_round(&c, m, &mut rng)),
+            || 1.0,
+        )
+        .unwrap();
         assert_eq!(capped.per_replicate, CAP_PER_REPLICATE);
         assert!(capped.capped_above_target);
+    }
+
+    #[test]
+    fn a_time_budget_caps_the_final_round_and_a_variance_factor_shrinks_it() {
+        // A round of m samples takes m × 4 ms. Pilot m0 = 4 (16 ms); a 0.2 s budget allows about
+        // 4 · 0.2/0.016 = 50 samples per replicate: with sleep overheads the cap lands between
+        // 20 and 50, far below the 256 the tiny target asks for, and the result says it missed.
+        let c = vec![1.0; 20];
+        let mut rng = seeded(8);
+        let slow = |m: usize, rng: &mut crate::rng::Rng| {
+            std::thread::sleep(std::time::Duration::from_millis(4 * m as u64));
+            skewed_round(&c, m, rng)
+        };
+        let b = estimate(
+            None,
+            4,
+            1e-6,
+            Some(0.2),
+            |m, _| Ok(slow(m, &mut rng)),
+            || 1.0,
+        )
+        .unwrap();
+        assert!((20..=50).contains(&b.per_replicate), "{b:?}");
+        assert!(b.capped_above_target);
+        // A pilot that says the final estimator has a quarter of the variance plans a quarter
+        // of the samples (within rounding).
+        let mut r1 = seeded(9);
+        let mut r2 = seeded(9);
+        let full = estimate(
+            None,
+            4,
+            0.05,
+            None,
+            |m, _| Ok(skewed_round(&c, m, &mut r1)),
+            || 1.0,
+        )
+        .unwrap();
+        let quarter = estimate(
+            None,
+            4,
+            0.05,
+            None,
+            |m, _| Ok(skewed_round(&c, m, &mut r2)),
+            || 0.25,
+        )
+        .unwrap();
+        assert!(
+            quarter
+                .per_replicate
+                .abs_diff(full.per_replicate.div_ceil(4))
+                <= 1,
+            "{quarter:?} vs {full:?}"
+        );
     }
 }

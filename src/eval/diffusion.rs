@@ -186,7 +186,7 @@ pub(super) fn evaluate<M: Model>(
         mc_se,
         estimates,
         capped_above_target,
-    } = adaptive::estimate(fixed, pilot, target, round, || {
+    } = adaptive::estimate(fixed, pilot, target, opts.budget_secs, round, || {
         let draws = pilot_draws.take();
         // Bins with about 16 draws each on average (at most TIME_BINS), a tenth of the density
         // kept uniform so no time is starved.

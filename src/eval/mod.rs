@@ -64,6 +64,9 @@ pub struct EvalOptions {
     pub force: bool,
     /// Also measure sample quality on this many samples ([`quality`]).
     pub quality: Option<usize>,
+    /// Diffusion models, adaptive time samples: spend at most about this many seconds on the
+    /// final round (the standard error reached is reported, and flagged if above the target).
+    pub budget_secs: Option<f64>,
     /// Sampler, steps and DDIM η of the quality samples (default: the run's own).
     pub sampler: Option<crate::sample::SamplerKind>,
     pub steps: Option<usize>,
@@ -84,6 +87,7 @@ impl Default for EvalOptions {
             device: Device::flex(),
             force: false,
             quality: None,
+            budget_secs: None,
             sampler: None,
             steps: None,
             eta: 0.0,

@@ -70,8 +70,8 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
     });
     if r.mc_target_missed {
         out.push(
-            "warning: the time samples reached their cap with the Monte-Carlo error above its \
-             target; pass --t-samples N for more"
+            "warning: the time samples reached their cap (or the time budget) with the \
+             Monte-Carlo error above its target; `elbo eval DIR --t-samples N` takes more"
                 .into(),
         );
     }

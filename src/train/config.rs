@@ -200,9 +200,8 @@ impl Preset {
 
     /// Its settings on top of the defaults.
     pub fn config(self) -> Result<RunConfig> {
-        toml::from_str(self.toml()).map_err(|e| {
-            Error::Config(format!("preset {self:?}: invalid config: {}", e.message()))
-        })
+        toml::from_str(self.toml())
+            .map_err(|e| Error::Config(format!("preset {self:?}: invalid config: {}", e.message())))
     }
 }
 
