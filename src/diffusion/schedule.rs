@@ -183,6 +183,10 @@ pub enum ScheduleKind {
     LinearGamma,
     /// Learned γ (M26): a monotone network with learned endpoints.
     Learned,
+    /// Chosen from the data when a model is built: cosine for 8-bit images (the better samples
+    /// at equal time, BENCHMARKS.md §8), linear γ for vectors (the tighter bound).
+    #[value(skip)]
+    Auto,
 }
 
 /// A schedule's settings.
@@ -201,7 +205,7 @@ pub struct ScheduleConfig {
 impl Default for ScheduleConfig {
     fn default() -> Self {
         ScheduleConfig {
-            kind: ScheduleKind::LinearGamma,
+            kind: ScheduleKind::Auto,
             gamma_min: -13.3,
             gamma_max: 5.0,
             steps: 1000,
@@ -227,6 +231,11 @@ impl ScheduleConfig {
                 gamma_min: self.gamma_min,
                 gamma_max: self.gamma_max,
             }),
+            ScheduleKind::Auto => {
+                return Err(Error::Config(
+                    "schedule kind 'auto' is chosen from the data when the model is built".into(),
+                ))
+            }
         })
     }
 }

@@ -197,8 +197,9 @@ mod tests {
     #[test]
     fn a_time_budget_caps_the_final_round_and_a_variance_factor_shrinks_it() {
         // A round of m samples takes m × 4 ms. Pilot m0 = 4 (16 ms); a 0.2 s budget allows about
-        // 4 · 0.2/0.016 = 50 samples per replicate: with sleep overheads the cap lands between
-        // 20 and 50, far below the 256 the tiny target asks for, and the result says it missed.
+        // 4 · 0.2/0.016 = 50 samples per replicate; sleep overheads and a loaded machine only
+        // make the pilot slower and the cap lower, so it lands at or below 50, far below the
+        // 256 the tiny target asks for, and the result says it missed.
         let c = vec![1.0; 20];
         let mut rng = seeded(8);
         let slow = |m: usize, rng: &mut crate::rng::Rng| {
@@ -214,7 +215,7 @@ mod tests {
             || 1.0,
         )
         .unwrap();
-        assert!((20..=50).contains(&b.per_replicate), "{b:?}");
+        assert!((1..=50).contains(&b.per_replicate), "{b:?}");
         assert!(b.capped_above_target);
         // A pilot that says the final estimator has a quarter of the variance plans a quarter
         // of the samples (within rounding).

@@ -50,6 +50,9 @@ pub trait ModelSettings:
     /// Steps and batch size of a default run (about five minutes on 2 cores) on data of a kind.
     fn defaults_for(kind: DataKind) -> (u64, usize);
 
+    /// Replace settings left to the data ("auto") by their values for data of this kind.
+    fn resolve_for_data(&mut self, _kind: DataKind) {}
+
     /// Keys of this section that a resumed run may change; every other key defines the run.
     const CHANGEABLE_ON_RESUME: &'static [&'static str] = &[];
 }

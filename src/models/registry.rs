@@ -92,6 +92,13 @@ macro_rules! registry {
                 }
             }
 
+            /// Settings left to the data, resolved for data of this kind.
+            pub fn resolve_for_data(&mut self, data: DataKind) {
+                match self {
+                    $(ModelConfig::$variant(c) => c.resolve_for_data(data),)*
+                }
+            }
+
             /// Keys of the section that a resumed run may change.
             pub fn changeable_on_resume(&self) -> &'static [&'static str] {
                 match self {

@@ -30,12 +30,11 @@ pub struct UNetConfig {
 
 impl Default for UNetConfig {
     fn default() -> Self {
-        // Small, because convolutions on 2 CPU cores are the bottleneck of the default run:
-        // measured on 2 cores, [16, 32] trains at 115 images/s and reaches 2.41 bits/dim in 680
-        // steps of 32, while [32, 64] trains at 46 images/s and reaches 2.44 in the same 5
-        // minutes (330 steps). Longer runs should widen it (the 30-minute benchmark uses [32, 64]).
+        // Small, because convolutions on 2 CPU cores are the bottleneck of the default run; three
+        // levels (28×28, 14×14, 7×7), because the 7×7 level is what turned strokes into digits
+        // at equal time (BENCHMARKS.md §7–§8). Longer runs may widen it.
         UNetConfig {
-            channels: vec![16, 32],
+            channels: vec![16, 32, 64],
             embed: 32,
             attention: false,
         }

@@ -291,9 +291,10 @@ impl RunConfig {
         Ok(())
     }
 
-    /// Replace the automatic (0) step count and batch size by their values for this model on
-    /// data of this kind.
+    /// Replace the automatic (0) step count and batch size, and the model's settings left to
+    /// the data, by their values for this model on data of this kind.
     pub fn resolve_for_data(&mut self, kind: crate::data::DataKind) {
+        self.model.resolve_for_data(kind);
         let (steps, batch) = self.model.defaults_for(kind);
         if self.steps == 0 {
             self.steps = steps;
