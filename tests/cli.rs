@@ -463,3 +463,63 @@ fn the_top_level_help_names_the_run_directory_the_default_run_writes() {
     );
     assert!(help.contains("Limits, checked before any work"), "{help}");
 }
+
+#[test]
+fn version_names_the_git_revision_and_completions_name_every_subcommand() {
+    let v = ok(&["--version"]);
+    assert!(
+        v.starts_with(&format!("elbo {}", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    // In a git checkout the revision is the checked-out commit's.
+    if let Some(rev) = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+    {
+        let rev = String::from_utf8_lossy(&rev.stdout).trim().to_string();
+        assert!(v.contains(&format!("(git {rev}")), "{v} lacks {rev}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&["completions", shell]);
+        for sub in [
+            "train", "eval", "sample", "data", "inspect", "schedule", "quality",
+        ] {
+            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        }
+        assert!(
+            script.contains("max-minutes"),
+            "{shell}: flags of subcommands"
+        );
+    }
+    // An unknown shell is a usage error (clap's exit code 2), with the choices named.
+    let o = elbo(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bash"));
+}
+
+#[test]
+fn a_fresh_run_is_not_reported_as_an_interrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("fresh");
+    let o = elbo(&[
+        "-q",
+        "train",
+        "--model",
+        "vae",
+        "--steps",
+        "2",
+        "--set",
+        "grid=0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.contains("stopped before its first checkpoint"),
+        "{err}"
+    );
+}

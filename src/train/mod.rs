@@ -363,10 +363,13 @@ fn train_model<M: Model>(
         }
         DirStatus::Run { .. } => true,
         DirStatus::Unstarted => {
-            (opts.note)(&format!(
-                "{}: the run here stopped before its first checkpoint; starting it again",
-                dir.path.display()
-            ));
+            // (A directory this invocation just created is unstarted too: no note for it.)
+            if matches!(status, DirStatus::Unstarted) {
+                (opts.note)(&format!(
+                    "{}: the run here stopped before its first checkpoint; starting it again",
+                    dir.path.display()
+                ));
+            }
             dir.reset()?;
             false
         }
