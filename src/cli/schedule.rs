@@ -19,10 +19,10 @@ pub struct ScheduleArgs {
     /// Number of steps T of the table.
     #[arg(long, default_value_t = 1000)]
     pub steps: usize,
-    /// γ(0) of linear-gamma.
+    /// γ(0) of linear-gamma and cosine-log-snr.
     #[arg(long, default_value_t = -13.3, allow_hyphen_values = true)]
     pub gamma_min: f64,
-    /// γ(1) of linear-gamma.
+    /// γ(1) of linear-gamma and cosine-log-snr.
     #[arg(long, default_value_t = 5.0, allow_hyphen_values = true)]
     pub gamma_max: f64,
     #[arg(long, value_enum, default_value_t = Format::Csv)]
@@ -75,7 +75,7 @@ pub fn run(a: ScheduleArgs, g: &Global) -> anyhow::Result<i32> {
     } else {
         let kind: ScheduleKind = clap::ValueEnum::from_str(&a.kind, true).map_err(|_| {
             anyhow::anyhow!(
-                "--kind '{}': expected linear, cosine, linear-gamma or a run directory",
+                "--kind '{}': expected linear, cosine, linear-gamma, cosine-log-snr or a run directory",
                 a.kind
             )
         })?;
