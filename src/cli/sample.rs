@@ -70,6 +70,15 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
         64
     });
     let p = write_samples(&dir, n, a.out.as_deref(), &opts, a.force, g)?;
+    if let elbo::models::ModelConfig::Vdm(v) = &dir.config()?.model {
+        let steps = a.steps.unwrap_or(v.sample_steps).max(1);
+        let kind = a.sampler.unwrap_or(SamplerKind::Ancestral);
+        eprintln!(
+            "{} sampler, {steps} steps: {} network evaluations (NFE) per sample",
+            kind.describe(a.eta),
+            kind.nfe(steps)
+        );
+    }
     println!("{}", p.display());
     Ok(0)
 }

@@ -394,10 +394,10 @@ fn sample_quality<M: Model>(
     }
     let mut q = quality::quality(spec, &v, quality::ClassifierSettings::default())?;
     if l.model.diffusion().is_some() {
-        let name = match opts.sampler {
-            Some(crate::sample::SamplerKind::Ddim) => format!("DDIM (η = {})", opts.eta),
-            _ => "ancestral".to_string(),
-        };
+        let name = opts
+            .sampler
+            .unwrap_or(crate::sample::SamplerKind::Ancestral)
+            .describe(opts.eta);
         q.sampler = Some(match opts.steps {
             Some(s) => format!("{name}, {s} steps"),
             None => format!("{name}, the run's default steps"),

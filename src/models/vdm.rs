@@ -36,7 +36,7 @@ use crate::nn::denoiser_mlp::{MlpDenoiser, MlpDenoiserConfig};
 use crate::nn::monotone::LearnedSchedule;
 use crate::nn::unet::{UNet, UNetConfig};
 use crate::rng::{randn, Rng};
-use crate::sample::{Ancestral, Ddim, Sampler, SamplerKind};
+use crate::sample::{Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, Sampler, SamplerKind};
 use crate::{Error, Result};
 
 /// What the model is trained on.
@@ -564,11 +564,13 @@ impl Model for Vdm {
         progress: &(dyn Fn() + Sync),
     ) -> Result<Vec<f32>> {
         let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
-        let ancestral = Ancestral;
         let ddim = Ddim { eta: opts.eta };
         let sampler: &(dyn Sampler + Sync) = match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
-            SamplerKind::Ancestral => &ancestral,
+            SamplerKind::Ancestral => &Ancestral,
             SamplerKind::Ddim => &ddim,
+            SamplerKind::EulerMaruyama => &EulerMaruyama,
+            SamplerKind::Heun => &Heun,
+            SamplerKind::DpmSolverPp => &DpmSolverPp2M,
         };
         let per = self.sample_chunk_rows();
         let chunks = n.div_ceil(per);

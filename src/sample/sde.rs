@@ -1,0 +1,158 @@
+//! Score-based samplers (MATH.md M35–M36, M40) on the same time grid as the others: the reverse
+//! SDE by Euler–Maruyama, the probability-flow ODE by Heun's method, and DPM-Solver++(2M). The
+//! score is −ε̂/σ (M20); every step is written for z_t = α_t x + σ_t ε under either process.
+
+use burn::tensor::Tensor;
+
+use super::{eps_x0_at, Sampler};
+use crate::diffusion::{Cond, Denoiser};
+use crate::rng::{randn, Rng};
+
+/// The reverse SDE dz = [f(z, t) − g(t)² ∇log p_t(z)] dt + g(t) dw̄ by Euler–Maruyama. With
+/// f = ½ (d log α²/dt) z and g² = σ² dγ/dt (both processes), a step from t to s reads
+/// z_s = z_t (1 − ½ log(α_t²/α_s²)) − σ_t Δγ ε̂ + σ_t √Δγ ξ, with Δγ = γ_t − γ_s (the step's
+/// increments of log α² and γ standing for their derivatives times Δt). First order: it needs
+/// many steps (about 1,000).
+pub struct EulerMaruyama;
+
+impl Sampler for EulerMaruyama {
+    fn step(
+        &self,
+        den: &dyn Denoiser,
+        z_t: Tensor<2>,
+        gamma_t: f64,
+        gamma_s: f64,
+        cond: Cond,
+        rng: &mut Rng,
+    ) -> Tensor<2> {
+        let [b, d] = z_t.dims();
+        let device = z_t.device();
+        let (e, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
+        if gamma_s == f64::NEG_INFINITY {
+            return x0;
+        }
+        let process = den.process();
+        let (alpha_t, sigma_t) = process.alpha_sigma_f64(gamma_t);
+        let (alpha_s, _) = process.alpha_sigma_f64(gamma_s);
+        let dg = gamma_t - gamma_s;
+        let shrink = 1.0 - (alpha_t / alpha_s).ln(); // 1 − ½ log(α_t²/α_s²)
+        z_t * shrink - e * (sigma_t * dg) + randn(rng, [b, d], &device) * (sigma_t * dg.sqrt())
+    }
+}
+
+/// The probability-flow ODE (M36) by Heun's second-order method. In x̄ = z/α and σ̄ = σ/α
+/// = e^{γ/2} the ODE is dx̄/dσ̄ = ε̂ for either process (Karras et al. 2022); a step takes an
+/// Euler predictor to s and averages the slopes at t and s. Two network evaluations per step, one
+/// on the last (to σ̄ = 0, where Euler's step is x̂_0).
+pub struct Heun;
+
+impl Sampler for Heun {
+    fn step(
+        &self,
+        den: &dyn Denoiser,
+        z_t: Tensor<2>,
+        gamma_t: f64,
+        gamma_s: f64,
+        cond: Cond,
+        _rng: &mut Rng,
+    ) -> Tensor<2> {
+        let (e_t, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
+        if gamma_s == f64::NEG_INFINITY {
+            return x0;
+        }
+        let process = den.process();
+        let (alpha_t, _) = process.alpha_sigma_f64(gamma_t);
+        let (alpha_s, _) = process.alpha_sigma_f64(gamma_s);
+        let (sb_t, sb_s) = ((0.5 * gamma_t).exp(), (0.5 * gamma_s).exp());
+        let xb_t = z_t / alpha_t;
+        let xb_pred = xb_t.clone() + e_t.clone() * (sb_s - sb_t);
+        let (e_s, _) = eps_x0_at(den, xb_pred * alpha_s, gamma_s, cond);
+        (xb_t + (e_t + e_s) * (0.5 * (sb_s - sb_t))) * alpha_s
+    }
+
+    fn nfe(&self, steps: usize) -> usize {
+        2 * steps.max(1) - 1
+    }
+}
+
+/// DPM-Solver++(2M) (M40): a second-order multistep solver of the probability-flow ODE in the
+/// data prediction x̂_0, in λ = −γ/2 (log α/σ): with h_i = λ_i − λ_{i−1} and r = h_{i−1}/h_i,
+/// z_i = (σ_i/σ_{i−1}) z_{i−1} − α_i (e^{−h_i} − 1) D_i, D_i = (1 + 1/(2r)) x̂_{i−1} − x̂_{i−2}/(2r)
+/// (the first step and the last, to the clean end, use D_i = x̂_{i−1}). One network evaluation
+/// per step.
+pub struct DpmSolverPp2M;
+
+impl Sampler for DpmSolverPp2M {
+    /// A single step (first order: DDIM η = 0); `sample_path` carries the history that makes
+    /// it second order.
+    fn step(
+        &self,
+        den: &dyn Denoiser,
+        z_t: Tensor<2>,
+        gamma_t: f64,
+        gamma_s: f64,
+        cond: Cond,
+        _rng: &mut Rng,
+    ) -> Tensor<2> {
+        let (_, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
+        first_order(den, z_t, x0, gamma_t, gamma_s)
+    }
+
+    fn sample_path(
+        &self,
+        den: &dyn Denoiser,
+        gammas: &[f64],
+        z: Tensor<2>,
+        cond: Cond,
+        _rng: &mut Rng,
+        progress: &mut dyn FnMut(usize),
+    ) -> Tensor<2> {
+        let process = den.process();
+        let lambda = |g: f64| -0.5 * g;
+        let mut z = z;
+        let mut prev: Option<(Tensor<2>, f64)> = None; // (x̂ at the previous node, its h)
+        for k in 0..gammas.len() {
+            let gamma_t = gammas[k];
+            let gamma_s = gammas.get(k + 1).copied().unwrap_or(f64::NEG_INFINITY);
+            let (_, x0) = eps_x0_at(den, z.clone(), gamma_t, cond);
+            if gamma_s == f64::NEG_INFINITY {
+                z = x0;
+                progress(k + 1);
+                break;
+            }
+            let h = lambda(gamma_s) - lambda(gamma_t);
+            let d = match &prev {
+                Some((x_prev, h_prev)) => {
+                    let r = h_prev / h;
+                    x0.clone() * (1.0 + 0.5 / r) - x_prev.clone() * (0.5 / r)
+                }
+                None => x0.clone(),
+            };
+            let (_, sigma_t) = process.alpha_sigma_f64(gamma_t);
+            let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);
+            z = z * (sigma_s / sigma_t) - d * (alpha_s * (-h).exp_m1());
+            prev = Some((x0, h));
+            progress(k + 1);
+        }
+        z
+    }
+}
+
+/// z_s = (σ_s/σ_t) z_t − α_s (e^{−h} − 1) x̂_0: the first-order step of the data-prediction
+/// solver (identical to DDIM with η = 0).
+fn first_order(
+    den: &dyn Denoiser,
+    z_t: Tensor<2>,
+    x0: Tensor<2>,
+    gamma_t: f64,
+    gamma_s: f64,
+) -> Tensor<2> {
+    if gamma_s == f64::NEG_INFINITY {
+        return x0;
+    }
+    let process = den.process();
+    let (_, sigma_t) = process.alpha_sigma_f64(gamma_t);
+    let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);
+    let h = 0.5 * (gamma_t - gamma_s);
+    z_t * (sigma_s / sigma_t) - x0 * (alpha_s * (-h).exp_m1())
+}
