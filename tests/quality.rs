@@ -5,6 +5,16 @@ use elbo::data::{self, Split};
 use elbo::eval::quality::{classifier, features, figures, moments, ClassifierSettings, FEATURES};
 use elbo::rng::{normal_vec, seeded};
 
+mod common;
+
+fn write_npy(path: &std::path::Path, rows: usize, cols: usize, v: &[f32]) {
+    let mut b = elbo::data::npy::npy_header_f32(rows, cols);
+    for x in v {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
 #[test]
 fn fd_classifier_ranks_real_before_lightly_before_heavily_noised_images() {
     let cache = tempfile::tempdir().unwrap();
@@ -54,4 +64,41 @@ fn fd_classifier_ranks_real_before_lightly_before_heavily_noised_images() {
     assert!(t1.elapsed() < t0.elapsed() / 2);
     let again = figures(&m2, &real.x, 784, &reference).unwrap();
     assert_eq!(again, f_real);
+
+    // `elbo quality FILE.npy` scores any samples the same way, and refuses what is not samples
+    // of the data (wrong width, values outside 0–255), naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("real.npy"), dir.path().join("noised.npy"));
+    write_npy(&good, 1000, 784, &real.x);
+    write_npy(&bad, 1000, 784, &noised(100.0, 2));
+    let fd = |p: &std::path::Path| -> f64 {
+        let j: serde_json::Value =
+            serde_json::from_str(&common::ok(&["quality", p.to_str().unwrap(), "--json"])).unwrap();
+        j["samples"]["fd_classifier"].as_f64().unwrap()
+    };
+    let (cli_real, cli_heavy) = (fd(&good), fd(&bad));
+    assert!(
+        (cli_real - f_real.fd_classifier).abs() < 1e-6 * cli_real,
+        "{cli_real}"
+    );
+    assert!(
+        (cli_heavy - f_heavy.fd_classifier).abs() < 1e-6 * cli_heavy,
+        "{cli_heavy}"
+    );
+    let narrow = dir.path().join("narrow.npy");
+    write_npy(&narrow, 4, 100, &[0.0; 400]);
+    common::fails_with(
+        &["quality", narrow.to_str().unwrap()],
+        "narrow.npy: examples of 100 values",
+    );
+    let loud = dir.path().join("loud.npy");
+    write_npy(&loud, 2, 784, &[300.0; 1568]);
+    common::fails_with(
+        &["quality", loud.to_str().unwrap()],
+        "outside the 8-bit range",
+    );
+    common::fails_with(
+        &["quality", "/nonexistent/samples.npy"],
+        "/nonexistent/samples.npy",
+    );
 }
