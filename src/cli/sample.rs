@@ -37,6 +37,12 @@ pub struct SampleArgs {
     /// DDIM's η (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+    /// Class to draw, for a class-conditional model (trained with vdm.conditional = true).
+    #[arg(long, value_name = "C")]
+    pub class: Option<u32>,
+    /// Classifier-free guidance weight w ≥ 0 with --class (M43): ε̃ = (1 + w) ε(z, c) − w ε(z, ∅).
+    #[arg(long, value_name = "W", default_value_t = 0.0, requires = "class")]
+    pub guidance: f64,
     /// Run even beyond elbo's limits (more than 100,000 steps, 2 GiB of samples, 10,000 images
     /// in a grid, or an estimated 4 hours of work).
     #[arg(long)]
@@ -61,7 +67,8 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
         eta: a.eta,
         seed: a.seed,
         threads: elbo::par::default_threads(),
-        class: None,
+        class: a.class,
+        guidance: a.guidance,
         first_chunk: 0,
     };
     let n = a.n.unwrap_or(if dir.model_file()?.data.dim() == 2 {

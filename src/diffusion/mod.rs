@@ -10,6 +10,7 @@
 //! | `cond` | class labels of the rows, or none (M41–M43) |
 
 pub mod elbo;
+pub mod guidance;
 pub mod oracle;
 pub mod param;
 pub mod process;

@@ -70,6 +70,8 @@ pub struct SampleOptions {
     pub threads: usize,
     /// Class to draw, for a conditional model (`None`: unconditional).
     pub class: Option<u32>,
+    /// Classifier-free guidance weight w (M43; 0: the conditional model as trained).
+    pub guidance: f64,
     /// Index of the first chunk (see [`Model::sample_chunk_rows`]): drawing samples in blocks
     /// with consecutive offsets gives the same samples as one call.
     pub first_chunk: u64,
@@ -85,6 +87,7 @@ impl SampleOptions {
             seed,
             threads,
             class: None,
+            guidance: 0.0,
             first_chunk: 0,
         }
     }

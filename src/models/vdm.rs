@@ -27,6 +27,7 @@ use crate::data::{DataKind, Dataset, Scaling};
 use crate::diffusion::elbo::{
     diffusion_elbo, Decoder, DiffusionEstimate, ElboOptions, ImageDecoder,
 };
+use crate::diffusion::guidance::Guided;
 use crate::diffusion::{
     Cond, Denoiser, NoiseSchedule, Prediction, Process, Schedule, ScheduleConfig, ScheduleKind,
 };
@@ -366,10 +367,18 @@ impl Vdm {
         sampler: &dyn Sampler,
         steps: usize,
         cond: Cond,
+        guidance: f64,
         rng: &mut Rng,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Tensor<2>> {
         let device = self.device();
+        // Classifier-free guidance (M43) wraps the network; w = 0 is the model itself.
+        let guided = Guided {
+            den: self,
+            w: guidance,
+            null: self.spec.classes as u32,
+        };
+        let den: &dyn Denoiser = if guidance > 0.0 { &guided } else { self };
         let sched = self.schedule();
         // z_1 from the prior p(z_1): N(0, I) (VP) or N(0, σ_1² I) (VE).
         let (_, sigma1) = self.cfg.process.alpha_sigma_f64(sched.gamma_f64(1.0));
@@ -378,7 +387,7 @@ impl Vdm {
             Process::VarianceExploding => sigma1,
         };
         let z1 = randn(rng, [n, self.spec.dim()], &device) * prior_sd;
-        let x0 = crate::sample::sample_loop(sampler, self, &sched, z1, steps, cond, rng, progress)?;
+        let x0 = crate::sample::sample_loop(sampler, den, &sched, z1, steps, cond, rng, progress)?;
         Ok(self.to_data_space(x0))
     }
 }
@@ -431,6 +440,7 @@ impl LatentVariableModel for Vdm {
             &Ancestral,
             self.cfg.sample_steps.max(1),
             None,
+            0.0,
             rng,
             &mut |_| {},
         )
@@ -564,6 +574,29 @@ impl Model for Vdm {
         progress: &(dyn Fn() + Sync),
     ) -> Result<Vec<f32>> {
         let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
+        match opts.class {
+            Some(_) if self.spec.classes == 0 => {
+                return Err(Error::Config(
+                    "--class needs a class-conditional model (trained with vdm.conditional = true)"
+                        .into(),
+                ))
+            }
+            Some(c) if c as usize >= self.spec.classes => {
+                return Err(Error::Config(format!(
+                    "--class {c}: this model knows classes 0 to {}",
+                    self.spec.classes - 1
+                )))
+            }
+            None if opts.guidance != 0.0 => {
+                return Err(Error::Config("--guidance needs --class".into()))
+            }
+            _ => {}
+        }
+        if !(opts.guidance >= 0.0 && opts.guidance.is_finite()) {
+            return Err(Error::Config(
+                "--guidance must be a non-negative number".into(),
+            ));
+        }
         let ddim = Ddim { eta: opts.eta };
         let sampler: &(dyn Sampler + Sync) = match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
             SamplerKind::Ancestral => &Ancestral,
@@ -590,6 +623,7 @@ impl Model for Vdm {
                     sampler,
                     steps,
                     labels.as_deref(),
+                    opts.guidance,
                     &mut rng,
                     &mut |_| progress(),
                 )?;

@@ -191,6 +191,7 @@ fn progress_grid<M: Model>(
         seed: cfg.seed,
         threads: cfg.threads,
         class: None,
+        guidance: 0.0,
         first_chunk: 0,
     };
     let n = 16;
