@@ -37,6 +37,9 @@ pub struct SampleArgs {
     /// DDIM's η (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+    /// Signal-to-noise ratio of the predictor–corrector sampler's Langevin steps.
+    #[arg(long, default_value_t = 0.16)]
+    pub snr: f64,
     /// Class to draw, for a class-conditional model (trained with vdm.conditional = true).
     #[arg(long, value_name = "C")]
     pub class: Option<u32>,
@@ -58,6 +61,9 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     if !(a.eta >= 0.0 && a.eta.is_finite()) {
         anyhow::bail!("--eta must be a non-negative number");
     }
+    if !(a.snr > 0.0 && a.snr.is_finite()) {
+        anyhow::bail!("--snr must be a positive number");
+    }
     if a.steps == Some(0) {
         anyhow::bail!("--steps must be at least 1");
     }
@@ -65,6 +71,7 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
         sampler: a.sampler,
         steps: a.steps,
         eta: a.eta,
+        snr: a.snr,
         seed: a.seed,
         threads: elbo::par::default_threads(),
         class: a.class,

@@ -66,6 +66,8 @@ pub struct SampleOptions {
     pub steps: Option<usize>,
     /// DDIM's η.
     pub eta: f64,
+    /// The predictor–corrector sampler's signal-to-noise ratio.
+    pub snr: f64,
     pub seed: u64,
     pub threads: usize,
     /// Class to draw, for a conditional model (`None`: unconditional).
@@ -84,6 +86,7 @@ impl SampleOptions {
             sampler: None,
             steps: None,
             eta: 0.0,
+            snr: 0.16,
             seed,
             threads,
             class: None,

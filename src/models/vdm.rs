@@ -37,7 +37,9 @@ use crate::nn::denoiser_mlp::{MlpDenoiser, MlpDenoiserConfig};
 use crate::nn::monotone::LearnedSchedule;
 use crate::nn::unet::{UNet, UNetConfig};
 use crate::rng::{randn, Rng};
-use crate::sample::{Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, Sampler, SamplerKind};
+use crate::sample::{
+    Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector, Sampler, SamplerKind,
+};
 use crate::{Error, Result};
 
 /// What the model is trained on.
@@ -598,11 +600,13 @@ impl Model for Vdm {
             ));
         }
         let ddim = Ddim { eta: opts.eta };
+        let pc = PredictorCorrector { snr: opts.snr };
         let sampler: &(dyn Sampler + Sync) = match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
             SamplerKind::Ancestral => &Ancestral,
             SamplerKind::Ddim => &ddim,
             SamplerKind::EulerMaruyama => &EulerMaruyama,
             SamplerKind::Heun => &Heun,
+            SamplerKind::Pc => &pc,
             SamplerKind::DpmSolverPp => &DpmSolverPp2M,
         };
         let per = self.sample_chunk_rows();

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ancestral::Ancestral;
 pub use ddim::Ddim;
-pub use sde::{DpmSolverPp2M, EulerMaruyama, Heun};
+pub use sde::{DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector};
 
 use crate::diffusion::{Cond, Denoiser, Schedule};
 use crate::rng::Rng;
@@ -74,6 +74,9 @@ pub enum SamplerKind {
     Ddim,
     /// The reverse SDE by Euler–Maruyama (M35; first order: about 1,000 steps).
     EulerMaruyama,
+    /// Predictor–corrector: ancestral steps, each followed by one Langevin corrector step
+    /// (signal-to-noise ratio `--snr`; 2 network evaluations per step).
+    Pc,
     /// The probability-flow ODE (M36) by Heun's method (2 network evaluations per step).
     Heun,
     /// DPM-Solver++(2M) (M40): second-order multistep on the probability-flow ODE (10–50 steps).
@@ -87,6 +90,7 @@ impl SamplerKind {
     pub fn nfe(self, steps: usize) -> usize {
         match self {
             SamplerKind::Heun => Heun.nfe(steps),
+            SamplerKind::Pc => PredictorCorrector { snr: 0.16 }.nfe(steps),
             _ => steps.max(1),
         }
     }
@@ -98,6 +102,7 @@ impl SamplerKind {
             SamplerKind::Ddim => format!("DDIM (η = {eta})"),
             SamplerKind::EulerMaruyama => "Euler–Maruyama (reverse SDE)".into(),
             SamplerKind::Heun => "Heun (probability-flow ODE)".into(),
+            SamplerKind::Pc => "predictor–corrector (ancestral + Langevin)".into(),
             SamplerKind::DpmSolverPp => "DPM-Solver++(2M)".into(),
         }
     }

@@ -188,6 +188,7 @@ fn progress_grid<M: Model>(
         sampler: diffusion.then_some(crate::sample::SamplerKind::Ancestral),
         steps: diffusion.then_some(100),
         eta: 0.0,
+        snr: 0.16,
         seed: cfg.seed,
         threads: cfg.threads,
         class: None,
