@@ -2,6 +2,10 @@
 """Speed of elbo beside PyTorch, case by case, interleaved in one run.
 
     python3 bench/compare.py [--cases vae-train,vdm-unet-train,...] [--rounds 3] [--iters 20]
+    python3 bench/compare.py --quality-minutes 7 [--quality-n 500]   # time to quality
+
+The second form trains elbo's default run and its PyTorch twin for the same minutes each and
+scores both by elbo's own classifier (FD-classifier; BENCHMARKS.md §8).
 
 On first use it creates bench/.venv and installs torch and numpy there (a large download); it
 never runs in CI. Each round runs the Rust case (`cargo bench --bench throughput -- CASE`, its own
