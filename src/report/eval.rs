@@ -82,12 +82,12 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
     }
     if let Some(q) = &r.quality {
         out.push(format!(
-            "sample quality ({} samples{} beside {} real training images; classifier test \
+            "sample quality ({} samples{}, beside {} real training images; classifier test \
              accuracy {:.1}%):",
             q.samples.n,
             q.sampler
                 .as_ref()
-                .map(|s| format!(" by the {s} sampler"))
+                .map(|s| format!(" drawn by {s}"))
                 .unwrap_or_default(),
             q.real.n,
             100.0 * q.classifier_test_accuracy
