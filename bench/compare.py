@@ -155,8 +155,24 @@ class ResBlock(nn.Module):
         return (self.skip(x) if self.skip is not None else x) + h
 
 
+class Attention(nn.Module):
+    """GroupNorm, multi-head self-attention over H·W positions, residual: as src/nn/unet.rs."""
+
+    def __init__(self, c):
+        super().__init__()
+        heads = next(h for h in (4, 2, 1) if c % h == 0)
+        self.norm = nn.GroupNorm(groups(c), c)
+        self.mha = nn.MultiheadAttention(c, heads, batch_first=True)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        seq = self.norm(x).reshape(b, c, h * w).transpose(1, 2)
+        out, _ = self.mha(seq, seq, seq, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
 class UNet(nn.Module):
-    def __init__(self, channels=(32, 64), embed=64):
+    def __init__(self, channels=(32, 64), embed=64, attention=False):
         super().__init__()
         e, et = embed, 2 * embed
         self.embed = e
@@ -170,6 +186,7 @@ class UNet(nn.Module):
                 self.downsample.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
             prev = w
         self.mid = ResBlock(channels[-1], channels[-1], et)
+        self.attn = Attention(channels[-1]) if attention else None
         self.up = nn.ModuleList()
         cur = channels[-1]
         for w in reversed(channels):
@@ -191,6 +208,8 @@ class UNet(nn.Module):
             if i < len(self.downsample):
                 h = self.downsample[i](h)
         h = self.mid(h, emb)
+        if self.attn is not None:
+            h = self.attn(h)
         for i, blk in enumerate(self.up):
             s = skips.pop()
             if i > 0:
@@ -266,48 +285,6 @@ TWINS = {
 
 
 # ----- Time to quality: the default recipe trained for the same minutes on each side -----
-class Attention(nn.Module):
-    """GroupNorm, multi-head self-attention over H·W positions, residual: as src/nn/unet.rs."""
-
-    def __init__(self, c):
-        super().__init__()
-        heads = next(h for h in (4, 2, 1) if c % h == 0)
-        self.norm = nn.GroupNorm(groups(c), c)
-        self.mha = nn.MultiheadAttention(c, heads, batch_first=True)
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        seq = self.norm(x).reshape(b, c, h * w).transpose(1, 2)
-        out, _ = self.mha(seq, seq, seq, need_weights=False)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
-
-
-class UNetAttn(UNet):
-    def __init__(self, channels, embed, attention):
-        super().__init__(channels, embed)
-        self.attn = Attention(channels[-1]) if attention else None
-
-    def forward(self, z, u):
-        b = z.shape[0]
-        emb = self.temb2(F.silu(self.temb1(sinusoidal(u, self.embed))))
-        h = self.conv_in(z.view(b, 1, 28, 28))
-        skips = []
-        for i, blk in enumerate(self.down):
-            h = blk(h, emb)
-            skips.append(h)
-            if i < len(self.downsample):
-                h = self.downsample[i](h)
-        h = self.mid(h, emb)
-        if self.attn is not None:
-            h = self.attn(h)
-        for i, blk in enumerate(self.up):
-            s = skips.pop()
-            if i > 0:
-                h = F.interpolate(h, size=s.shape[-2:], mode="nearest")
-            h = blk(torch.cat([h, s], 1), emb)
-        return self.conv_out(F.silu(self.norm_out(h))).view(b, -1)
-
-
 def cosine_gamma_table(t_steps=1000):
     """(M24) γ_i = log((1 − ᾱ_i)/ᾱ_i) of the cosine schedule, in float64, as schedule.rs."""
     f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
@@ -333,7 +310,7 @@ def torch_time_to_quality(recipe, minutes, n, out):
     with the same ancestral sampler (x̂_0 clipped to [−1, 1]) and write them as levels to `out`."""
     torch.manual_seed(0)
     table = cosine_gamma_table()
-    net = UNetAttn(recipe["channels"], recipe["embed"], recipe["attention"])
+    net = UNet(recipe["channels"], recipe["embed"], recipe["attention"])
     lr, warm, batch = recipe["lr"], 200, recipe["batch"]
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0, eps=1e-8)
     ema = [p.detach().clone() for p in net.parameters()]

@@ -82,6 +82,14 @@ fn unet_vdm(device: &Device) -> Vdm {
         unet: elbo::nn::unet::UNetConfig {
             channels: vec![32, 64],
             embed: 64,
+            attention: false,
+        },
+        // The twin's loss: the continuous-time ELBO on linear γ (images now default to
+        // L_simple on the cosine schedule).
+        objective: elbo::models::vdm::Objective::Elbo,
+        schedule: elbo::diffusion::ScheduleConfig {
+            kind: elbo::diffusion::ScheduleKind::LinearGamma,
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -143,13 +151,7 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
         }
         "vdm-mlp-train" => {
             let cfg = VdmConfig::default();
-            let spec = VdmSpec {
-                kind: DataKind::Continuous,
-                shape: vec![2],
-                shift: vec![0.0; 2],
-                scale: vec![1.0; 2],
-                classes: 0,
-            };
+            let spec = VdmSpec::unscaled(2);
             ad.seed(0);
             let m = Vdm::new(&cfg, spec, &ad).expect("model");
             let rows = elbo::data::toy::Mixture::named("ring8")

@@ -328,18 +328,8 @@ fn importance_sampled_time_keeps_the_m31_bound_and_lowers_its_variance() {
         (Stat::of(&est), e.times, integrand)
     };
     let (uniform, times, values) = run(None, 4);
-    let k = 20;
-    let (mut s1, mut sq, mut c) = (vec![0.0; k], vec![0.0; k], vec![0usize; k]);
-    for (t, v) in times.iter().zip(&values) {
-        let i = ((t * k as f64) as usize).min(k - 1);
-        s1[i] += v;
-        sq[i] += v * v;
-        c[i] += 1;
-    }
-    let m1: Vec<f64> = s1.iter().zip(&c).map(|(a, &n)| a / n as f64).collect();
-    let m2: Vec<f64> = sq.iter().zip(&c).map(|(a, &n)| a / n as f64).collect();
-    let p = TimeProposal::from_second_moments(&m2, 0.1).unwrap();
-    let predicted = p.variance_ratio(&m1, &m2);
+    let draws: Vec<(f64, f64)> = times.into_iter().zip(values).collect();
+    let (p, predicted) = TimeProposal::from_draws(&draws, 20, 0.1).unwrap();
     let (is, _, _) = run(Some(p), 5);
     let measured = (is.se / uniform.se).powi(2);
     eprintln!(

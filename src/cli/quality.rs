@@ -60,32 +60,9 @@ pub fn run(a: QualityArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string(&q)?);
         return Ok(0);
     }
-    println!(
-        "{} samples of {} beside {} real training images (classifier test accuracy {:.1}%):",
-        q.samples.n,
-        a.data,
-        q.real.n,
-        100.0 * q.classifier_test_accuracy
-    );
-    println!("  {:<22} {:>10} {:>10}", "", "samples", "real");
-    for (name, x, y) in [
-        (
-            "FD-classifier",
-            q.samples.fd_classifier,
-            q.real.fd_classifier,
-        ),
-        (
-            "class entropy (nats)",
-            q.samples.class_entropy,
-            q.real.class_entropy,
-        ),
-        (
-            "mean confidence",
-            q.samples.mean_confidence,
-            q.real.mean_confidence,
-        ),
-    ] {
-        println!("  {name:<22} {x:>10.3} {y:>10.3}");
+    let what = format!("{} samples of {}", q.samples.n, a.data);
+    for l in elbo::report::eval::quality_lines(&q, &what) {
+        println!("{l}");
     }
     println!("  ({})", q.note);
     Ok(0)

@@ -58,15 +58,6 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     if a.n == Some(0) {
         anyhow::bail!("--n must be at least 1");
     }
-    if !(a.eta >= 0.0 && a.eta.is_finite()) {
-        anyhow::bail!("--eta must be a non-negative number");
-    }
-    if !(a.snr > 0.0 && a.snr.is_finite()) {
-        anyhow::bail!("--snr must be a positive number");
-    }
-    if a.steps == Some(0) {
-        anyhow::bail!("--steps must be at least 1");
-    }
     let opts = SampleOptions {
         sampler: a.sampler,
         steps: a.steps,
@@ -78,6 +69,7 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
         guidance: a.guidance,
         first_chunk: 0,
     };
+    opts.validate()?;
     let n = a.n.unwrap_or(if dir.model_file()?.data.dim() == 2 {
         2000
     } else {

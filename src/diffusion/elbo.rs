@@ -90,7 +90,7 @@ impl TimeProposal {
     pub fn from_weights(w: &[f64]) -> Option<Self> {
         let k = w.len();
         let sum: f64 = w.iter().sum();
-        if k == 0 || !(sum > 0.0 && sum.is_finite()) || w.iter().any(|v| !(*v >= 0.0)) {
+        if k == 0 || !(sum > 0.0 && sum.is_finite()) || w.iter().any(|v| v.is_nan() || *v < 0.0) {
             return None;
         }
         let density: Vec<f64> = w.iter().map(|v| v * k as f64 / sum).collect();
@@ -107,7 +107,36 @@ impl TimeProposal {
 
     /// The uniform density on K bins.
     pub fn uniform(k: usize) -> Self {
-        Self::from_weights(&vec![1.0; k.max(1)]).expect("positive weights")
+        let k = k.max(1);
+        TimeProposal {
+            density: vec![1.0; k],
+            cdf: (0..=k).map(|i| i as f64 / k as f64).collect(),
+        }
+    }
+
+    /// From draws (t, L(t)) of uniform t: per-bin means and second moments of L over `bins`
+    /// equal bins (empty bins: NaN), the variance-minimising density of
+    /// [`Self::from_second_moments`] with `floor`, and its predicted variance ratio against
+    /// uniform draws ([`Self::variance_ratio`]).
+    pub fn from_draws(draws: &[(f64, f64)], bins: usize, floor: f64) -> Option<(Self, f64)> {
+        let k = bins.max(1);
+        let (mut s1, mut s2, mut c) = (vec![0.0; k], vec![0.0; k], vec![0usize; k]);
+        for &(t, v) in draws {
+            let i = ((t * k as f64) as usize).min(k - 1);
+            s1[i] += v;
+            s2[i] += v * v;
+            c[i] += 1;
+        }
+        let mean = |s: &[f64]| -> Vec<f64> {
+            s.iter()
+                .zip(&c)
+                .map(|(v, &n)| if n > 0 { v / n as f64 } else { f64::NAN })
+                .collect()
+        };
+        let (m1, m2) = (mean(&s1), mean(&s2));
+        let p = Self::from_second_moments(&m2, floor)?;
+        let ratio = p.variance_ratio(&m1, &m2);
+        Some((p, ratio))
     }
 
     /// The variance-minimising density from per-bin second moments E[L(t)²] (bins with no data:

@@ -191,23 +191,8 @@ pub(super) fn evaluate<M: Model>(
         // Bins with about 16 draws each on average (at most TIME_BINS), a tenth of the density
         // kept uniform so no time is starved.
         let k = (draws.len() / 16).clamp(1, TIME_BINS);
-        let (mut s1, mut s2, mut c) = (vec![0.0; k], vec![0.0; k], vec![0usize; k]);
-        for (t, v) in draws {
-            let i = ((t * k as f64) as usize).min(k - 1);
-            s1[i] += v;
-            s2[i] += v * v;
-            c[i] += 1;
-        }
-        let m = |s: &[f64]| -> Vec<f64> {
-            s.iter()
-                .zip(&c)
-                .map(|(v, &n)| if n > 0 { v / n as f64 } else { f64::NAN })
-                .collect()
-        };
-        let (m1, m2) = (m(&s1), m(&s2));
-        match TimeProposal::from_second_moments(&m2, 0.1) {
-            Some(p) if k > 1 => {
-                let ratio = p.variance_ratio(&m1, &m2);
+        match TimeProposal::from_draws(&draws, k, 0.1) {
+            Some((p, ratio)) if k > 1 => {
                 *proposal.borrow_mut() = Some(Arc::new(p));
                 ratio
             }

@@ -96,6 +96,16 @@ impl Default for EvalOptions {
 }
 
 impl EvalOptions {
+    /// How the --quality samples are drawn.
+    pub fn sample_options(&self) -> crate::models::SampleOptions {
+        crate::models::SampleOptions {
+            sampler: self.sampler,
+            steps: self.steps,
+            eta: self.eta,
+            ..crate::models::SampleOptions::ancestral(self.seed, self.threads)
+        }
+    }
+
     /// Refuse options that cannot apply, before any work.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
@@ -108,12 +118,7 @@ impl EvalOptions {
         if self.t_steps == Some(0) {
             return bad("--t-steps must be at least 1".into());
         }
-        if self.steps == Some(0) {
-            return bad("--steps must be at least 1".into());
-        }
-        if !(self.eta >= 0.0 && self.eta.is_finite()) {
-            return bad("--eta must be a non-negative number".into());
-        }
+        self.sample_options().validate()?;
         if let Some(t) = self.t_samples.filter(|t| *t < 2 || t % 2 == 1) {
             return bad(format!(
                 "--t-samples {t}: needs an even number, at least 2 (two independent replicates \
@@ -379,12 +384,7 @@ fn sample_quality<M: Model>(
     if n < 2 {
         return Err(Error::Config("--quality needs at least 2 samples".into()));
     }
-    let so = crate::models::SampleOptions {
-        sampler: opts.sampler,
-        steps: opts.steps,
-        eta: opts.eta,
-        ..crate::models::SampleOptions::ancestral(opts.seed, opts.threads)
-    };
+    let so = opts.sample_options();
     progress.start("samples for quality", l.model.sample_work(n, &so));
     let mut v = l.model.draw(n, &so, &|| progress.inc(1))?;
     progress.finish();

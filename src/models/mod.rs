@@ -80,6 +80,27 @@ pub struct SampleOptions {
 }
 
 impl SampleOptions {
+    /// Refuse settings no sampler can use, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
+        if self.steps == Some(0) {
+            return bad("--steps must be at least 1");
+        }
+        if !(self.eta >= 0.0 && self.eta.is_finite()) {
+            return bad("--eta must be a non-negative number");
+        }
+        if !(self.snr > 0.0 && self.snr.is_finite()) {
+            return bad("--snr must be a positive number");
+        }
+        if !(self.guidance >= 0.0 && self.guidance.is_finite()) {
+            return bad("--guidance must be a non-negative number");
+        }
+        if self.class.is_none() && self.guidance != 0.0 {
+            return bad("--guidance needs --class");
+        }
+        Ok(())
+    }
+
     /// The model's default sampler and step count.
     pub fn ancestral(seed: u64, threads: usize) -> Self {
         SampleOptions {

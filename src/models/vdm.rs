@@ -186,6 +186,17 @@ pub struct VdmSpec {
 }
 
 impl VdmSpec {
+    /// Unconditional vectors of `d` values used as given (shift 0, scale 1).
+    pub fn unscaled(d: usize) -> Self {
+        VdmSpec {
+            kind: DataKind::Continuous,
+            shape: vec![d],
+            shift: vec![0.0; d],
+            scale: vec![1.0; d],
+            classes: 0,
+        }
+    }
+
     pub fn dim(&self) -> usize {
         self.shape.iter().product()
     }
@@ -575,6 +586,7 @@ impl Model for Vdm {
         opts: &SampleOptions,
         progress: &(dyn Fn() + Sync),
     ) -> Result<Vec<f32>> {
+        opts.validate()?;
         let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
         match opts.class {
             Some(_) if self.spec.classes == 0 => {
@@ -589,15 +601,7 @@ impl Model for Vdm {
                     self.spec.classes - 1
                 )))
             }
-            None if opts.guidance != 0.0 => {
-                return Err(Error::Config("--guidance needs --class".into()))
-            }
             _ => {}
-        }
-        if !(opts.guidance >= 0.0 && opts.guidance.is_finite()) {
-            return Err(Error::Config(
-                "--guidance must be a non-negative number".into(),
-            ));
         }
         let ddim = Ddim { eta: opts.eta };
         let pc = PredictorCorrector { snr: opts.snr };
@@ -657,22 +661,21 @@ mod tests {
             (vec.objective, vec.schedule.kind),
             (Objective::Elbo, ScheduleKind::LinearGamma)
         );
-        let mut chosen = VdmConfig::default();
-        chosen.objective = Objective::Elbo;
-        chosen.schedule.kind = ScheduleKind::LinearGamma;
+        let mut chosen = VdmConfig {
+            objective: Objective::Elbo,
+            schedule: ScheduleConfig {
+                kind: ScheduleKind::LinearGamma,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         chosen.resolve_for_data(DataKind::Image8);
         assert_eq!(
             (chosen.objective, chosen.schedule.kind),
             (Objective::Elbo, ScheduleKind::LinearGamma)
         );
         // A model built from unresolved settings resolves them itself.
-        let spec = VdmSpec {
-            kind: DataKind::Continuous,
-            shape: vec![2],
-            shift: vec![0.0; 2],
-            scale: vec![1.0; 2],
-            classes: 0,
-        };
+        let spec = VdmSpec::unscaled(2);
         let m = Vdm::new(&VdmConfig::default(), spec, &Device::flex()).unwrap();
         assert_eq!(m.cfg.objective, Objective::Elbo);
     }
@@ -683,13 +686,7 @@ mod tests {
         // and L_simple is ‖ε − ε̂‖²/D of those same draws (so switching the objective changes
         // what is minimised, never what is reported).
         let dev = Device::flex();
-        let spec = VdmSpec {
-            kind: DataKind::Continuous,
-            shape: vec![3],
-            shift: vec![0.0; 3],
-            scale: vec![1.0; 3],
-            classes: 0,
-        };
+        let spec = VdmSpec::unscaled(3);
         let mut cfg = VdmConfig::default();
         cfg.mlp.hidden = 16;
         dev.seed(1);

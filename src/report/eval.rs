@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::plot::{line_plot, Series};
 use crate::eval::diffusion::TimeBin;
+use crate::eval::quality::Quality;
 use crate::eval::{EvalReport, Evaluation, Unit};
 use crate::train::checkpoint::write_atomic;
 use crate::Result;
@@ -81,40 +82,51 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
         ));
     }
     if let Some(q) = &r.quality {
-        out.push(format!(
-            "sample quality ({} samples{}, beside {} real training images; classifier test \
-             accuracy {:.1}%):",
+        let what = format!(
+            "{} samples{}",
             q.samples.n,
             q.sampler
                 .as_ref()
                 .map(|s| format!(" drawn by {s}"))
-                .unwrap_or_default(),
-            q.real.n,
-            100.0 * q.classifier_test_accuracy
-        ));
-        out.push(format!("  {:<22} {:>10} {:>10}", "", "samples", "real"));
-        for (name, a, b) in [
-            (
-                "FD-classifier",
-                q.samples.fd_classifier,
-                q.real.fd_classifier,
-            ),
-            (
-                "class entropy (nats)",
-                q.samples.class_entropy,
-                q.real.class_entropy,
-            ),
-            (
-                "mean confidence",
-                q.samples.mean_confidence,
-                q.real.mean_confidence,
-            ),
-        ] {
-            out.push(format!("  {name:<22} {a:>10.3} {b:>10.3}"));
-        }
+                .unwrap_or_default()
+        );
+        out.extend(quality_lines(q, &what));
     }
     if let Some(p) = &r.diffusion_loss_by_time {
         out.push(format!("diffusion loss by time: {p} (and .png)"));
+    }
+    out
+}
+
+/// Sample-quality figures beside the real images' (`what`: which samples, in words).
+pub fn quality_lines(q: &Quality, what: &str) -> Vec<String> {
+    let mut out = vec![
+        format!(
+            "sample quality ({what}, beside {} real training images; classifier test accuracy \
+             {:.1}%):",
+            q.real.n,
+            100.0 * q.classifier_test_accuracy
+        ),
+        format!("  {:<22} {:>10} {:>10}", "", "samples", "real"),
+    ];
+    for (name, a, b) in [
+        (
+            "FD-classifier",
+            q.samples.fd_classifier,
+            q.real.fd_classifier,
+        ),
+        (
+            "class entropy (nats)",
+            q.samples.class_entropy,
+            q.real.class_entropy,
+        ),
+        (
+            "mean confidence",
+            q.samples.mean_confidence,
+            q.real.mean_confidence,
+        ),
+    ] {
+        out.push(format!("  {name:<22} {a:>10.3} {b:>10.3}"));
     }
     out
 }

@@ -50,9 +50,8 @@ pub trait Sampler {
         progress: &mut dyn FnMut(usize),
     ) -> Tensor<2> {
         let mut z = z;
-        for k in 0..gammas.len() {
-            let gamma_s = gammas.get(k + 1).copied().unwrap_or(f64::NEG_INFINITY);
-            z = self.step(den, z, gammas[k], gamma_s, cond, rng);
+        for (k, gamma_t, gamma_s) in step_pairs(gammas) {
+            z = self.step(den, z, gamma_t, gamma_s, cond, rng);
             progress(k + 1);
         }
         z
@@ -62,6 +61,14 @@ pub trait Sampler {
     fn nfe(&self, steps: usize) -> usize {
         steps.max(1)
     }
+}
+
+/// The steps of a walk over `gammas`: (index, γ_t, γ_s), the last with γ_s = −∞ (the clean end).
+pub fn step_pairs(gammas: &[f64]) -> impl Iterator<Item = (usize, f64, f64)> + '_ {
+    gammas.iter().enumerate().map(|(k, &gamma_t)| {
+        let gamma_s = gammas.get(k + 1).copied().unwrap_or(f64::NEG_INFINITY);
+        (k, gamma_t, gamma_s)
+    })
 }
 
 /// Sampler choice on the command line.

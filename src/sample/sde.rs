@@ -4,7 +4,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{eps_x0_at, Sampler};
+use super::{eps_x0_at, step_pairs, Sampler};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 
@@ -107,30 +107,20 @@ impl Sampler for DpmSolverPp2M {
         _rng: &mut Rng,
         progress: &mut dyn FnMut(usize),
     ) -> Tensor<2> {
-        let process = den.process();
-        let lambda = |g: f64| -0.5 * g;
         let mut z = z;
         let mut prev: Option<(Tensor<2>, f64)> = None; // (x̂ at the previous node, its h)
-        for k in 0..gammas.len() {
-            let gamma_t = gammas[k];
-            let gamma_s = gammas.get(k + 1).copied().unwrap_or(f64::NEG_INFINITY);
+        for (k, gamma_t, gamma_s) in step_pairs(gammas) {
             let (_, x0) = eps_x0_at(den, z.clone(), gamma_t, cond);
-            if gamma_s == f64::NEG_INFINITY {
-                z = x0;
-                progress(k + 1);
-                break;
-            }
-            let h = lambda(gamma_s) - lambda(gamma_t);
+            // h = λ_s − λ_t with λ = −γ/2 (infinite at the clean end, whose step is x̂_0).
+            let h = 0.5 * (gamma_t - gamma_s);
             let d = match &prev {
-                Some((x_prev, h_prev)) => {
+                Some((x_prev, h_prev)) if h.is_finite() => {
                     let r = h_prev / h;
                     x0.clone() * (1.0 + 0.5 / r) - x_prev.clone() * (0.5 / r)
                 }
-                None => x0.clone(),
+                _ => x0.clone(),
             };
-            let (_, sigma_t) = process.alpha_sigma_f64(gamma_t);
-            let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);
-            z = z * (sigma_s / sigma_t) - d * (alpha_s * (-h).exp_m1());
+            z = first_order(den, z, d, gamma_t, gamma_s);
             prev = Some((x0, h));
             progress(k + 1);
         }
@@ -138,8 +128,8 @@ impl Sampler for DpmSolverPp2M {
     }
 }
 
-/// z_s = (σ_s/σ_t) z_t − α_s (e^{−h} − 1) x̂_0: the first-order step of the data-prediction
-/// solver (identical to DDIM with η = 0).
+/// z_s = (σ_s/σ_t) z_t − α_s (e^{−h} − 1) x̂_0, h = (γ_t − γ_s)/2: the first-order step of the
+/// data-prediction solver (identical to DDIM with η = 0); x̂_0 itself at the clean end.
 fn first_order(
     den: &dyn Denoiser,
     z_t: Tensor<2>,

@@ -408,7 +408,7 @@ mod tests {
     #[test]
     fn the_shipped_presets_are_valid_configurations() {
         // A typo in presets/*.toml (an unknown key, a bad value) must fail here, not for a user.
-        for p in [Preset::Quality] {
+        for p in <Preset as clap::ValueEnum>::value_variants() {
             let mut c = p.config().unwrap();
             c.resolve();
             c.resolve_for_data(crate::data::DataKind::Image8);
