@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use elbo::data::DataKind;
-use elbo::models::vae::{Likelihood, Vae, VaeConfig, VaeSpec};
+use elbo::models::vae::{Likelihood, Observation, Vae, VaeConfig, VaeSpec};
 use elbo::models::vdm::{NetworkKind, Vdm, VdmConfig, VdmSpec};
 use elbo::models::{Model, SampleOptions};
 use elbo::rng::{seeded, Rng};
@@ -161,11 +161,13 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
         }
         "vae-train" => {
             let spec = VaeSpec {
-                likelihood: Likelihood::Bernoulli,
-                data_dim: 784,
+                obs: Observation {
+                    likelihood: Likelihood::Bernoulli,
+                    data_dim: 784,
+                    shift: vec![],
+                    scale: vec![],
+                },
                 latent: 50,
-                shift: vec![],
-                scale: vec![],
             };
             ad.seed(0);
             let m = Vae::new(&VaeConfig::default(), spec, &ad).expect("model");

@@ -4,6 +4,7 @@
 //!
 //! Equations are cited by their numbers in `docs/MATH.md` (M1…M43).
 
+pub mod compare;
 pub mod data;
 pub mod device;
 pub mod diffusion;

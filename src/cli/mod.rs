@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand. Arguments are parsed here, resolved into real
 //! objects (configs, data sets, run directories) by each subcommand, and errors become messages.
 
+mod compare;
 mod data;
 mod eval;
 mod inspect;
@@ -51,6 +52,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Draw samples from a trained run into a PNG grid (images) or a .npy file.
     Sample(sample::SampleArgs),
+    /// Train (or take) a VAE, a hierarchical VAE and a VDM on the same data and budget and set
+    /// their bounds, terms, speed and samples side by side (Markdown, JSON and a figure).
+    Compare(compare::CompareArgs),
     /// Summarise a data set: count, shape, value range, labels.
     Data(data::DataArgs),
     /// Show a run: its config, parameter count and training curve (also saved as a PNG).
@@ -95,6 +99,7 @@ pub fn run() -> i32 {
         Command::Eval(a) => eval::run(a, &g),
         Command::Sample(a) => sample::run(a, &g),
         Command::Data(a) => data::run(a),
+        Command::Compare(a) => compare::run(a, &g),
         Command::Inspect(a) => inspect::run(a),
         Command::Quality(a) => quality::run(a),
         Command::Completions { shell } => {

@@ -28,6 +28,9 @@ pub enum Decoder {
     Softmax256,
     /// Continuous: N(x; z_0/α_0, σ_0²/α_0²).
     Gaussian,
+    /// Binarised images, x ∈ {−1, 1}: the softmax decoder over these two levels, a Bernoulli
+    /// with logit 2 (z_0/α_0) e^{−γ_0}.
+    Bernoulli,
 }
 
 /// The decoder of 8-bit data, as a configuration choice.
@@ -39,6 +42,10 @@ pub enum ImageDecoder {
     Softmax,
     /// Ho et al. (2020): the Gaussian mass of each level's bin (M22).
     BinMass,
+    /// Binarised images: Bernoulli p(x | z_0) with logit 2 (z_0/α_0) e^{−γ_0} (the softmax
+    /// decoder over the two levels −1, 1); the bound is in nats per binarised image, comparable
+    /// with a VAE's on the same binarisation.
+    Bernoulli,
 }
 
 impl ImageDecoder {
@@ -46,6 +53,7 @@ impl ImageDecoder {
         match self {
             ImageDecoder::Softmax => Decoder::Softmax256,
             ImageDecoder::BinMass => Decoder::BinMass256,
+            ImageDecoder::Bernoulli => Decoder::Bernoulli,
         }
     }
 }
@@ -56,6 +64,7 @@ impl std::fmt::Display for Decoder {
             Decoder::BinMass256 => "bin-mass decoder over 256 levels (Ho et al.)",
             Decoder::Softmax256 => "softmax decoder over 256 levels (Kingma et al.)",
             Decoder::Gaussian => "Gaussian decoder",
+            Decoder::Bernoulli => "Bernoulli decoder on binarised pixels (two-level softmax)",
         })
     }
 }
@@ -362,6 +371,12 @@ pub fn decoder_nll(
         // expectation over ε_0 is ½ D (log 2π + γ_0 + 1) (log s² = γ_0) whatever x is: computed
         // exactly rather than sampled (no Monte-Carlo noise in this term).
         Decoder::Gaussian => (gamma0 + LOG_2PI + 1.0).repeat_dim(0, b) * (0.5 * d as f64),
+        // logit = −½ (u − 1)²/s² + ½ (u + 1)²/s² = 2u/s², u = z_0/α_0, s² = e^{γ_0}.
+        Decoder::Bernoulli => {
+            let inv = (-gamma0.clone()).exp().unsqueeze_dim::<2>(1);
+            let logits = mean(eps0) * inv * 2.0;
+            -crate::dist::bernoulli_log_prob(logits, (x.clone() + 1.0) * 0.5)
+        }
     }
 }
 

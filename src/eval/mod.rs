@@ -18,7 +18,7 @@ pub mod terms;
 
 use std::collections::BTreeMap;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Binarize, Dataset, Split};
@@ -237,6 +237,9 @@ pub struct EvalReport {
     /// Where the diffusion loss per time was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diffusion_loss_by_time: Option<String>,
+    /// Active units per stochastic layer (VAE, HVAE; Burda et al. 2016 §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_units: Option<Vec<crate::models::LayerUnits>>,
     /// Sample quality, with `--quality`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<quality::Quality>,
@@ -291,6 +294,7 @@ impl EvalReport {
             true_nll_nats: None,
             gap_nats: None,
             diffusion_loss_by_time: None,
+            active_units: None,
             quality: None,
         };
         let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
@@ -359,10 +363,12 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
             let loaded = load_model::<M>(self.0, section, &self.1.device)?;
             let data = eval_data(self.0, &loaded, self.1)?;
             let spec = data.head.data.clone();
+            let units = active_units(&loaded.model, &data, self.1)?;
             let mut e = match loaded.model.diffusion() {
                 Some(_) => diffusion::evaluate(&loaded.model, data, self.1, self.2),
                 None => terms::evaluate(&loaded.model, data, self.1, self.2),
             }?;
+            e.report.active_units = units;
             if let Some(n) = self.1.quality {
                 e.report.quality = Some(sample_quality(&loaded, &spec, n, self.1, self.2)?);
             }
@@ -370,6 +376,29 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
         }
     }
     cfg.model.visit(Visit(dir, opts, progress))
+}
+
+/// Examples the active units are measured on (Burda et al. use the test set; 1,000 keep the
+/// chain's 16 draws per example within memory).
+const ACTIVE_UNIT_EXAMPLES: usize = 1000;
+
+/// Active units of each stochastic layer on (the first 1,000 of) the evaluated rows.
+fn active_units<M: Model>(
+    model: &M,
+    data: &EvalData,
+    opts: &EvalOptions,
+) -> Result<Option<Vec<crate::models::LayerUnits>>> {
+    let d = data.ds.dim();
+    let n = data.ds.n.min(ACTIVE_UNIT_EXAMPLES);
+    if n < 2 {
+        return Ok(None);
+    }
+    let x = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(data.rows[..n * d].to_vec(), [n, d]),
+        &opts.device,
+    );
+    let mut rng = crate::rng::derived(opts.seed, crate::rng::streams::EVAL_NOISE ^ 0xA17);
+    model.active_units(x, &mut rng).transpose()
 }
 
 /// Draw `n` samples of a loaded run (its default sampler unless the options name one) and

@@ -4,6 +4,8 @@
 //! loss and its bound. The training loop, the evaluators and the command line reach every model
 //! through [`ModelConfig::visit`], so a new model is one new file plus one line in the registry.
 
+pub mod hvae;
+pub mod obs;
 pub mod registry;
 pub mod vae;
 pub mod vdm;
@@ -135,6 +137,60 @@ pub trait DiffusionModel {
     fn decoder(&self) -> Decoder;
 }
 
+/// How many of a stochastic layer's units the model uses.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct LayerUnits {
+    /// The layer's name (`z1`, `z2`, …; `z` for a one-layer VAE).
+    pub layer: String,
+    /// Units u with Cov_x(E_q[u | x]) > 0.01 (Burda et al. 2016 §5).
+    pub active: usize,
+    pub total: usize,
+}
+
+/// The variance threshold of an active unit (Burda et al. 2016 §5).
+pub const ACTIVE_UNIT_THRESHOLD: f64 = 0.01;
+
+/// Active units from each layer's posterior means E_q[z_l | x] over a batch, `[B, d_l]` each
+/// (named `z` for one layer, `z1`, `z2`, … for several).
+pub fn count_active(means: Vec<Tensor<2>>) -> Result<Vec<LayerUnits>> {
+    let layers = means.len();
+    means
+        .into_iter()
+        .enumerate()
+        .map(|(l, m)| {
+            let [b, d] = m.dims();
+            let v = crate::elbo::to_f32(m)?;
+            let mut active = 0;
+            for j in 0..d {
+                let col: Vec<f64> = (0..b).map(|i| v[i * d + j] as f64).collect();
+                let mean = col.iter().sum::<f64>() / b.max(1) as f64;
+                let var = col.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / b.max(1) as f64;
+                if var > ACTIVE_UNIT_THRESHOLD {
+                    active += 1;
+                }
+            }
+            Ok(LayerUnits {
+                layer: if layers == 1 {
+                    "z".into()
+                } else {
+                    format!("z{}", l + 1)
+                },
+                active,
+                total: d,
+            })
+        })
+        .collect()
+}
+
+/// The KL weight of a linear warm-up over `warmup` steps, after `step` steps (1 without one).
+pub fn warmup_weight(step: u64, warmup: u64) -> f64 {
+    if warmup == 0 {
+        1.0
+    } else {
+        (step as f64 / warmup as f64).min(1.0)
+    }
+}
+
 /// A model as the training loop, the evaluators and the command line use it.
 pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
     /// This model's section of the configuration.
@@ -175,6 +231,16 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         _k: usize,
         _rng: &mut Rng,
     ) -> Option<Result<Vec<f64>>> {
+        None
+    }
+
+    /// Called by the training loop before each step's loss, with the number of steps done (KL
+    /// warm-up reads it; most models ignore it).
+    fn at_step(&mut self, _step: u64) {}
+
+    /// Active units per stochastic layer (Burda et al. 2016 §5) on a batch in data units, for
+    /// models with a learned encoder (`None` otherwise).
+    fn active_units(&self, _x: Tensor<2>, _rng: &mut Rng) -> Option<Result<Vec<LayerUnits>>> {
         None
     }
 

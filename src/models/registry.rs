@@ -154,6 +154,8 @@ impl ModelKind {
 registry! {
     /// Variational autoencoder (MATH.md §2).
     Vae(crate::models::vae::Vae) = "vae",
+    /// Hierarchical VAE with L stochastic layers (MATH.md §3).
+    Hvae(crate::models::hvae::Hvae) = "hvae",
     /// Variational diffusion model (MATH.md §4–§6).
     Vdm(crate::models::vdm::Vdm) = "vdm",
 }

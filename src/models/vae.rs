@@ -12,27 +12,22 @@
 //! is added so that the likelihood is in the units of the data as given.
 
 use burn::module::Module;
-use burn::tensor::{activation, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
+#[cfg(test)]
+use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Binarize, DataKind, Dataset, Scaling};
+use crate::models::{count_active, warmup_weight, LayerUnits};
 use crate::diffusion::Cond;
-use crate::dist::{bernoulli_log_prob, std_normal_log_prob, DiagGaussian, LOG_2PI};
+use crate::dist::{std_normal_log_prob, DiagGaussian, LOG_2PI};
 use crate::elbo::{ElboTerms, ImportanceSampled};
 use crate::models::{LatentVariableModel, Model, ModelSettings};
 use crate::nn::{Activation, Mlp};
 use crate::rng::{randn, Rng};
 use crate::{Error, Result};
 
-/// The decoder's likelihood p_θ(x|z).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Likelihood {
-    /// Bernoulli on binarised pixels (M9).
-    Bernoulli,
-    /// Diagonal Gaussian with learned mean and variance, for continuous data.
-    Gaussian,
-}
+pub use crate::models::obs::{ImageLikelihood, Likelihood, Observation};
 
 /// VAE settings. Defaults are Burda et al. (2016)'s one-stochastic-layer model:
 /// 784-200-200-50 with tanh.
@@ -48,6 +43,12 @@ pub struct VaeConfig {
     /// Binarisation of 8-bit images for the Bernoulli decoder: dynamic (a fresh draw per batch,
     /// the usual choice, less overfitting) or static.
     pub binarize: Binarize,
+    /// 8-bit images: `bernoulli` on binarised pixels, or `discretized` over the 256 levels
+    /// (bits/dim, the VDM's unit).
+    pub images: ImageLikelihood,
+    /// KL warm-up: the KL term's weight in the training loss rises linearly from 0 to 1 over
+    /// this many steps (0: none). The reported ELBO always has weight 1.
+    pub kl_warmup: u64,
 }
 
 impl ModelSettings for VaeConfig {
@@ -74,6 +75,8 @@ impl Default for VaeConfig {
             hidden: vec![200, 200],
             activation: Activation::Tanh,
             binarize: Binarize::Dynamic,
+            images: ImageLikelihood::Bernoulli,
+            kl_warmup: 0,
         }
     }
 }
@@ -81,12 +84,9 @@ impl Default for VaeConfig {
 /// What the VAE needs to know about its data, saved with the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VaeSpec {
-    pub likelihood: Likelihood,
-    pub data_dim: usize,
+    #[serde(flatten)]
+    pub obs: Observation,
     pub latent: usize,
-    /// Standardisation of continuous data (empty for Bernoulli).
-    pub shift: Vec<f32>,
-    pub scale: Vec<f32>,
 }
 
 /// The VAE: encoder D → 2 d_z (μ, log σ²), decoder d_z → D (logits) or 2D (μ, log σ²).
@@ -96,59 +96,35 @@ pub struct Vae {
     pub decoder: Mlp,
     #[module(skip)]
     pub spec: VaeSpec,
+    /// The KL term's weight in the training loss (KL warm-up); 1 outside training.
+    #[module(skip)]
+    pub kl_weight: f64,
+    #[module(skip)]
+    pub kl_warmup: u64,
 }
 
 impl Vae {
     pub fn new(cfg: &VaeConfig, spec: VaeSpec, device: &Device) -> Result<Self> {
-        if cfg.latent == 0 || spec.data_dim == 0 {
-            return Err(Error::Config(
-                "vae.latent and the data dimension must be positive".into(),
-            ));
-        }
-        if cfg.hidden.contains(&0) {
-            return Err(Error::Config("vae.hidden widths must be positive".into()));
-        }
-        let d = spec.data_dim;
-        let out = match spec.likelihood {
-            Likelihood::Bernoulli => d,
-            Likelihood::Gaussian => 2 * d,
-        };
+        spec.obs.check()?;
+        cfg.validate()?;
+        let d = spec.obs.data_dim;
         let mut rev = cfg.hidden.clone();
         rev.reverse();
         Ok(Vae {
             encoder: Mlp::new(d, &cfg.hidden, 2 * cfg.latent, cfg.activation, device),
-            decoder: Mlp::new(cfg.latent, &rev, out, cfg.activation, device),
+            decoder: Mlp::new(cfg.latent, &rev, spec.obs.out_dim(), cfg.activation, device),
             spec: VaeSpec {
                 latent: cfg.latent,
                 ..spec
             },
+            kl_weight: 1.0,
+            kl_warmup: cfg.kl_warmup,
         })
-    }
-
-    fn row_tensor(&self, v: &[f32], device: &Device) -> Tensor<2> {
-        Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), device)
-    }
-
-    /// Data units → the decoder's space (standardised for Gaussian data).
-    fn to_model_space(&self, x: Tensor<2>) -> Tensor<2> {
-        match self.spec.likelihood {
-            Likelihood::Bernoulli => x,
-            Likelihood::Gaussian => {
-                let dev = x.device();
-                (x - self.row_tensor(&self.spec.shift, &dev))
-                    / self.row_tensor(&self.spec.scale, &dev)
-            }
-        }
-    }
-
-    /// Σ log scale: the log-Jacobian of standardisation, subtracted from log p(x̃|z).
-    fn log_jacobian(&self) -> f64 {
-        self.spec.scale.iter().map(|s| (*s as f64).ln()).sum()
     }
 
     /// (M7) q_φ(z|x) for a batch in data units `[B, D]`.
     pub fn encode(&self, x: Tensor<2>) -> DiagGaussian {
-        let h = self.encoder.forward(self.to_model_space(x));
+        let h = self.encoder.forward(self.spec.obs.to_model_space(x));
         let dz = self.spec.latent;
         let mean = h.clone().narrow(1, 0, dz);
         let log_var = h.narrow(1, dz, dz);
@@ -157,15 +133,7 @@ impl Vae {
 
     /// log p_θ(x|z) in data units, `[N]`, for `x` `[N, D]` (data units) and `z` `[N, d_z]`.
     pub fn log_likelihood(&self, x: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
-        let out = self.decoder.forward(z);
-        match self.spec.likelihood {
-            Likelihood::Bernoulli => bernoulli_log_prob(out, x),
-            Likelihood::Gaussian => {
-                let d = self.spec.data_dim;
-                let p = DiagGaussian::new(out.clone().narrow(1, 0, d), out.narrow(1, d, d));
-                p.log_prob(self.to_model_space(x)) - self.log_jacobian()
-            }
-        }
+        self.spec.obs.log_prob(self.decoder.forward(z), x)
     }
 }
 
@@ -186,17 +154,7 @@ impl LatentVariableModel for Vae {
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
         let dev = self.encoder.layers[0].weight.val().device();
         let z = randn(rng, [n, self.spec.latent], &dev);
-        let out = self.decoder.forward(z);
-        Ok(match self.spec.likelihood {
-            Likelihood::Bernoulli => activation::sigmoid(out),
-            Likelihood::Gaussian => {
-                let d = self.spec.data_dim;
-                let p = DiagGaussian::new(out.clone().narrow(1, 0, d), out.narrow(1, d, d));
-                let x_std = p.rsample(rng);
-                x_std * self.row_tensor(&self.spec.scale, &dev)
-                    + self.row_tensor(&self.spec.shift, &dev)
-            }
-        })
+        Ok(self.spec.obs.sample(self.decoder.forward(z), rng))
     }
 }
 
@@ -227,25 +185,10 @@ impl Model for Vae {
     type Config = VaeConfig;
     type Spec = VaeSpec;
 
-    fn spec(_cfg: &VaeConfig, train: &Dataset, scaling: Scaling) -> Result<VaeSpec> {
-        Ok(match train.kind {
-            DataKind::Image8 => VaeSpec {
-                likelihood: Likelihood::Bernoulli,
-                data_dim: train.dim(),
-                latent: 0,
-                shift: vec![],
-                scale: vec![],
-            },
-            DataKind::Continuous => {
-                let (shift, scale) = train.affine(scaling);
-                VaeSpec {
-                    likelihood: Likelihood::Gaussian,
-                    data_dim: train.dim(),
-                    latent: 0,
-                    shift,
-                    scale,
-                }
-            }
+    fn spec(cfg: &VaeConfig, train: &Dataset, scaling: Scaling) -> Result<VaeSpec> {
+        Ok(VaeSpec {
+            obs: Observation::for_data(train, scaling, cfg.images),
+            latent: cfg.latent,
         })
     }
 
@@ -254,7 +197,27 @@ impl Model for Vae {
     }
 
     fn binarize(cfg: &VaeConfig, spec: &VaeSpec) -> Option<Binarize> {
-        (spec.likelihood == Likelihood::Bernoulli).then_some(cfg.binarize)
+        spec.obs.binarize(cfg.binarize)
+    }
+
+    fn at_step(&mut self, step: u64) {
+        self.kl_weight = warmup_weight(step, self.kl_warmup);
+    }
+
+    /// The negative ELBO with the KL term weighted by the warm-up (weight 1 after it).
+    fn loss(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
+        let t = self.elbo(x, cond, rng)?;
+        let loss = if self.kl_weight < 1.0 {
+            (t.reconstruction.clone() + t.prior.clone() * self.kl_weight).mean()
+        } else {
+            t.total().mean()
+        };
+        Ok((loss, t))
+    }
+
+    fn active_units(&self, x: Tensor<2>, _rng: &mut Rng) -> Option<Result<Vec<LayerUnits>>> {
+        let mean = self.encode(x).mean;
+        Some(count_active(vec![mean]))
     }
 
     fn importance_weighted(
@@ -282,6 +245,7 @@ mod tests {
         let (shift, scale) = match lik {
             Likelihood::Bernoulli => (vec![], vec![]),
             Likelihood::Gaussian => (vec![1.0; 3], vec![2.0; 3]),
+            Likelihood::Discretized => (vec![], vec![]),
         };
         let cfg = VaeConfig {
             latent: 2,
@@ -291,11 +255,13 @@ mod tests {
         Vae::new(
             &cfg,
             VaeSpec {
-                likelihood: lik,
-                data_dim: 3,
+                obs: Observation {
+                    likelihood: lik,
+                    data_dim: 3,
+                    shift,
+                    scale,
+                },
                 latent: 2,
-                shift,
-                scale,
             },
             &d,
         )

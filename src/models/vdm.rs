@@ -81,7 +81,9 @@ pub struct VdmConfig {
     /// Train the discrete-time bound with this many steps (M27); 0: continuous time (M28).
     pub t_steps: u64,
     pub objective: Objective,
-    /// Decoder p(x | z_0) of 8-bit images: `softmax` (Kingma et al.) or `bin-mass` (Ho et al.).
+    /// Decoder p(x | z_0) of 8-bit images: `softmax` (Kingma et al.) or `bin-mass` (Ho et al.)
+    /// over the 256 levels, or `bernoulli` on dynamically binarised images (nats per image,
+    /// comparable with a VAE's binarised bound).
     pub decoder: ImageDecoder,
     pub network: NetworkKind,
     pub mlp: MlpDenoiserConfig,
@@ -297,8 +299,17 @@ impl Vdm {
         Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), device)
     }
 
-    /// Data units → model space: x = 2k/255 − 1 (images, M22) or (x − shift)/scale.
+    /// Binarised images (the Bernoulli decoder): data in {0, 1}, model space {−1, 1}.
+    pub fn binary(&self) -> bool {
+        self.spec.kind == DataKind::Image8 && self.cfg.decoder == ImageDecoder::Bernoulli
+    }
+
+    /// Data units → model space: x = 2k/255 − 1 (images, M22), 2b − 1 (binarised images) or
+    /// (x − shift)/scale.
     pub fn to_model_space(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.binary() {
+            return x * 2.0 - 1.0;
+        }
         match self.spec.kind {
             DataKind::Image8 => x * (2.0 / 255.0) - 1.0,
             DataKind::Continuous => {
@@ -308,8 +319,12 @@ impl Vdm {
         }
     }
 
-    /// Model space → data units (images: the nearest of the 256 levels).
+    /// Model space → data units (images: the nearest of the 256 levels; binarised images: the
+    /// grey level in [0, 1], shown as a pixel probability is).
     pub fn to_data_space(&self, x: Tensor<2>) -> Tensor<2> {
+        if self.binary() {
+            return ((x + 1.0) * 0.5).clamp(0.0, 1.0);
+        }
         match self.spec.kind {
             DataKind::Image8 => ((x + 1.0) * 127.5).clamp(0.0, 255.0).round(),
             DataKind::Continuous => {
@@ -515,6 +530,11 @@ impl Model for Vdm {
 
     fn build(cfg: &VdmConfig, spec: &VdmSpec, device: &Device) -> Result<Self> {
         Vdm::new(cfg, spec.clone(), device)
+    }
+
+    fn binarize(cfg: &VdmConfig, spec: &VdmSpec) -> Option<crate::data::Binarize> {
+        (spec.kind == DataKind::Image8 && cfg.decoder == ImageDecoder::Bernoulli)
+            .then_some(crate::data::Binarize::Dynamic)
     }
 
     /// Several stratified time samples per example (8 for vectors, 2 for images, whose network is

@@ -51,9 +51,10 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
     }
     let unit = r.unit.label();
     out.push(match (r.mc_se, r.unit) {
-        (Some(mc), Unit::NatsPerDim) => format!(
-            "NLL bound: {:.4} nats ({:.4} {unit}; Monte-Carlo se {mc:.4} nats)",
+        (Some(mc), Unit::NatsPerDim | Unit::BitsPerBinaryPixel) => format!(
+            "NLL bound: {:.4} ± {:.4} nats ({:.4} {unit}; Monte-Carlo se {mc:.4} nats)",
             r.nll_nats,
+            r.nll_se,
             r.per_dim()
         ),
         (Some(_), _) => format!(
@@ -79,6 +80,16 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
     if let (Some(t), Some(g)) = (r.true_nll_nats, r.gap_nats) {
         out.push(format!(
             "true NLL of this data: {t:.4} nats; gap {g:.4} nats"
+        ));
+    }
+    if let Some(units) = &r.active_units {
+        let parts: Vec<String> = units
+            .iter()
+            .map(|u| format!("{} {}/{}", u.layer, u.active, u.total))
+            .collect();
+        out.push(format!(
+            "active units (Cov_x E_q[u|x] > 0.01, Burda et al. 2016 §5): {}",
+            parts.join(", ")
         ));
     }
     if let Some(q) = &r.quality {

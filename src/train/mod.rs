@@ -516,6 +516,7 @@ fn train_model<M: Model>(
             rows = batches::dequantize(&rows, &mut state.rng);
         }
         let b = idx.len();
+        model.at_step(state.step);
         let (loss_v, elbo_v, g) = loss_and_grads(
             &model,
             &params,
