@@ -93,7 +93,84 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
         Ok(p) => println!("curve      {}", p.display()),
         Err(e) => println!("curve      not drawn: {e}"),
     }
+    let layers = kl_by_layer(&metrics);
+    if !layers.is_empty() {
+        let last: Vec<String> = layers
+            .iter()
+            .filter_map(|(n, pts)| pts.last().map(|(_, v)| format!("{n} {v:.2}")))
+            .collect();
+        println!("KL/layer   {} (nats, last held-out evaluation)", last.join(", "));
+        match write_kl_plot(&dir, &layers) {
+            Ok(p) => println!("           {}", p.display()),
+            Err(e) => println!("           not drawn: {e}"),
+        }
+    }
     Ok(0)
+}
+
+/// Each stochastic layer's KL term over training, from the held-out evaluations of a VAE or
+/// HVAE: `prior` is the top layer's KL, `kl_z{l}` the layers below it. Named `z1` … `zL` (or
+/// `z` for one layer); empty for other models.
+fn kl_by_layer(metrics: &[serde_json::Value]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let terms_at = |m: &serde_json::Value| -> Option<(u64, serde_json::Map<String, serde_json::Value>)> {
+        Some((m.get("step")?.as_u64()?, m.get("eval")?.get("terms")?.as_object()?.clone()))
+    };
+    let evals: Vec<_> = metrics.iter().filter_map(terms_at).collect();
+    let Some((_, first)) = evals.first() else {
+        return vec![];
+    };
+    // Only models whose terms are layer KLs (no diffusion term).
+    if first.contains_key("diffusion") || !first.contains_key("prior") {
+        return vec![];
+    }
+    let below: Vec<String> = {
+        let mut k: Vec<String> = first.keys().filter(|k| k.starts_with("kl_z")).cloned().collect();
+        k.sort_by_key(|n| n[4..].parse::<usize>().unwrap_or(0));
+        k
+    };
+    let top = if below.is_empty() {
+        "z".to_string()
+    } else {
+        format!("z{}", below.len() + 1)
+    };
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = below
+        .iter()
+        .map(|k| (k[3..].to_string(), k.clone()))
+        .chain(std::iter::once((top, "prior".to_string())))
+        .map(|(name, key)| {
+            let pts = evals
+                .iter()
+                .filter_map(|(s, t)| Some((*s as f64, t.get(&key)?.get("mean")?.as_f64()?)))
+                .collect();
+            (name, pts)
+        })
+        .collect();
+    out.retain(|(_, p)| !p.is_empty());
+    out
+}
+
+/// DIR/kl_by_layer.png: each layer's KL against step (a layer at 0 has collapsed).
+fn write_kl_plot(dir: &RunDir, layers: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<PathBuf> {
+    let p = dir.file("kl_by_layer.png");
+    let names: Vec<String> = layers.iter().map(|(n, _)| format!("KL of {n}")).collect();
+    let series: Vec<Series> = layers
+        .iter()
+        .zip(&names)
+        .map(|((_, pts), name)| Series {
+            name,
+            points: pts.clone(),
+            markers: true,
+        })
+        .collect();
+    line_plot(
+        &p,
+        "KL term per stochastic layer (held-out; 0 means the layer collapsed)",
+        "step",
+        "nats per example",
+        &series,
+        false,
+    )?;
+    Ok(p)
 }
 
 fn eval_points(metrics: &[serde_json::Value]) -> Vec<(u64, f64)> {
