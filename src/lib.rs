@@ -19,6 +19,7 @@ pub mod par;
 pub mod report;
 pub mod rng;
 pub mod sample;
+pub mod tour;
 pub mod train;
 
 pub use error::{Error, Result};

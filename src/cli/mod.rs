@@ -8,6 +8,7 @@ mod inspect;
 mod quality;
 mod sample;
 mod schedule;
+mod tour;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ enum Command {
     /// Train (or take) a VAE, a hierarchical VAE and a VDM on the same data and budget and set
     /// their bounds, terms, speed and samples side by side (Markdown, JSON and a figure).
     Compare(compare::CompareArgs),
+    /// The ELBO's argument, live: evidence, bound, KL and their identity on the linear-Gaussian
+    /// model, to the last digit; with --run, L_K for K = 1 … 5000 on a trained VAE or HVAE.
+    Tour(tour::TourArgs),
     /// Summarise a data set: count, shape, value range, labels.
     Data(data::DataArgs),
     /// Show a run: its config, parameter count and training curve (also saved as a PNG).
@@ -99,6 +103,7 @@ pub fn run() -> i32 {
         Command::Eval(a) => eval::run(a, &g),
         Command::Sample(a) => sample::run(a, &g),
         Command::Data(a) => data::run(a),
+        Command::Tour(a) => tour::run(a, &g),
         Command::Compare(a) => compare::run(a, &g),
         Command::Inspect(a) => inspect::run(a),
         Command::Quality(a) => quality::run(a),
