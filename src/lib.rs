@@ -11,6 +11,7 @@ pub mod diffusion;
 pub mod dist;
 pub mod elbo;
 pub mod error;
+pub mod kernels;
 pub mod eval;
 pub mod limits;
 pub mod models;

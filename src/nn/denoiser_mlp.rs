@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
+use crate::kernels::silu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 

@@ -23,7 +23,7 @@ impl Activation {
         match self {
             Activation::Tanh => tanh(x),
             Activation::Relu => activation::relu(x),
-            Activation::Silu => activation::silu(x),
+            Activation::Silu => crate::kernels::silu(x),
             Activation::Gelu => activation::gelu(x),
             Activation::Softplus => crate::dist::softplus(x),
         }

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::silu;
+use crate::kernels::{group_norm_silu, silu};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -77,9 +77,10 @@ impl ResBlock {
 
     /// `[B, C_in, H, W]`, `[B, E]` → `[B, C_out, H, W]`.
     fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let t = self.temb.forward(emb).unsqueeze_dims::<4>(&[2, 3]); // [B, C, 1, 1]
-        let h = self.conv2.forward(silu(self.norm2.forward(h + t)));
+        // silu(GroupNorm(·)) and silu(GroupNorm(h + t)) are one fused kernel each (crate::kernels).
+        let h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone(), None));
+        let t = self.temb.forward(emb); // [B, C], added to every pixel of its channel
+        let h = self.conv2.forward(group_norm_silu(&self.norm2, h, Some(t)));
         let skip = match &self.skip {
             Some(c) => c.forward(x),
             None => x,
@@ -234,7 +235,7 @@ impl UNet {
             h = blk.forward(Tensor::cat(vec![h, s], 1), emb.clone());
         }
         self.conv_out
-            .forward(silu(self.norm_out.forward(h)))
+            .forward(group_norm_silu(&self.norm_out, h, None))
             .reshape([b, c * hh * ww])
     }
 }
