@@ -116,21 +116,42 @@ impl GnShape {
     }
 }
 
-/// Mean and 1/√(var + ε) of one group's values v_i = x_i + shift_c, two passes in f64.
+/// Σ f(i) over 0..n in 16 independent lanes, so that the loop vectorises (a single running sum
+/// is a chain of dependent adds that LLVM may not reorder).
+#[inline(always)]
+fn lanes_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let full = n / L * L;
+    let mut i = 0;
+    while i < full {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a += f(i + j);
+        }
+        i += L;
+    }
+    let mut tail = 0.0f32;
+    for k in full..n {
+        tail += f(k);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Mean and 1/√(var + ε) of one group's values v_i = x_i + shift_c, two passes, per channel
+/// in f32 lanes and across channels in f64.
 #[inline(always)]
 fn group_stats(x: &[f32], shift: &[f32], hw: usize, eps: f32) -> (f32, f32) {
     let n = x.len() as f64;
     let mut sum = 0.0f64;
     for (c, chan) in x.chunks_exact(hw).enumerate() {
-        let s: f32 = chan.iter().sum();
+        let s = lanes_sum(hw, |i| chan[i]);
         sum += s as f64 + shift[c] as f64 * hw as f64;
     }
     let mean = (sum / n) as f32;
     let mut ss = 0.0f64;
     for (c, chan) in x.chunks_exact(hw).enumerate() {
         let off = shift[c] - mean;
-        let s: f32 = chan.iter().map(|&v| (v + off) * (v + off)).sum();
-        ss += s as f64;
+        ss += lanes_sum(hw, |i| (chan[i] + off) * (chan[i] + off)) as f64;
     }
     let var = (ss / n) as f32;
     (mean, 1.0 / (var + eps).sqrt())
@@ -212,8 +233,8 @@ fn gn_bwd_group(
 ) {
     let (mean, rstd) = group_stats(x, shift, hw, eps);
     let n = x.len() as f32;
-    // First pass: da = g σ(a)(1 + a(1 − σ(a))); accumulate Σ da γ (= Σ du), Σ du·u per group and
-    // Σ da u, Σ da per channel. da is kept in dx for the second pass.
+    // First pass: da = g σ(a)(1 + a(1 − σ(a))) into dx; then per channel Σ da u and Σ da (dγ,
+    // dβ), and per group Σ du = Σ da γ and Σ du u.
     let mut sum_du = 0.0f64;
     let mut sum_du_u = 0.0f64;
     for c in 0..gamma.len() {
@@ -222,16 +243,15 @@ fn gn_bwd_group(
         let out = &mut dx[c * hw..(c + 1) * hw];
         let off = shift[c] - mean;
         let (gm, bt) = (gamma[c], beta[c]);
-        let (mut s_da_u, mut s_da) = (0.0f32, 0.0f32);
         for ((o, &v), &gv) in out.iter_mut().zip(chan).zip(gc) {
             let u = (v + off) * rstd;
             let a = u * gm + bt;
             let sg = sigmoid(a);
-            let da = gv * sg * (1.0 + a * (1.0 - sg));
-            *o = da;
-            s_da_u += da * u;
-            s_da += da;
+            *o = gv * sg * (1.0 + a * (1.0 - sg));
         }
+        let da: &[f32] = out;
+        let s_da = lanes_sum(hw, |i| da[i]);
+        let s_da_u = lanes_sum(hw, |i| da[i] * ((chan[i] + off) * rstd));
         dgamma[c] = s_da_u;
         dbeta[c] = s_da;
         sum_du += (s_da * gm) as f64;
