@@ -182,6 +182,8 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
 }
 
 fn main() {
+    // As the elbo binary does (src/main.rs).
+    elbo::par::tune_allocator();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

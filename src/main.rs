@@ -11,5 +11,6 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    elbo::par::tune_allocator();
     std::process::exit(cli::run());
 }

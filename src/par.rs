@@ -88,6 +88,21 @@ pub fn env_threads() -> Result<Option<usize>> {
     }
 }
 
+/// Keep freed memory in the process instead of returning it to the system (glibc): tensors of a
+/// training step are allocated and freed every step, and with glibc's defaults each large one
+/// is a fresh `mmap` whose pages fault in again (measured: a quarter of a U-Net step in page
+/// faults and `munmap`). Blocks up to 32 MiB come from the heap, and the heap is trimmed only
+/// above 1 GiB of free space at its top. Called once at start-up, before any thread starts.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 /// Threads to use by default: `$ELBO_THREADS` if set (any positive count; the command line
 /// refuses a bad value at start-up), else one per core, at most 8.
 pub fn default_threads() -> usize {

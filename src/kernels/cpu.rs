@@ -349,3 +349,219 @@ mod tests {
         assert!((sigmoid(-200.0)).abs() < 1e-37 && (sigmoid(200.0) - 1.0).abs() < 1e-7);
     }
 }
+
+/// Shapes of a 3×3 convolution with stride 1 and padding 1.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub b: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl ConvShape {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    fn k(&self) -> usize {
+        self.cin * 9
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch for one example's columns, reused across calls (no large
+    /// allocations, hence no page faults, in the hot loop).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut v = s.borrow_mut();
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+        f(&mut v[..len])
+    })
+}
+
+/// C (m × n, row stride `c_rs`) = [C +] A (m × k) B (k × n), each operand given by its row and
+/// column strides, by the gemm crate on this thread.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    // Every index the gemm reads or writes lies inside its slice.
+    assert!(m == 0 || n == 0 || (m - 1) * c_rs + n <= c.len());
+    assert!(m == 0 || k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len());
+    assert!(k == 0 || n == 0 || (k - 1) * b_rs + (n - 1) * b_cs < b.len());
+    // SAFETY: the asserts above bound every access; the slices do not alias (one is &mut).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// One example's im2col in the NCHW-native (Caffe) layout `[Cin·9, H·W]`: row ci·9 + ky·3 + kx
+/// holds input channel ci shifted by (ky − 1, kx − 1), zero outside; every element is written.
+fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32]) {
+    let (h, w, hw) = (s.h, s.w, s.hw());
+    for (ci, plane) in x.chunks_exact(hw).enumerate() {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let r = ci * 9 + ky * 3 + kx;
+                let row = &mut col[r * hw..(r + 1) * hw];
+                for y in 0..h {
+                    let dst = &mut row[y * w..(y + 1) * w];
+                    let sy = y as isize + ky as isize - 1;
+                    if sy < 0 || sy >= h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+                    match kx {
+                        0 => {
+                            dst[0] = 0.0;
+                            dst[1..].copy_from_slice(&src[..w - 1]);
+                        }
+                        1 => dst.copy_from_slice(src),
+                        _ => {
+                            dst[..w - 1].copy_from_slice(&src[1..]);
+                            dst[w - 1] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im for one example, the adjoint of [`im2col_one`]: dx (zeroed here) = Σ of the rows
+/// shifted back.
+fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
+    let (h, w, hw) = (s.h, s.w, s.hw());
+    dx.fill(0.0);
+    for (ci, plane) in dx.chunks_exact_mut(hw).enumerate() {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let r = ci * 9 + ky * 3 + kx;
+                let row = &dcol[r * hw..(r + 1) * hw];
+                for y in 0..h {
+                    let sy = y as isize + ky as isize - 1;
+                    if sy < 0 || sy >= h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
+                    let src = &row[y * w..(y + 1) * w];
+                    let (d, s) = match kx {
+                        0 => (&mut dst[..w - 1], &src[1..]),
+                        1 => (&mut dst[..], src),
+                        _ => (&mut dst[1..], &src[..w - 1]),
+                    };
+                    for (a, b) in d.iter_mut().zip(s) {
+                        *a += *b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// y_b = W [Cout, Cin·9] × col_b [Cin·9, H·W] + bias for each example in parallel: NCHW in,
+/// NCHW out, no layout conversion.
+pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
+    let (hw, k) = (s.hw(), s.k());
+    let mut y = vec![0.0f32; s.b * s.cout * hw];
+    y.par_chunks_mut(s.cout * hw)
+        .zip(x.par_chunks(s.cin * hw))
+        .for_each(|(yb, xb)| {
+            with_scratch(k * hw, |col| {
+                im2col_one(xb, s, col);
+                sgemm(s.cout, hw, k, yb, hw, false, weight, (k, 1), col, (hw, 1));
+            });
+            for (row, &bv) in yb.chunks_exact_mut(hw).zip(bias) {
+                row.iter_mut().for_each(|v| *v += bv);
+            }
+        });
+    y
+}
+
+/// Gradients of [`conv3x3_forward`]: dx_b = col2im(Wᵀ dy_b); dW = Σ_b dy_b col_bᵀ, summed over
+/// a fixed split of the batch (one part per thread) in a fixed order; dbias = Σ dy.
+pub fn conv3x3_backward(
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    s: ConvShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (hw, k) = (s.hw(), s.k());
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(s.cin * hw)
+        .zip(grad.par_chunks(s.cout * hw))
+        .for_each(|(dxb, gb)| {
+            with_scratch(k * hw, |dcol| {
+                // Wᵀ: [Cin·9, Cout] with row stride 1 and column stride Cin·9.
+                sgemm(k, hw, s.cout, dcol, hw, false, weight, (1, k), gb, (hw, 1));
+                col2im_one(dcol, s, dxb);
+            });
+        });
+    let parts = rayon::current_num_threads().clamp(1, s.b.max(1));
+    let per = s.b.div_ceil(parts);
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut acc = vec![0.0f32; s.cout * k];
+            for b in (p * per)..((p + 1) * per).min(s.b) {
+                let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
+                let gb = &grad[b * s.cout * hw..(b + 1) * s.cout * hw];
+                with_scratch(k * hw, |col| {
+                    im2col_one(xb, s, col);
+                    // dW += dy_b [Cout, HW] × col_bᵀ [HW, Cin·9].
+                    sgemm(s.cout, k, hw, &mut acc, k, true, gb, (hw, 1), col, (1, hw));
+                });
+            }
+            acc
+        })
+        .collect();
+    let mut dw = vec![0.0f32; s.cout * k];
+    for p in &partial {
+        for (a, v) in dw.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    let mut db = vec![0.0f32; s.cout];
+    for gb in grad.chunks_exact(s.cout * hw) {
+        for (c, row) in gb.chunks_exact(hw).enumerate() {
+            db[c] += lanes_sum(hw, |i| row[i]);
+        }
+    }
+    (dx, dw, db)
+}

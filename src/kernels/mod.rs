@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | [`silu`] | x · sigmoid(x) (3 ops, scalar `expf`) | vectorised exp |
 //! | [`group_norm_silu`] | GroupNorm (about 10 ops) + time-embedding add + SiLU | statistics and output per (example, group) |
+//! | [`conv3x3`] | Conv2d 3×3, stride 1 (NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx) | im2col and GEMM per example on NCHW data; dx and dW as GEMMs |
 
 pub mod cpu;
 
@@ -36,6 +37,13 @@ pub trait ElboKernels: Backend {
         groups: usize,
         eps: f64,
     ) -> FloatTensor<Self>;
+    /// A 3×3 convolution, stride 1, padding 1: x `[B, Cin, H, W]`, weight `[Cout, Cin, 3, 3]`,
+    /// bias `[Cout]` → `[B, Cout, H, W]`.
+    fn conv3x3_kernel(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// The backward kernels the autodiff implementations call on the inner backend.
@@ -52,6 +60,22 @@ pub trait ElboKernelsBackward: Backend {
         groups: usize,
         eps: f64,
     ) -> [FloatTensor<Self>; 4];
+    /// (dx, dweight, dbias) of [`ElboKernels::conv3x3_kernel`].
+    fn conv3x3_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3];
+}
+
+fn conv_shape(x: &[usize], cout: usize) -> cpu::ConvShape {
+    cpu::ConvShape {
+        b: x[0],
+        cin: x[1],
+        cout,
+        h: x[2],
+        w: x[3],
+    }
 }
 
 /// The f32 values of a Flex tensor in row-major order (copied only if not contiguous) and its
@@ -110,9 +134,25 @@ impl ElboKernels for Flex {
         );
         flex(y, shape)
     }
+
+    fn conv3x3_kernel(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let (xv, shape) = values(&x);
+        let (wv, wshape) = values(&weight);
+        let s = conv_shape(&shape, wshape[0]);
+        let y = cpu::conv3x3_forward(&xv, &wv, &values(&bias).0, s);
+        flex(y, vec![s.b, s.cout, s.h, s.w])
+    }
 }
 
 impl ElboKernelsBackward for Flex {
+    fn conv3x3_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor) -> [FlexTensor; 3] {
+        let (xv, shape) = values(&x);
+        let (wv, wshape) = values(&weight);
+        let s = conv_shape(&shape, wshape[0]);
+        let (dx, dw, db) = cpu::conv3x3_backward(&xv, &wv, &values(&grad).0, s);
+        [flex(dx, shape), flex(dw, wshape), flex(db, vec![s.cout])]
+    }
+
     fn silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
         let (xv, shape) = values(&x);
         flex(cpu::silu_backward(&xv, &values(&grad).0), shape)
@@ -228,6 +268,53 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
             )),
         }
     }
+
+    fn conv3x3_kernel(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        conv3x3_autodiff::<B, C>(x, weight, bias)
+    }
+}
+
+/// The autodiff backward of the convolution (kept apart for readability).
+fn conv3x3_autodiff<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    #[derive(Debug)]
+    struct Conv3Backward;
+    impl<B: Backend + ElboKernelsBackward> Backward<B, 3> for Conv3Backward {
+        type State = (FloatTensor<B>, FloatTensor<B>);
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<B>(&ops.node);
+            let (x, w) = ops.state;
+            let g = B::conv3x3_backward(x, w, grad);
+            for (parent, g) in ops.parents.into_iter().zip(g) {
+                if let Some(node) = parent {
+                    grads.register::<B>(node.id, g);
+                }
+            }
+        }
+    }
+    match Conv3Backward
+        .prepare::<C>([x.node(), weight.node(), bias.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (x, w, b) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+            let out = B::conv3x3_kernel(x.clone(), w.clone(), b);
+            prep.finish((x, w), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_kernel(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        )),
+    }
 }
 
 /// Whether a tensor lives on the Flex CPU backend (with or without autodiff), where the kernels
@@ -244,6 +331,33 @@ fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
 fn kernels_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var("ELBO_KERNELS").is_ok_and(|v| v == "off"))
+}
+
+/// A stride-1, padding-1 3×3 convolution by the project's kernel (forward, input and weight
+/// gradients as batched GEMMs on NCHW data, no layout conversion); any other convolution, or
+/// a device other than Flex, goes to the module's own `forward`.
+pub fn conv3x3(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, kh, kw] = conv.weight.dims();
+    let plain = conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && (kh, kw) == (3, 3)
+        && conv.padding == burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1);
+    let [_, _, h, w] = x.dims();
+    if !plain || h < 2 || w < 2 || !on_flex(&x) || kernels_off() {
+        return conv.forward(x);
+    }
+    let dev = x.device();
+    let cout = conv.weight.dims()[0];
+    let bias = match &conv.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([cout], &dev),
+    };
+    Tensor::from_dispatch(<burn::backend::Dispatch as ElboKernels>::conv3x3_kernel(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.into_dispatch(),
+    ))
 }
 
 /// SiLU, x σ(x), by the project's kernel (vectorised exp; backward in one pass).
@@ -366,6 +480,39 @@ mod tests {
                 let gs = (vals(s.grad(&g1).unwrap()), vals(s.grad(&g2).unwrap()));
                 assert!(rel(&gs.0, &gs.1) < 1e-4, "dshift {}", rel(&gs.0, &gs.1));
             }
+        }
+    }
+
+    #[test]
+    fn conv3x3_kernel_matches_burn_in_value_and_gradients() {
+        // Against Burn's Conv2d (3×3, stride 1, padding 1) on random inputs, with shapes whose
+        // edges differ (7×5) and one-channel input and output: values and the gradients of x,
+        // the weight and the bias within 1e-4 relative to 1 + |value| (sums of up to
+        // B·H·W·Cin·9 = 3,780 products in a different order).
+        use burn::nn::conv::Conv2dConfig;
+        use burn::nn::PaddingConfig2d;
+        let d = Device::flex().autodiff();
+        d.seed(11);
+        for &(b, cin, cout, h, w) in &[(3usize, 4usize, 6usize, 7usize, 5usize), (2, 1, 3, 6, 6), (2, 5, 1, 4, 9)] {
+            let conv = Conv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&d);
+            let x = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.0, 1.0), &d)
+                .require_grad();
+            let up = Tensor::<4>::random([b, cout, h, w], Distribution::Normal(0.0, 1.0), &d);
+            let ours = conv3x3(&conv, x.clone());
+            let g1 = (ours.clone() * up.clone()).sum().backward();
+            let theirs = conv.forward(x.clone());
+            let g2 = (theirs.clone() * up.clone()).sum().backward();
+            assert!(rel(&vals(ours), &vals(theirs)) < 1e-4);
+            let gx = (vals(x.grad(&g1).unwrap()), vals(x.grad(&g2).unwrap()));
+            assert!(rel(&gx.0, &gx.1) < 1e-4, "dx {}", rel(&gx.0, &gx.1));
+            let wt = conv.weight.val();
+            let gw = (vals(wt.grad(&g1).unwrap()), vals(wt.grad(&g2).unwrap()));
+            assert!(rel(&gw.0, &gw.1) < 1e-4, "dW {}", rel(&gw.0, &gw.1));
+            let bs = conv.bias.as_ref().unwrap().val();
+            let gb = (vals(bs.grad(&g1).unwrap()), vals(bs.grad(&g2).unwrap()));
+            assert!(rel(&gb.0, &gb.1) < 1e-4, "db {}", rel(&gb.0, &gb.1));
         }
     }
 }

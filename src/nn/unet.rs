@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use crate::kernels::{group_norm_silu, silu};
+use crate::kernels::{conv3x3, group_norm_silu, silu};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -78,9 +78,9 @@ impl ResBlock {
     /// `[B, C_in, H, W]`, `[B, E]` → `[B, C_out, H, W]`.
     fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         // silu(GroupNorm(·)) and silu(GroupNorm(h + t)) are one fused kernel each (crate::kernels).
-        let h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone(), None));
+        let h = conv3x3(&self.conv1, group_norm_silu(&self.norm1, x.clone(), None));
         let t = self.temb.forward(emb); // [B, C], added to every pixel of its channel
-        let h = self.conv2.forward(group_norm_silu(&self.norm2, h, Some(t)));
+        let h = conv3x3(&self.conv2, group_norm_silu(&self.norm2, h, Some(t)));
         let skip = match &self.skip {
             Some(c) => c.forward(x),
             None => x,
@@ -210,7 +210,7 @@ impl UNet {
         if let Some(cl) = &self.class {
             emb = emb + cl.forward(one_hot(labels, b, self.classes, &z.device()));
         }
-        let mut h = self.conv_in.forward(z.reshape([b, c, hh, ww]));
+        let mut h = conv3x3(&self.conv_in, z.reshape([b, c, hh, ww]));
         let mut skips = Vec::new();
         for (i, blk) in self.down.iter().enumerate() {
             h = blk.forward(h, emb.clone());
@@ -234,8 +234,7 @@ impl UNet {
             }
             h = blk.forward(Tensor::cat(vec![h, s], 1), emb.clone());
         }
-        self.conv_out
-            .forward(group_norm_silu(&self.norm_out, h, None))
+        conv3x3(&self.conv_out, group_norm_silu(&self.norm_out, h, None))
             .reshape([b, c * hh * ww])
     }
 }
