@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed of elbo beside PyTorch, case by case, interleaved in one run.
 
-    python3 bench/compare.py [--cases vae-train,vdm-unet-train,...] [--rounds 3] [--iters 20]
+    python3 bench/compare.py [--cases vae-train,vdm-unet-train,...] [--threads 1,2] [--rounds 3] [--iters 20]
     python3 bench/compare.py --quality-minutes 7 [--quality-n 500]   # time to quality
 
 The second form trains elbo's default run and its PyTorch twin for the same minutes each and
@@ -10,7 +10,11 @@ scores both by elbo's own classifier (FD-classifier; BENCHMARKS.md §8).
 On first use it creates bench/.venv and installs torch and numpy there (a large download); it
 never runs in CI. Each round runs the Rust case (`cargo bench --bench throughput -- CASE`, its own
 warm-up, then the median of N iterations) and then its PyTorch twin the same way; the report is the
-median over rounds of each and their ratio (elbo / PyTorch throughput: above 1 means elbo is faster).
+median over rounds of each and their ratio (elbo / PyTorch throughput: above 1 means elbo is faster),
+at each thread count (1, 2, 4, 8 up to the cores; `--threads`). Each side runs in its own process,
+so its peak resident memory is its own (VmHWM, read by each side at its end); the PyTorch twin's FLOPs per step are counted
+(torch.utils.flop_counter) and give both sides' achieved GFLOP/s, beside the machine's peak
+measured in the same run by a 1024³ GEMM.
 
 To add a case: a name in benches/throughput.rs (CASES and build) and a function in TWINS here
 returning (step, examples per step), with the same network, batch and loss.
@@ -276,7 +280,57 @@ def twin_vdm_mlp_train():
     return (lambda: step(vdm_loss(net, x, False))), 256.0
 
 
+def twin_vdm_unet_default_train():
+    """elbo's default recipe: U-Net [16, 32, 64] (embed 32), L_simple on the cosine table, batch 32."""
+    net = UNet((16, 32, 64), 32, False)
+    step = adamw_step_factory(net)
+    table = cosine_gamma_table()
+    x = mnist_images(32) * (2 / 255) - 1
+
+    def one():
+        t = (torch.rand(()) + torch.arange(32) / 32) % 1.0
+        g = gamma_at(table, t).float()
+        alpha, sigma = torch.sigmoid(-g).sqrt()[:, None], torch.sigmoid(g).sqrt()[:, None]
+        eps = torch.randn_like(x)
+        eps_hat = net(alpha * x + sigma * eps, (g - G_MIN) / (G_MAX - G_MIN))
+        step(((eps - eps_hat) ** 2).mean())
+
+    return one, 32.0
+
+
+def twin_vae_iwae():
+    """L_5000 of 16 binarised images, in chunks of 1,000 samples per image (as elbo)."""
+    m = Vae()
+    x = (mnist_images(16) > 127).float()
+
+    def one():
+        with torch.no_grad():
+            h = m.enc(x)
+            mu, logvar = h[:, :50], h[:, 50:]
+            parts = []
+            for _ in range(5):
+                eps = torch.randn(16, 1000, 50)
+                z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+                logits = m.dec(z.reshape(-1, 50)).view(16, 1000, 784)
+                lpx = -F.binary_cross_entropy_with_logits(logits, x[:, None].expand(-1, 1000, -1), reduction="none").sum(2)
+                lpz = -0.5 * (z * z + math.log(2 * math.pi)).sum(2)
+                lq = -0.5 * (eps * eps + math.log(2 * math.pi) + logvar[:, None]).sum(2)
+                parts.append(lpx + lpz - lq)
+            return torch.logsumexp(torch.cat(parts, 1), 1) - math.log(5000)
+
+    return one, 16.0
+
+
+def twin_gemm():
+    a = torch.randn(1024, 1024)
+    b = a.t().contiguous()
+    return (lambda: torch.mm(a, b)), 1.0
+
+
 TWINS = {
+    "vdm-unet-default-train": twin_vdm_unet_default_train,
+    "vae-iwae": twin_vae_iwae,
+    "gemm": twin_gemm,
     "vae-train": twin_vae_train,
     "vdm-unet-train": twin_vdm_unet_train,
     "vdm-unet-sample": twin_vdm_unet_sample,
@@ -407,25 +461,77 @@ def cpu_model():
     return "unknown CPU"
 
 
-def time_torch(case, iters, warmup):
+def torch_worker(case, iters, warmup, threads):
+    """Run in a child process: time one twin at `threads` threads, count its FLOPs per step."""
+    torch.set_num_threads(threads)
     step, per = TWINS[case]()
     for _ in range(warmup):
         step()
+    flops = None
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as fc:
+            step()
+        flops = fc.get_total_flops()
+    except Exception:  # noqa: BLE001 (an older torch without the counter)
+        pass
     ts = []
     for _ in range(iters):
         t = time.perf_counter()
         step()
         ts.append(time.perf_counter() - t)
     med = statistics.median(ts)
-    return {"median_ms": med * 1e3, "per_sec": per / med}
+    print(json.dumps({"median_ms": med * 1e3, "per_sec": per / med, "flops_per_iter": flops, "per_iter": per,
+                      "peak_rss_mib": peak_rss_mib()}))
 
 
-def time_rust(case, iters, warmup):
-    out = subprocess.run(
-        ["cargo", "bench", "-q", "--bench", "throughput", "--", case, "--iters", str(iters), "--warmup", str(warmup)],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def peak_rss_mib():
+    """This process's peak resident memory (VmHWM), MiB: reset by exec, so a child's own."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_rss_of(cmd, env=None):
+    """(result JSON, peak RSS MiB) of a child process; the child reports its own VmHWM (the
+    rusage of a forked child would include this parent's memory at the fork)."""
+    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with {p.returncode}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return r, r.get("peak_rss_mib", float("nan"))
+
+
+def bench_exe():
+    """The throughput bench's executable (built by `cargo bench --no-run`)."""
+    out = subprocess.run(["cargo", "bench", "--bench", "throughput", "--no-run", "--message-format=json", "-q"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    exe = None
+    for line in out.splitlines():
+        try:
+            m = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "throughput" and m.get("executable"):
+            exe = m["executable"]
+    if exe is None:
+        raise SystemExit("could not find the throughput bench executable")
+    return exe
+
+
+def time_rust(exe, case, iters, warmup, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), ELBO_THREADS=str(threads))
+    return peak_rss_of([exe, case, "--iters", str(iters), "--warmup", str(warmup), "--threads", str(threads)], env)
+
+
+def time_torch(case, iters, warmup, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return peak_rss_of([sys.executable, os.path.abspath(__file__), "--torch-worker", case, "--iters", str(iters),
+                        "--warmup", str(warmup), "--threads", str(threads)], env)
 
 
 def main():
@@ -434,26 +540,57 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", default=None,
+                    help="comma-separated thread counts (default: 1 and every power of two up to the cores)")
+    ap.add_argument("--torch-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--quality-minutes", type=float, default=None,
                     help="instead of throughput: train elbo's default run and its PyTorch twin for this many minutes each and compare FD-classifier")
     ap.add_argument("--quality-n", type=int, default=1000)
     a = ap.parse_args()
+    if a.torch_worker is not None:
+        torch_worker(a.torch_worker, a.iters, a.warmup, int(a.threads or 1))
+        return
     print(f"CPU: {cpu_model()}, {THREADS} cores")
     if a.quality_minutes is not None:
         time_to_quality(a.quality_minutes, a.quality_n)
         return
-    subprocess.run(["cargo", "bench", "-q", "--bench", "throughput", "--no-run"], cwd=ROOT, check=True)
-    print(f"torch {torch.__version__}, {THREADS} threads; elbo with {THREADS} training threads")
-    print(f"{'case':<18} {'elbo /s':>12} {'torch /s':>12} {'ratio':>7}   (medians over {a.rounds} interleaved rounds)")
+    threads = [int(t) for t in a.threads.split(",")] if a.threads else \
+        sorted({1} | {2 ** k for k in range(1, 4) if 2 ** k <= THREADS})
+    exe = bench_exe()
+    print(f"torch {torch.__version__}; each side in its own process; ratio = elbo/torch throughput "
+          f"(above 1: elbo faster); medians over {a.rounds} interleaved rounds of {a.iters} iterations")
+    # The machine's peak: the large GEMM of the same run, per thread count (best of the two sides).
     results = {}
-    for case in a.cases.split(","):
-        r, p = [], []
-        for _ in range(a.rounds):
-            r.append(time_rust(case, a.iters, a.warmup)["per_sec"])
-            p.append(time_torch(case, a.iters, a.warmup)["per_sec"])
-        mr, mp = statistics.median(r), statistics.median(p)
-        results[case] = {"elbo_per_sec": mr, "torch_per_sec": mp, "ratio": mr / mp}
-        print(f"{case:<18} {mr:>12.1f} {mp:>12.1f} {mr / mp:>7.3f}")
+    peak = {}
+    for t in threads:
+        r, _ = time_rust(exe, "gemm", 10, 2, t)
+        p, _ = time_torch("gemm", 10, 2, t)
+        g = 2 * 1024 ** 3
+        peak[t] = max(r["per_sec"], p["per_sec"]) * g / 1e9
+        results[f"gemm@{t}"] = {"elbo_gflops": r["per_sec"] * g / 1e9, "torch_gflops": p["per_sec"] * g / 1e9}
+        print(f"GEMM 1024³ at {t} thread(s): elbo (gemm crate) {r['per_sec'] * g / 1e9:.0f} GFLOP/s, "
+              f"torch {p['per_sec'] * g / 1e9:.0f} GFLOP/s; peak taken as {peak[t]:.0f}")
+    print(f"{'case':<24} {'thr':>3} {'elbo /s':>10} {'torch /s':>10} {'ratio':>6} {'elbo GF/s':>9} {'torch GF/s':>10} "
+          f"{'%peak e/t':>10} {'RSS MiB e/t':>13}")
+    for case in [c for c in a.cases.split(",") if c != "gemm"]:
+        for t in threads:
+            r, p, rm, pm, flops = [], [], [], [], None
+            for _ in range(a.rounds):
+                x, m = time_rust(exe, case, a.iters, a.warmup, t)
+                r.append(x["per_sec"]); rm.append(m)
+                y, m = time_torch(case, a.iters, a.warmup, t)
+                p.append(y["per_sec"]); pm.append(m)
+                if y.get("flops_per_iter"):
+                    flops = y["flops_per_iter"] / y["per_iter"]  # FLOPs per example
+            mr, mp = statistics.median(r), statistics.median(p)
+            ge = mr * flops / 1e9 if flops else float("nan")
+            gt = mp * flops / 1e9 if flops else float("nan")
+            results[f"{case}@{t}"] = {"elbo_per_sec": mr, "torch_per_sec": mp, "ratio": mr / mp,
+                                     "elbo_gflops": ge, "torch_gflops": gt, "peak_gflops": peak[t],
+                                     "elbo_peak_rss_mib": max(rm), "torch_peak_rss_mib": max(pm),
+                                     "flops_per_example": flops}
+            print(f"{case:<24} {t:>3} {mr:>10.1f} {mp:>10.1f} {mr / mp:>6.2f} {ge:>9.1f} {gt:>10.1f} "
+                  f"{100 * ge / peak[t]:>4.0f}/{100 * gt / peak[t]:<4.0f} {max(rm):>6.0f}/{max(pm):<6.0f}")
     print(json.dumps(results))
 
 

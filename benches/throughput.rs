@@ -123,7 +123,40 @@ const CASES: &[(&str, &str)] = &[
         "vae-train",
         "VAE 784-200-200-50 tanh, batch 128: one training step (analytic-KL ELBO, AdamW)",
     ),
+    (
+        "vdm-unet-default-train",
+        "The default recipe: U-Net [16, 32, 64], L_simple on the cosine schedule, batch 32: one step",
+    ),
+    (
+        "vae-iwae",
+        "VAE 784-200-200-50: the importance-weighted bound L_5000 of 16 test images (per image)",
+    ),
+    (
+        "gemm",
+        "one 1024 × 1024 × 1024 matrix product in f32 (Burn's matmul; 2.15 GFLOP)",
+    ),
 ];
+
+fn vae_784(device: &Device) -> Vae {
+    let spec = VaeSpec {
+        obs: Observation {
+            likelihood: Likelihood::Bernoulli,
+            data_dim: 784,
+            shift: vec![],
+            scale: vec![],
+        },
+        latent: 50,
+    };
+    device.seed(0);
+    Vae::new(&VaeConfig::default(), spec, device).expect("model")
+}
+
+fn binarised(b: usize) -> Vec<f32> {
+    images(b)
+        .iter()
+        .map(|&k| if k > 127.0 { 1.0 } else { 0.0 })
+        .collect()
+}
 
 fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
     let ad = Device::flex().autodiff();
@@ -159,26 +192,70 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
                 .sample(256, &mut seeded(2));
             (TrainState::new(m, rows, 256, 2, threads).iter(), 256.0)
         }
-        "vae-train" => {
-            let spec = VaeSpec {
-                obs: Observation {
-                    likelihood: Likelihood::Bernoulli,
-                    data_dim: 784,
-                    shift: vec![],
-                    scale: vec![],
-                },
-                latent: 50,
+        "vae-train" => (
+            TrainState::new(vae_784(&ad), binarised(128), 128, 784, threads).iter(),
+            128.0,
+        ),
+        "vdm-unet-default-train" => {
+            let spec = VdmSpec {
+                kind: DataKind::Image8,
+                shape: vec![1, 28, 28],
+                shift: vec![],
+                scale: vec![],
+                classes: 0,
             };
             ad.seed(0);
-            let m = Vae::new(&VaeConfig::default(), spec, &ad).expect("model");
-            let rows: Vec<f32> = images(128)
-                .iter()
-                .map(|&k| if k > 127.0 { 1.0 } else { 0.0 })
-                .collect();
-            (TrainState::new(m, rows, 128, 784, threads).iter(), 128.0)
+            // VdmConfig::default() resolved for images: what `elbo train` runs.
+            let m = Vdm::new(&VdmConfig::default(), spec, &ad).expect("model");
+            (TrainState::new(m, images(32), 32, 784, threads).iter(), 32.0)
+        }
+        "vae-iwae" => {
+            let d = Device::flex();
+            let m = vae_784(&d);
+            let x = burn::tensor::Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(binarised(16), [16, 784]),
+                &d,
+            );
+            let mut rng = seeded(3);
+            (
+                Box::new(move || {
+                    let _ = m
+                        .importance_weighted(x.clone(), 5000, &mut rng)
+                        .expect("a VAE has L_K")
+                        .expect("bound");
+                }),
+                16.0,
+            )
+        }
+        "gemm" => {
+            let d = Device::flex();
+            let a = burn::tensor::Tensor::<2>::random(
+                [1024, 1024],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &d,
+            );
+            let b = a.clone().transpose();
+            (
+                Box::new(move || {
+                    let _ = a.clone().matmul(b.clone()).into_data();
+                }),
+                1.0,
+            )
         }
         _ => return None,
     })
+}
+
+/// The process's peak resident memory (VmHWM), MiB; NaN where /proc is not there.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn main() {
@@ -222,6 +299,6 @@ fn main() {
     let median = times[times.len() / 2];
     println!(
         "{}",
-        serde_json::json!({"case": case, "impl": "elbo", "median_ms": median * 1e3, "per_sec": per_iter / median, "iters": times.len(), "threads": threads})
+        serde_json::json!({"case": case, "impl": "elbo", "median_ms": median * 1e3, "per_sec": per_iter / median, "iters": times.len(), "threads": threads, "peak_rss_mib": peak_rss_mib()})
     );
 }

@@ -327,30 +327,7 @@ pub fn group_norm_silu_backward(
     (dx, dshift, dgamma, dbeta)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_is_accurate_over_the_range_it_is_used_on() {
-        // Relative error below 4e-7 (two f32 ulps) from −87 to 88, exact limits beyond, NaN kept.
-        let mut worst = 0.0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let want = (x as f64).exp();
-            let got = exp(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.0137;
-        }
-        assert!(worst < 4e-7, "worst relative error {worst}");
-        assert_eq!(exp(1000.0), exp(88.0));
-        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) == exp(-87.0));
-        assert!(exp(f32::NAN).is_nan());
-        assert!((sigmoid(-200.0)).abs() < 1e-37 && (sigmoid(200.0) - 1.0).abs() < 1e-7);
-    }
-}
-
-/// Shapes of a 3×3 convolution with stride 1 and padding 1.
+/// Shapes of a 3×3 convolution with padding 1 and stride 1 or 2.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvShape {
     pub b: usize,
@@ -358,9 +335,19 @@ pub struct ConvShape {
     pub cout: usize,
     pub h: usize,
     pub w: usize,
+    pub stride: usize,
 }
 
 impl ConvShape {
+    /// Output height and width: ⌊(H + 2 − 3)/s⌋ + 1.
+    pub fn out_hw(&self) -> (usize, usize) {
+        ((self.h - 1) / self.stride + 1, (self.w - 1) / self.stride + 1)
+    }
+    /// Output positions per channel.
+    fn ohw(&self) -> usize {
+        let (a, b) = self.out_hw();
+        a * b
+    }
     fn hw(&self) -> usize {
         self.h * self.w
     }
@@ -433,6 +420,9 @@ fn sgemm(
 /// One example's im2col in the NCHW-native (Caffe) layout `[Cin·9, H·W]`: row ci·9 + ky·3 + kx
 /// holds input channel ci shifted by (ky − 1, kx − 1), zero outside; every element is written.
 fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32]) {
+    if s.stride != 1 {
+        return im2col_strided(x, s, col);
+    }
     let (h, w, hw) = (s.h, s.w, s.hw());
     for (ci, plane) in x.chunks_exact(hw).enumerate() {
         for ky in 0..3 {
@@ -467,8 +457,11 @@ fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32]) {
 /// col2im for one example, the adjoint of [`im2col_one`]: dx (zeroed here) = Σ of the rows
 /// shifted back.
 fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
-    let (h, w, hw) = (s.h, s.w, s.hw());
     dx.fill(0.0);
+    if s.stride != 1 {
+        return col2im_strided(dcol, s, dx);
+    }
+    let (h, w, hw) = (s.h, s.w, s.hw());
     for (ci, plane) in dx.chunks_exact_mut(hw).enumerate() {
         for ky in 0..3 {
             for kx in 0..3 {
@@ -495,19 +488,76 @@ fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
     }
 }
 
-/// y_b = W [Cout, Cin·9] × col_b [Cin·9, H·W] + bias for each example in parallel: NCHW in,
+/// [`im2col_one`] for stride s > 1: column (oy, ox) of row (ci, ky, kx) is input
+/// (oy s + ky − 1, ox s + kx − 1), zero outside.
+fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32]) {
+    let (h, w, hw, st) = (s.h as isize, s.w as isize, s.hw(), s.stride as isize);
+    let (ho, wo) = s.out_hw();
+    let ohw = ho * wo;
+    for (ci, plane) in x.chunks_exact(hw).enumerate() {
+        for ky in 0..3isize {
+            for kx in 0..3isize {
+                let r = ci * 9 + (ky * 3 + kx) as usize;
+                let row = &mut col[r * ohw..(r + 1) * ohw];
+                for oy in 0..ho {
+                    let dst = &mut row[oy * wo..(oy + 1) * wo];
+                    let sy = oy as isize * st + ky - 1;
+                    if sy < 0 || sy >= h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[sy as usize * w as usize..(sy as usize + 1) * w as usize];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let sx = ox as isize * st + kx - 1;
+                        *d = if sx >= 0 && sx < w { src[sx as usize] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im_one`] for stride s > 1 (dx already zeroed).
+fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
+    let (h, w, hw, st) = (s.h as isize, s.w as isize, s.hw(), s.stride as isize);
+    let (ho, wo) = s.out_hw();
+    let ohw = ho * wo;
+    for (ci, plane) in dx.chunks_exact_mut(hw).enumerate() {
+        for ky in 0..3isize {
+            for kx in 0..3isize {
+                let r = ci * 9 + (ky * 3 + kx) as usize;
+                let row = &dcol[r * ohw..(r + 1) * ohw];
+                for oy in 0..ho {
+                    let sy = oy as isize * st + ky - 1;
+                    if sy < 0 || sy >= h {
+                        continue;
+                    }
+                    let dst = &mut plane[sy as usize * w as usize..(sy as usize + 1) * w as usize];
+                    for (ox, v) in row[oy * wo..(oy + 1) * wo].iter().enumerate() {
+                        let sx = ox as isize * st + kx - 1;
+                        if sx >= 0 && sx < w {
+                            dst[sx as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// y_b = W [Cout, Cin·9] × col_b [Cin·9, Ho·Wo] + bias for each example in parallel: NCHW in,
 /// NCHW out, no layout conversion.
 pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
-    let (hw, k) = (s.hw(), s.k());
-    let mut y = vec![0.0f32; s.b * s.cout * hw];
-    y.par_chunks_mut(s.cout * hw)
+    let (hw, ohw, k) = (s.hw(), s.ohw(), s.k());
+    let mut y = vec![0.0f32; s.b * s.cout * ohw];
+    y.par_chunks_mut(s.cout * ohw)
         .zip(x.par_chunks(s.cin * hw))
         .for_each(|(yb, xb)| {
-            with_scratch(k * hw, |col| {
+            with_scratch(k * ohw, |col| {
                 im2col_one(xb, s, col);
-                sgemm(s.cout, hw, k, yb, hw, false, weight, (k, 1), col, (hw, 1));
+                sgemm(s.cout, ohw, k, yb, ohw, false, weight, (k, 1), col, (ohw, 1));
             });
-            for (row, &bv) in yb.chunks_exact_mut(hw).zip(bias) {
+            for (row, &bv) in yb.chunks_exact_mut(ohw).zip(bias) {
                 row.iter_mut().for_each(|v| *v += bv);
             }
         });
@@ -522,14 +572,14 @@ pub fn conv3x3_backward(
     grad: &[f32],
     s: ConvShape,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (hw, k) = (s.hw(), s.k());
+    let (hw, ohw, k) = (s.hw(), s.ohw(), s.k());
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(s.cin * hw)
-        .zip(grad.par_chunks(s.cout * hw))
+        .zip(grad.par_chunks(s.cout * ohw))
         .for_each(|(dxb, gb)| {
-            with_scratch(k * hw, |dcol| {
+            with_scratch(k * ohw, |dcol| {
                 // Wᵀ: [Cin·9, Cout] with row stride 1 and column stride Cin·9.
-                sgemm(k, hw, s.cout, dcol, hw, false, weight, (1, k), gb, (hw, 1));
+                sgemm(k, ohw, s.cout, dcol, ohw, false, weight, (1, k), gb, (ohw, 1));
                 col2im_one(dcol, s, dxb);
             });
         });
@@ -541,11 +591,11 @@ pub fn conv3x3_backward(
             let mut acc = vec![0.0f32; s.cout * k];
             for b in (p * per)..((p + 1) * per).min(s.b) {
                 let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
-                let gb = &grad[b * s.cout * hw..(b + 1) * s.cout * hw];
-                with_scratch(k * hw, |col| {
+                let gb = &grad[b * s.cout * ohw..(b + 1) * s.cout * ohw];
+                with_scratch(k * ohw, |col| {
                     im2col_one(xb, s, col);
-                    // dW += dy_b [Cout, HW] × col_bᵀ [HW, Cin·9].
-                    sgemm(s.cout, k, hw, &mut acc, k, true, gb, (hw, 1), col, (1, hw));
+                    // dW += dy_b [Cout, Ho·Wo] × col_bᵀ [Ho·Wo, Cin·9].
+                    sgemm(s.cout, k, ohw, &mut acc, k, true, gb, (ohw, 1), col, (1, ohw));
                 });
             }
             acc
@@ -558,10 +608,33 @@ pub fn conv3x3_backward(
         }
     }
     let mut db = vec![0.0f32; s.cout];
-    for gb in grad.chunks_exact(s.cout * hw) {
-        for (c, row) in gb.chunks_exact(hw).enumerate() {
-            db[c] += lanes_sum(hw, |i| row[i]);
+    for gb in grad.chunks_exact(s.cout * ohw) {
+        for (c, row) in gb.chunks_exact(ohw).enumerate() {
+            db[c] += lanes_sum(ohw, |i| row[i]);
         }
     }
     (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_over_the_range_it_is_used_on() {
+        // Relative error below 4e-7 (two f32 ulps) from −87 to 88, exact limits beyond, NaN kept.
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst}");
+        assert_eq!(exp(1000.0), exp(88.0));
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) == exp(-87.0));
+        assert!(exp(f32::NAN).is_nan());
+        assert!((sigmoid(-200.0)).abs() < 1e-37 && (sigmoid(200.0) - 1.0).abs() < 1e-7);
+    }
 }

@@ -37,12 +37,13 @@ pub trait ElboKernels: Backend {
         groups: usize,
         eps: f64,
     ) -> FloatTensor<Self>;
-    /// A 3×3 convolution, stride 1, padding 1: x `[B, Cin, H, W]`, weight `[Cout, Cin, 3, 3]`,
-    /// bias `[Cout]` → `[B, Cout, H, W]`.
+    /// A 3×3 convolution, padding 1, stride 1 or 2: x `[B, Cin, H, W]`, weight
+    /// `[Cout, Cin, 3, 3]`, bias `[Cout]` → `[B, Cout, Ho, Wo]`.
     fn conv3x3_kernel(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        stride: usize,
     ) -> FloatTensor<Self>;
 }
 
@@ -65,16 +66,18 @@ pub trait ElboKernelsBackward: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        stride: usize,
     ) -> [FloatTensor<Self>; 3];
 }
 
-fn conv_shape(x: &[usize], cout: usize) -> cpu::ConvShape {
+fn conv_shape(x: &[usize], cout: usize, stride: usize) -> cpu::ConvShape {
     cpu::ConvShape {
         b: x[0],
         cin: x[1],
         cout,
         h: x[2],
         w: x[3],
+        stride,
     }
 }
 
@@ -135,20 +138,31 @@ impl ElboKernels for Flex {
         flex(y, shape)
     }
 
-    fn conv3x3_kernel(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+    fn conv3x3_kernel(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+    ) -> FlexTensor {
         let (xv, shape) = values(&x);
         let (wv, wshape) = values(&weight);
-        let s = conv_shape(&shape, wshape[0]);
+        let s = conv_shape(&shape, wshape[0], stride);
         let y = cpu::conv3x3_forward(&xv, &wv, &values(&bias).0, s);
-        flex(y, vec![s.b, s.cout, s.h, s.w])
+        let (ho, wo) = s.out_hw();
+        flex(y, vec![s.b, s.cout, ho, wo])
     }
 }
 
 impl ElboKernelsBackward for Flex {
-    fn conv3x3_backward(x: FlexTensor, weight: FlexTensor, grad: FlexTensor) -> [FlexTensor; 3] {
+    fn conv3x3_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        stride: usize,
+    ) -> [FlexTensor; 3] {
         let (xv, shape) = values(&x);
         let (wv, wshape) = values(&weight);
-        let s = conv_shape(&shape, wshape[0]);
+        let s = conv_shape(&shape, wshape[0], stride);
         let (dx, dw, db) = cpu::conv3x3_backward(&xv, &wv, &values(&grad).0, s);
         [flex(dx, shape), flex(dw, wshape), flex(db, vec![s.cout])]
     }
@@ -273,8 +287,9 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        stride: usize,
     ) -> FloatTensor<Self> {
-        conv3x3_autodiff::<B, C>(x, weight, bias)
+        conv3x3_autodiff::<B, C>(x, weight, bias, stride)
     }
 }
 
@@ -283,15 +298,16 @@ fn conv3x3_autodiff<B: Backend + ElboKernels + ElboKernelsBackward, C: Checkpoin
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
+    stride: usize,
 ) -> FloatTensor<Autodiff<B, C>> {
     #[derive(Debug)]
     struct Conv3Backward;
     impl<B: Backend + ElboKernelsBackward> Backward<B, 3> for Conv3Backward {
-        type State = (FloatTensor<B>, FloatTensor<B>);
+        type State = (FloatTensor<B>, FloatTensor<B>, usize);
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let grad = grads.consume::<B>(&ops.node);
-            let (x, w) = ops.state;
-            let g = B::conv3x3_backward(x, w, grad);
+            let (x, w, stride) = ops.state;
+            let g = B::conv3x3_backward(x, w, grad, stride);
             for (parent, g) in ops.parents.into_iter().zip(g) {
                 if let Some(node) = parent {
                     grads.register::<B>(node.id, g);
@@ -306,13 +322,14 @@ fn conv3x3_autodiff<B: Backend + ElboKernels + ElboKernelsBackward, C: Checkpoin
     {
         OpsKind::Tracked(prep) => {
             let (x, w, b) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
-            let out = B::conv3x3_kernel(x.clone(), w.clone(), b);
-            prep.finish((x, w), out)
+            let out = B::conv3x3_kernel(x.clone(), w.clone(), b, stride);
+            prep.finish((x, w, stride), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(B::conv3x3_kernel(
             x.into_primitive(),
             weight.into_primitive(),
             bias.into_primitive(),
+            stride,
         )),
     }
 }
@@ -333,12 +350,12 @@ fn kernels_off() -> bool {
     *OFF.get_or_init(|| std::env::var("ELBO_KERNELS").is_ok_and(|v| v == "off"))
 }
 
-/// A stride-1, padding-1 3×3 convolution by the project's kernel (forward, input and weight
-/// gradients as batched GEMMs on NCHW data, no layout conversion); any other convolution, or
-/// a device other than Flex, goes to the module's own `forward`.
+/// A 3×3 convolution with padding 1 and stride 1 or 2 by the project's kernel (forward, input
+/// and weight gradients as GEMMs per example on NCHW data, no layout conversion); any other
+/// convolution, or a device other than Flex, goes to the module's own `forward`.
 pub fn conv3x3(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, kh, kw] = conv.weight.dims();
-    let plain = conv.stride == [1, 1]
+    let plain = (conv.stride == [1, 1] || conv.stride == [2, 2])
         && conv.dilation == [1, 1]
         && conv.groups == 1
         && (kh, kw) == (3, 3)
@@ -357,6 +374,7 @@ pub fn conv3x3(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
         bias.into_dispatch(),
+        conv.stride[0],
     ))
 }
 
@@ -485,21 +503,29 @@ mod tests {
 
     #[test]
     fn conv3x3_kernel_matches_burn_in_value_and_gradients() {
-        // Against Burn's Conv2d (3×3, stride 1, padding 1) on random inputs, with shapes whose
-        // edges differ (7×5) and one-channel input and output: values and the gradients of x,
+        // Against Burn's Conv2d (3×3, padding 1, stride 1 and 2) on random inputs, with shapes
+        // whose edges differ (7×5, odd sizes under stride 2) and one-channel input and output: values and the gradients of x,
         // the weight and the bias within 1e-4 relative to 1 + |value| (sums of up to
         // B·H·W·Cin·9 = 3,780 products in a different order).
         use burn::nn::conv::Conv2dConfig;
         use burn::nn::PaddingConfig2d;
         let d = Device::flex().autodiff();
         d.seed(11);
-        for &(b, cin, cout, h, w) in &[(3usize, 4usize, 6usize, 7usize, 5usize), (2, 1, 3, 6, 6), (2, 5, 1, 4, 9)] {
+        for &(b, cin, cout, h, w, st) in &[
+            (3usize, 4usize, 6usize, 7usize, 5usize, 1usize),
+            (2, 1, 3, 6, 6, 1),
+            (2, 5, 1, 4, 9, 1),
+            (2, 4, 4, 7, 8, 2),
+            (3, 3, 5, 28, 28, 2),
+        ] {
             let conv = Conv2dConfig::new([cin, cout], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_stride([st, st])
                 .init(&d);
             let x = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.0, 1.0), &d)
                 .require_grad();
-            let up = Tensor::<4>::random([b, cout, h, w], Distribution::Normal(0.0, 1.0), &d);
+            let [_, _, ho, wo] = conv.forward(x.clone()).dims();
+            let up = Tensor::<4>::random([b, cout, ho, wo], Distribution::Normal(0.0, 1.0), &d);
             let ours = conv3x3(&conv, x.clone());
             let g1 = (ours.clone() * up.clone()).sum().backward();
             let theirs = conv.forward(x.clone());

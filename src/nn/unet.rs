@@ -216,7 +216,7 @@ impl UNet {
             h = blk.forward(h, emb.clone());
             skips.push(h.clone());
             if let Some(ds) = self.downsample.get(i) {
-                h = ds.forward(h);
+                h = conv3x3(ds, h);
             }
         }
         h = self.mid.forward(h, emb.clone());
