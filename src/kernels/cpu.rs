@@ -327,7 +327,8 @@ pub fn group_norm_silu_backward(
     (dx, dshift, dgamma, dbeta)
 }
 
-/// Shapes of a 3×3 convolution with padding 1 and stride 1 or 2.
+/// Shapes of a convolution: 3×3 with padding 1 and stride 1 or 2, or 1×1 (pointwise, stride
+/// 1, no padding).
 #[derive(Debug, Clone, Copy)]
 pub struct ConvShape {
     pub b: usize,
@@ -336,11 +337,16 @@ pub struct ConvShape {
     pub h: usize,
     pub w: usize,
     pub stride: usize,
+    /// Kernel size: 3, or 1 for a pointwise convolution.
+    pub ksize: usize,
 }
 
 impl ConvShape {
-    /// Output height and width: ⌊(H + 2 − 3)/s⌋ + 1.
+    /// Output height and width: ⌊(H + 2 − 3)/s⌋ + 1 (3×3), H and W (1×1).
     pub fn out_hw(&self) -> (usize, usize) {
+        if self.ksize == 1 {
+            return (self.h, self.w);
+        }
         ((self.h - 1) / self.stride + 1, (self.w - 1) / self.stride + 1)
     }
     /// Output positions per channel.
@@ -352,7 +358,7 @@ impl ConvShape {
         self.h * self.w
     }
     fn k(&self) -> usize {
-        self.cin * 9
+        self.cin * self.ksize * self.ksize
     }
 }
 
@@ -553,10 +559,15 @@ pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) ->
     y.par_chunks_mut(s.cout * ohw)
         .zip(x.par_chunks(s.cin * hw))
         .for_each(|(yb, xb)| {
-            with_scratch(k * ohw, |col| {
-                im2col_one(xb, s, col);
-                sgemm(s.cout, ohw, k, yb, ohw, false, weight, (k, 1), col, (ohw, 1));
-            });
+            if s.ksize == 1 {
+                // Pointwise: the input itself is the column matrix [Cin, H·W].
+                sgemm(s.cout, ohw, k, yb, ohw, false, weight, (k, 1), xb, (ohw, 1));
+            } else {
+                with_scratch(k * ohw, |col| {
+                    im2col_one(xb, s, col);
+                    sgemm(s.cout, ohw, k, yb, ohw, false, weight, (k, 1), col, (ohw, 1));
+                });
+            }
             for (row, &bv) in yb.chunks_exact_mut(ohw).zip(bias) {
                 row.iter_mut().for_each(|v| *v += bv);
             }
@@ -577,6 +588,10 @@ pub fn conv3x3_backward(
     dx.par_chunks_mut(s.cin * hw)
         .zip(grad.par_chunks(s.cout * ohw))
         .for_each(|(dxb, gb)| {
+            if s.ksize == 1 {
+                sgemm(k, ohw, s.cout, dxb, ohw, false, weight, (1, k), gb, (ohw, 1));
+                return;
+            }
             with_scratch(k * ohw, |dcol| {
                 // Wᵀ: [Cin·9, Cout] with row stride 1 and column stride Cin·9.
                 sgemm(k, ohw, s.cout, dcol, ohw, false, weight, (1, k), gb, (ohw, 1));
@@ -592,6 +607,10 @@ pub fn conv3x3_backward(
             for b in (p * per)..((p + 1) * per).min(s.b) {
                 let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
                 let gb = &grad[b * s.cout * ohw..(b + 1) * s.cout * ohw];
+                if s.ksize == 1 {
+                    sgemm(s.cout, k, ohw, &mut acc, k, true, gb, (ohw, 1), xb, (1, ohw));
+                    continue;
+                }
                 with_scratch(k * ohw, |col| {
                     im2col_one(xb, s, col);
                     // dW += dy_b [Cout, Ho·Wo] × col_bᵀ [Ho·Wo, Cin·9].

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | [`silu`] | x · sigmoid(x) (3 ops, scalar `expf`) | vectorised exp |
 //! | [`group_norm_silu`] | GroupNorm (about 10 ops) + time-embedding add + SiLU | statistics and output per (example, group) |
-//! | [`conv3x3`] | Conv2d 3×3, stride 1 (NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx) | im2col and GEMM per example on NCHW data; dx and dW as GEMMs |
+//! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | im2col (none for 1×1) and GEMM per example on NCHW data; dx and dW as GEMMs |
 
 pub mod cpu;
 
@@ -70,14 +70,15 @@ pub trait ElboKernelsBackward: Backend {
     ) -> [FloatTensor<Self>; 3];
 }
 
-fn conv_shape(x: &[usize], cout: usize, stride: usize) -> cpu::ConvShape {
+fn conv_shape(x: &[usize], w: &[usize], stride: usize) -> cpu::ConvShape {
     cpu::ConvShape {
         b: x[0],
         cin: x[1],
-        cout,
+        cout: w[0],
         h: x[2],
         w: x[3],
         stride,
+        ksize: w[2],
     }
 }
 
@@ -146,7 +147,7 @@ impl ElboKernels for Flex {
     ) -> FlexTensor {
         let (xv, shape) = values(&x);
         let (wv, wshape) = values(&weight);
-        let s = conv_shape(&shape, wshape[0], stride);
+        let s = conv_shape(&shape, &wshape, stride);
         let y = cpu::conv3x3_forward(&xv, &wv, &values(&bias).0, s);
         let (ho, wo) = s.out_hw();
         flex(y, vec![s.b, s.cout, ho, wo])
@@ -162,7 +163,7 @@ impl ElboKernelsBackward for Flex {
     ) -> [FlexTensor; 3] {
         let (xv, shape) = values(&x);
         let (wv, wshape) = values(&weight);
-        let s = conv_shape(&shape, wshape[0], stride);
+        let s = conv_shape(&shape, &wshape, stride);
         let (dx, dw, db) = cpu::conv3x3_backward(&xv, &wv, &values(&grad).0, s);
         [flex(dx, shape), flex(dw, wshape), flex(db, vec![s.cout])]
     }
@@ -350,16 +351,22 @@ fn kernels_off() -> bool {
     *OFF.get_or_init(|| std::env::var("ELBO_KERNELS").is_ok_and(|v| v == "off"))
 }
 
-/// A 3×3 convolution with padding 1 and stride 1 or 2 by the project's kernel (forward, input
-/// and weight gradients as GEMMs per example on NCHW data, no layout conversion); any other
-/// convolution, or a device other than Flex, goes to the module's own `forward`.
-pub fn conv3x3(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+/// A 3×3 convolution with padding 1 and stride 1 or 2, or a 1×1 convolution, by the project's
+/// kernel (forward, input and weight gradients as GEMMs per example on NCHW data, no layout
+/// conversion); any other convolution, or a device other than Flex, goes to the module's own
+/// `forward`.
+pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, kh, kw] = conv.weight.dims();
-    let plain = (conv.stride == [1, 1] || conv.stride == [2, 2])
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
+    let three = (conv.stride == [1, 1] || conv.stride == [2, 2])
         && (kh, kw) == (3, 3)
         && conv.padding == burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1);
+    let one = conv.stride == [1, 1]
+        && (kh, kw) == (1, 1)
+        && matches!(
+            conv.padding,
+            burn::nn::PaddingConfig2d::Valid | burn::nn::PaddingConfig2d::Explicit(0, 0, 0, 0)
+        );
+    let plain = (three || one) && conv.dilation == [1, 1] && conv.groups == 1;
     let [_, _, h, w] = x.dims();
     if !plain || h < 2 || w < 2 || !on_flex(&x) || kernels_off() {
         return conv.forward(x);
@@ -503,8 +510,9 @@ mod tests {
 
     #[test]
     fn conv3x3_kernel_matches_burn_in_value_and_gradients() {
-        // Against Burn's Conv2d (3×3, padding 1, stride 1 and 2) on random inputs, with shapes
-        // whose edges differ (7×5, odd sizes under stride 2) and one-channel input and output: values and the gradients of x,
+        // Against Burn's Conv2d (3×3, padding 1, stride 1 and 2; and 1×1) on random inputs, with
+        // shapes whose edges differ (7×5, odd sizes under stride 2) and one-channel input and
+        // output: values and the gradients of x,
         // the weight and the bias within 1e-4 relative to 1 + |value| (sums of up to
         // B·H·W·Cin·9 = 3,780 products in a different order).
         use burn::nn::conv::Conv2dConfig;
@@ -517,16 +525,21 @@ mod tests {
             (2, 5, 1, 4, 9, 1),
             (2, 4, 4, 7, 8, 2),
             (3, 3, 5, 28, 28, 2),
+            (2, 6, 4, 5, 7, 0), // stride 0 here: a 1×1 convolution
         ] {
-            let conv = Conv2dConfig::new([cin, cout], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_stride([st, st])
-                .init(&d);
+            let conv = if st == 0 {
+                Conv2dConfig::new([cin, cout], [1, 1]).init(&d)
+            } else {
+                Conv2dConfig::new([cin, cout], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .with_stride([st, st])
+                    .init(&d)
+            };
             let x = Tensor::<4>::random([b, cin, h, w], Distribution::Normal(0.0, 1.0), &d)
                 .require_grad();
             let [_, _, ho, wo] = conv.forward(x.clone()).dims();
             let up = Tensor::<4>::random([b, cout, ho, wo], Distribution::Normal(0.0, 1.0), &d);
-            let ours = conv3x3(&conv, x.clone());
+            let ours = conv2d(&conv, x.clone());
             let g1 = (ours.clone() * up.clone()).sum().backward();
             let theirs = conv.forward(x.clone());
             let g2 = (theirs.clone() * up.clone()).sum().backward();

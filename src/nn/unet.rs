@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use crate::kernels::{conv3x3, group_norm_silu, silu};
+use crate::kernels::{conv2d, group_norm_silu, silu};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -78,11 +78,11 @@ impl ResBlock {
     /// `[B, C_in, H, W]`, `[B, E]` → `[B, C_out, H, W]`.
     fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         // silu(GroupNorm(·)) and silu(GroupNorm(h + t)) are one fused kernel each (crate::kernels).
-        let h = conv3x3(&self.conv1, group_norm_silu(&self.norm1, x.clone(), None));
+        let h = conv2d(&self.conv1, group_norm_silu(&self.norm1, x.clone(), None));
         let t = self.temb.forward(emb); // [B, C], added to every pixel of its channel
-        let h = conv3x3(&self.conv2, group_norm_silu(&self.norm2, h, Some(t)));
+        let h = conv2d(&self.conv2, group_norm_silu(&self.norm2, h, Some(t)));
         let skip = match &self.skip {
-            Some(c) => c.forward(x),
+            Some(c) => conv2d(c, x),
             None => x,
         };
         skip + h
@@ -210,13 +210,13 @@ impl UNet {
         if let Some(cl) = &self.class {
             emb = emb + cl.forward(one_hot(labels, b, self.classes, &z.device()));
         }
-        let mut h = conv3x3(&self.conv_in, z.reshape([b, c, hh, ww]));
+        let mut h = conv2d(&self.conv_in, z.reshape([b, c, hh, ww]));
         let mut skips = Vec::new();
         for (i, blk) in self.down.iter().enumerate() {
             h = blk.forward(h, emb.clone());
             skips.push(h.clone());
             if let Some(ds) = self.downsample.get(i) {
-                h = conv3x3(ds, h);
+                h = conv2d(ds, h);
             }
         }
         h = self.mid.forward(h, emb.clone());
@@ -234,7 +234,7 @@ impl UNet {
             }
             h = blk.forward(Tensor::cat(vec![h, s], 1), emb.clone());
         }
-        conv3x3(&self.conv_out, group_norm_silu(&self.norm_out, h, None))
+        conv2d(&self.conv_out, group_norm_silu(&self.norm_out, h, None))
             .reshape([b, c * hh * ww])
     }
 }
