@@ -575,8 +575,12 @@ pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) ->
     y
 }
 
+/// Parts of the batch whose weight gradients are summed separately (in parallel), then added in
+/// order.
+const DW_PARTS: usize = 8;
+
 /// Gradients of [`conv3x3_forward`]: dx_b = col2im(Wᵀ dy_b); dW = Σ_b dy_b col_bᵀ, summed over
-/// a fixed split of the batch (one part per thread) in a fixed order; dbias = Σ dy.
+/// a fixed split of the batch ([`DW_PARTS`] parts) in a fixed order; dbias = Σ dy.
 pub fn conv3x3_backward(
     x: &[f32],
     weight: &[f32],
@@ -598,7 +602,9 @@ pub fn conv3x3_backward(
                 col2im_one(dcol, s, dxb);
             });
         });
-    let parts = rayon::current_num_threads().clamp(1, s.b.max(1));
+    // A fixed split (not one part per thread): the sum's order, hence dW to the last bit, does
+    // not depend on the machine's core count.
+    let parts = DW_PARTS.clamp(1, s.b.max(1));
     let per = s.b.div_ceil(parts);
     let partial: Vec<Vec<f32>> = (0..parts)
         .into_par_iter()
