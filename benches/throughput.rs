@@ -207,7 +207,10 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
             ad.seed(0);
             // VdmConfig::default() resolved for images: what `elbo train` runs.
             let m = Vdm::new(&VdmConfig::default(), spec, &ad).expect("model");
-            (TrainState::new(m, images(32), 32, 784, threads).iter(), 32.0)
+            (
+                TrainState::new(m, images(32), 32, 784, threads).iter(),
+                32.0,
+            )
         }
         "vae-iwae" => {
             let d = Device::flex();

@@ -80,9 +80,7 @@ pub fn config_for(
     cfg.seed = seed;
     match (&mut cfg.model, repr) {
         (ModelConfig::Vae(c), Representation::EightBit) => c.images = ImageLikelihood::Discretized,
-        (ModelConfig::Hvae(c), Representation::EightBit) => {
-            c.images = ImageLikelihood::Discretized
-        }
+        (ModelConfig::Hvae(c), Representation::EightBit) => c.images = ImageLikelihood::Discretized,
         (ModelConfig::Vdm(c), Representation::Binary) => c.decoder = ImageDecoder::Bernoulli,
         _ => {}
     }
@@ -235,9 +233,7 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
                     },
                 )?;
                 if outcome.interrupted {
-                    return Err(Error::Interrupted {
-                        step: outcome.step,
-                    });
+                    return Err(Error::Interrupted { step: outcome.step });
                 }
                 d
             }

@@ -62,8 +62,7 @@ fn trace(m: &Mat) -> f64 {
 pub fn elbo_closed_form(lg: &LinearGaussian, x: &[f64], q: &Encoder) -> f64 {
     let d = lg.latent_dim() as f64;
     let dd = x.len() as f64;
-    let prior =
-        -0.5 * (d * LOG_2PI + q.mean.iter().map(|v| v * v).sum::<f64>() + trace(&q.cov));
+    let prior = -0.5 * (d * LOG_2PI + q.mean.iter().map(|v| v * v).sum::<f64>() + trace(&q.cov));
     let wm = lg.w.matvec(&q.mean);
     let resid: f64 = x
         .iter()
@@ -80,7 +79,11 @@ pub fn elbo_closed_form(lg: &LinearGaussian, x: &[f64], q: &Encoder) -> f64 {
 pub fn kl_gaussians(m: &[f64], s: &Mat, mu: &[f64], p: &Mat) -> f64 {
     let pinv = p.inverse_spd();
     let diff: Vec<f64> = mu.iter().zip(m).map(|(a, b)| a - b).collect();
-    let quad: f64 = diff.iter().zip(pinv.matvec(&diff)).map(|(a, b)| a * b).sum();
+    let quad: f64 = diff
+        .iter()
+        .zip(pinv.matvec(&diff))
+        .map(|(a, b)| a * b)
+        .sum();
     0.5 * (trace(&pinv.matmul(s)) + quad - m.len() as f64 + p.logdet_spd() - s.logdet_spd())
 }
 
@@ -140,7 +143,11 @@ pub fn linear_tour(lg: &LinearGaussian, x: &[f64], per_axis: usize) -> LinearTou
     for i in 0..d {
         diag.a[i * d + i] = 1.0 / prec.at(i, i);
     }
-    let identity = Mat::new(d, d, (0..d * d).map(|k| f64::from(k % (d + 1) == 0)).collect());
+    let identity = Mat::new(
+        d,
+        d,
+        (0..d * d).map(|k| f64::from(k % (d + 1) == 0)).collect(),
+    );
     let mut encs = vec![
         Encoder {
             name: "exact posterior p(z|x)".into(),
@@ -227,7 +234,10 @@ pub fn linear_lines(t: &LinearTour, lg: &LinearGaussian) -> Vec<String> {
     let fmt_v = |v: &[f64]| {
         format!(
             "[{}]",
-            v.iter().map(|a| format!("{a:.3}")).collect::<Vec<_>>().join(", ")
+            v.iter()
+                .map(|a| format!("{a:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     let mut out = vec![
@@ -237,7 +247,10 @@ pub fn linear_lines(t: &LinearTour, lg: &LinearGaussian) -> Vec<String> {
             lg.data_dim(),
             fmt_v(&t.x)
         ),
-        format!("  log p(x), closed form (M5)                         {:>20.12}", t.log_evidence),
+        format!(
+            "  log p(x), closed form (M5)                         {:>20.12}",
+            t.log_evidence
+        ),
         format!(
             "  log ∫ p(x|z) p(z) dz, quadrature, {:>7} points (M1) {:>20.12}",
             t.quadrature_points, t.quadrature
@@ -313,14 +326,17 @@ pub fn iw_curve(
             let mut points = Vec::new();
             for (i, &k) in self.ks.iter().enumerate() {
                 let mut r = crate::rng::derived(self.seed, 0x7001 + i as u64);
-                let v = l.model.importance_weighted(x.clone(), k, &mut r).ok_or_else(|| {
-                    crate::Error::Config(format!(
-                        "{}: a {} has no importance-weighted bound; the tour's second part \
+                let v = l
+                    .model
+                    .importance_weighted(x.clone(), k, &mut r)
+                    .ok_or_else(|| {
+                        crate::Error::Config(format!(
+                            "{}: a {} has no importance-weighted bound; the tour's second part \
                          needs a VAE or HVAE run",
-                        self.dir.path.display(),
-                        l.cfg.model.kind()
-                    ))
-                })??;
+                            self.dir.path.display(),
+                            l.cfg.model.kind()
+                        ))
+                    })??;
                 points.push(IwPoint {
                     k,
                     bound: crate::elbo::Stat::of(&v),

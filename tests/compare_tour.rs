@@ -37,8 +37,20 @@ fn compare_trains_three_models_into_one_table() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cmp");
     let md = common::ok(&[
-        "compare", "--minutes", "0.04", "--out", out.to_str().unwrap(), "--limit", "16",
-        "--iw", "5", "--quality", "0", "--time-budget", "1", "-q",
+        "compare",
+        "--minutes",
+        "0.04",
+        "--out",
+        out.to_str().unwrap(),
+        "--limit",
+        "16",
+        "--iw",
+        "5",
+        "--quality",
+        "0",
+        "--time-budget",
+        "1",
+        "-q",
     ]);
     let j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("compare.json")).unwrap()).unwrap();
@@ -54,7 +66,11 @@ fn compare_trains_three_models_into_one_table() {
         assert_eq!(e["unit"], "bits_per_dim", "{}", r["model"]);
         assert_eq!(e["n"], 16);
         let bpd = e["bits_per_dim"].as_f64().unwrap();
-        assert!(bpd.is_finite() && bpd > 0.0 && bpd < 64.0, "{}: {bpd}", r["model"]);
+        assert!(
+            bpd.is_finite() && bpd > 0.0 && bpd < 64.0,
+            "{}: {bpd}",
+            r["model"]
+        );
         assert!(r["params"].as_u64().unwrap() > 0 && r["steps"].as_u64().unwrap() > 0);
         assert!(r["train_secs"].as_f64().unwrap() > 1.0);
     }
@@ -71,11 +87,25 @@ fn compare_trains_three_models_into_one_table() {
 fn compare_refuses_a_run_of_the_other_representation() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("vae");
-    common::ok(&["train", "--model", "vae", "--steps", "3", "--out", run.to_str().unwrap(), "-q"]);
+    common::ok(&[
+        "train",
+        "--model",
+        "vae",
+        "--steps",
+        "3",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
     common::fails_with(
         &[
-            "compare", "--runs", run.to_str().unwrap(), "--out",
-            dir.path().join("cmp").to_str().unwrap(), "--minutes", "0.01",
+            "compare",
+            "--runs",
+            run.to_str().unwrap(),
+            "--out",
+            dir.path().join("cmp").to_str().unwrap(),
+            "--minutes",
+            "0.01",
         ],
         "scores binary images, the comparison 8bit",
     );

@@ -57,10 +57,19 @@ impl Chain {
     }
 }
 
-fn linear(weight: &[f64], rows: usize, cols: usize, bias: &[f64], dev: &Device) -> burn::nn::Linear {
+fn linear(
+    weight: &[f64],
+    rows: usize,
+    cols: usize,
+    bias: &[f64],
+    dev: &Device,
+) -> burn::nn::Linear {
     let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     burn::nn::Linear {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(f(weight), [rows, cols]), dev)),
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(f(weight), [rows, cols]),
+            dev,
+        )),
         bias: Some(Param::from_tensor(Tensor::from_data(
             TensorData::new(f(bias), [cols]),
             dev,
@@ -101,13 +110,7 @@ fn exact_hvae(c: &Chain, dev: &Device) -> Hvae {
         dev,
     );
     let prec2 = 1.0 + c.a * c.a / c.v1;
-    m.encoders[1].layers[0] = linear(
-        &[c.a / c.v1 / prec2, 0.0],
-        1,
-        2,
-        &[0.0, -prec2.ln()],
-        dev,
-    );
+    m.encoders[1].layers[0] = linear(&[c.a / c.v1 / prec2, 0.0], 1, 2, &[0.0, -prec2.ln()], dev);
     m.decoders[1].layers[0] = linear(&[c.a, 0.0], 1, 2, &[0.0, c.v1.ln()], dev);
     m.decoders[0].layers[0] = linear(
         &[c.w[0], c.w[1], 0.0, 0.0],
@@ -132,7 +135,12 @@ fn at_the_true_parameters_the_elbo_is_the_evidence() {
     let xs = CHAIN.draw(n, 11);
     let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [n, 2]), &dev);
     let mut rng = seeded(5);
-    let lw = to_f64(m.log_weights(x.clone(), 50, &mut rng).unwrap().reshape([n * 50])).unwrap();
+    let lw = to_f64(
+        m.log_weights(x.clone(), 50, &mut rng)
+            .unwrap()
+            .reshape([n * 50]),
+    )
+    .unwrap();
     let truth: Vec<f64> = xs
         .chunks(2)
         .map(|r| lg.log_evidence(&[r[0] as f64, r[1] as f64]))
@@ -142,7 +150,10 @@ fn at_the_true_parameters_the_elbo_is_the_evidence() {
         assert!((w - t).abs() < 2e-3, "log weight {w} vs log p(x) {t}");
     }
     let reps = 200;
-    let xr = x.unsqueeze_dim::<3>(1).repeat_dim(1, reps).reshape([n * reps, 2]);
+    let xr = x
+        .unsqueeze_dim::<3>(1)
+        .repeat_dim(1, reps)
+        .reshape([n * reps, 2]);
     let terms = m.elbo(xr, None, &mut rng).unwrap();
     let tot = to_f64(terms.total()).unwrap();
     let diff: Vec<f64> = tot
@@ -151,7 +162,12 @@ fn at_the_true_parameters_the_elbo_is_the_evidence() {
         .map(|(i, v)| -v - truth[i / reps])
         .collect();
     let s = Stat::of(&diff);
-    assert!(s.mean.abs() < 4.0 * s.se + 1e-3, "ELBO − log p(x) = {} ± {}", s.mean, s.se);
+    assert!(
+        s.mean.abs() < 4.0 * s.se + 1e-3,
+        "ELBO − log p(x) = {} ± {}",
+        s.mean,
+        s.se
+    );
     // The terms are the layers': reconstruction, the top KL, and one layer term.
     assert_eq!(terms.layers.len(), 1);
 }
@@ -192,11 +208,21 @@ fn the_importance_weighted_bound_grows_with_k_over_the_chain() {
     for w in bounds.windows(2) {
         let d: Vec<f64> = w[1].iter().zip(&w[0]).map(|(b, a)| b - a).collect();
         let s = Stat::of(&d);
-        assert!(s.mean > 3.0 * s.se, "L_K did not rise: {} ± {}", s.mean, s.se);
+        assert!(
+            s.mean > 3.0 * s.se,
+            "L_K did not rise: {} ± {}",
+            s.mean,
+            s.se
+        );
     }
     let over: Vec<f64> = bounds[3].iter().zip(&truth).map(|(b, t)| b - t).collect();
     let s = Stat::of(&over);
-    assert!(s.mean < 3.0 * s.se, "L_1000 above log p(x) by {} ± {}", s.mean, s.se);
+    assert!(
+        s.mean < 3.0 * s.se,
+        "L_1000 above log p(x) by {} ± {}",
+        s.mean,
+        s.se
+    );
 }
 
 #[test]
@@ -218,12 +244,35 @@ fn a_trained_linear_hvae_reaches_the_evidence() {
     let spec = format!("npy:{}", path.display());
     let out = dir.path().join("run");
     common::ok(&[
-        "train", "--model", "hvae", "--data", &spec, "--steps", "4000", "--batch-size", "256",
-        "--set", "hvae.latents=[1, 1]", "--set", "hvae.hidden=[1, 1]", "--set", "hvae.depth=0",
-        "--set", "optim.lr=0.01", "--out", out.to_str().unwrap(), "-q",
+        "train",
+        "--model",
+        "hvae",
+        "--data",
+        &spec,
+        "--steps",
+        "4000",
+        "--batch-size",
+        "256",
+        "--set",
+        "hvae.latents=[1, 1]",
+        "--set",
+        "hvae.hidden=[1, 1]",
+        "--set",
+        "hvae.depth=0",
+        "--set",
+        "optim.lr=0.01",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ]);
     let j: serde_json::Value = serde_json::from_str(&common::ok(&[
-        "eval", out.to_str().unwrap(), "--json", "--seed", "1", "--iw", "100",
+        "eval",
+        out.to_str().unwrap(),
+        "--json",
+        "--seed",
+        "1",
+        "--iw",
+        "100",
     ]))
     .unwrap();
     let test = elbo::data::load(&spec, elbo::data::Split::Test).unwrap();
@@ -237,14 +286,23 @@ fn a_trained_linear_hvae_reaches_the_evidence() {
     )
     .mean;
     let iw = j["neg_iw_bound_nats"].as_f64().unwrap();
-    assert!((iw - truth).abs() < 0.02, "held-out −L_100 {iw} vs true NLL {truth}");
+    assert!(
+        (iw - truth).abs() < 0.02,
+        "held-out −L_100 {iw} vs true NLL {truth}"
+    );
     let bound = j["neg_elbo_nats"].as_f64().unwrap();
     let se = j["neg_elbo_se"].as_f64().unwrap();
-    assert!((bound - truth).abs() < 3.0 * se, "held-out −ELBO {bound} ± {se} vs true NLL {truth}");
+    assert!(
+        (bound - truth).abs() < 3.0 * se,
+        "held-out −ELBO {bound} ± {se} vs true NLL {truth}"
+    );
     // Per-layer terms are reported and add up to the bound.
     let terms = j["terms"].as_object().unwrap();
     let sum: f64 = terms.values().map(|v| v.as_f64().unwrap()).sum();
     assert!(terms.contains_key("kl_z1") && terms.contains_key("prior"));
-    assert!((sum - bound).abs() < 1e-6 * bound.abs().max(1.0), "{sum} vs {bound}");
+    assert!(
+        (sum - bound).abs() < 1e-6 * bound.abs().max(1.0),
+        "{sum} vs {bound}"
+    );
     assert!(j["active_units"].as_array().is_some_and(|a| a.len() == 2));
 }

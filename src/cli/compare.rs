@@ -11,11 +11,13 @@ use elbo::compare::{CompareOptions, Representation};
 use super::{BarProgress, Global, EXIT_INTERRUPTED};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example: `elbo compare --minutes 2` trains each model for 2 minutes on \
+#[command(
+    after_help = "Example: `elbo compare --minutes 2` trains each model for 2 minutes on \
 mnist10k and writes runs/compare-mnist10k-8bit/compare.md, compare.json and samples.png; \
 `elbo compare --runs runs/vae-mnist10k-1 --runs runs/vdm-mnist10k-1` takes those runs instead \
 of training them (they must score the same representation). Stopped with Ctrl-C, the same \
-command continues where it was.")]
+command continues where it was."
+)]
 pub struct CompareArgs {
     /// Data of every row (8-bit images).
     #[arg(long, default_value = "mnist10k")]

@@ -99,7 +99,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
             .iter()
             .filter_map(|(n, pts)| pts.last().map(|(_, v)| format!("{n} {v:.2}")))
             .collect();
-        println!("KL/layer   {} (nats, last held-out evaluation)", last.join(", "));
+        println!(
+            "KL/layer   {} (nats, last held-out evaluation)",
+            last.join(", ")
+        );
         match write_kl_plot(&dir, &layers) {
             Ok(p) => println!("           {}", p.display()),
             Err(e) => println!("           not drawn: {e}"),
@@ -112,9 +115,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
 /// HVAE: `prior` is the top layer's KL, `kl_z{l}` the layers below it. Named `z1` … `zL` (or
 /// `z` for one layer); empty for other models.
 fn kl_by_layer(metrics: &[serde_json::Value]) -> Vec<(String, Vec<(f64, f64)>)> {
-    let terms_at = |m: &serde_json::Value| -> Option<(u64, serde_json::Map<String, serde_json::Value>)> {
-        Some((m.get("step")?.as_u64()?, m.get("eval")?.get("terms")?.as_object()?.clone()))
-    };
+    let terms_at =
+        |m: &serde_json::Value| -> Option<(u64, serde_json::Map<String, serde_json::Value>)> {
+            Some((
+                m.get("step")?.as_u64()?,
+                m.get("eval")?.get("terms")?.as_object()?.clone(),
+            ))
+        };
     let evals: Vec<_> = metrics.iter().filter_map(terms_at).collect();
     let Some((_, first)) = evals.first() else {
         return vec![];
@@ -124,7 +131,11 @@ fn kl_by_layer(metrics: &[serde_json::Value]) -> Vec<(String, Vec<(f64, f64)>)> 
         return vec![];
     }
     let below: Vec<String> = {
-        let mut k: Vec<String> = first.keys().filter(|k| k.starts_with("kl_z")).cloned().collect();
+        let mut k: Vec<String> = first
+            .keys()
+            .filter(|k| k.starts_with("kl_z"))
+            .cloned()
+            .collect();
         k.sort_by_key(|n| n[4..].parse::<usize>().unwrap_or(0));
         k
     };

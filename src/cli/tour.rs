@@ -11,8 +11,10 @@ use elbo::train::run::RunDir;
 use super::Global;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example: `elbo tour`, then, after `elbo train --model vae`, \
-`elbo tour --run runs/vae-mnist10k-1` for the bounds L_K of a trained model.")]
+#[command(
+    after_help = "Example: `elbo tour`, then, after `elbo train --model vae`, \
+`elbo tour --run runs/vae-mnist10k-1` for the bounds L_K of a trained model."
+)]
 pub struct TourArgs {
     /// A trained VAE or HVAE run: also show its ELBO and L_K for K = 1 … 5000.
     #[arg(long, value_name = "DIR")]
@@ -55,7 +57,11 @@ pub fn run(a: TourArgs, g: &Global) -> anyhow::Result<i32> {
     if let Some(dir) = &a.run {
         let rd = RunDir::new(dir);
         let device = elbo::device::device(g.device, false)?;
-        eprintln!("computing L_K for K = {KS:?} on {} test examples of {}", a.n, dir.display());
+        eprintln!(
+            "computing L_K for K = {KS:?} on {} test examples of {}",
+            a.n,
+            dir.display()
+        );
         let (elbo_stat, points) = elbo::tour::iw_curve(&rd, &KS, a.n, 0, &device)?;
         text.push(String::new());
         text.push(format!(
@@ -64,7 +70,10 @@ pub fn run(a: TourArgs, g: &Global) -> anyhow::Result<i32> {
             dir.display(),
             a.n
         ));
-        text.push(format!("  {:<10} {:>14} {:>10} {:>14}", "bound", "nats", "± se", "gain over ELBO"));
+        text.push(format!(
+            "  {:<10} {:>14} {:>10} {:>14}",
+            "bound", "nats", "± se", "gain over ELBO"
+        ));
         text.push(format!(
             "  {:<10} {:>14.3} {:>10.3} {:>14}",
             "ELBO", elbo_stat.mean, elbo_stat.se, "–"

@@ -163,8 +163,16 @@ mod tests {
         for &(mu, log_s) in &[(0.1f64, -3.0f64), (-0.97, -5.0), (0.99, -2.0), (0.0, 0.5)] {
             let s = log_s.exp();
             let p = |k: usize| {
-                let hi = if k == 255 { 1.0 } else { sig((x(k) + HALF_BIN - mu) / s) };
-                let lo = if k == 0 { 0.0 } else { sig((x(k) - HALF_BIN - mu) / s) };
+                let hi = if k == 255 {
+                    1.0
+                } else {
+                    sig((x(k) + HALF_BIN - mu) / s)
+                };
+                let lo = if k == 0 {
+                    0.0
+                } else {
+                    sig((x(k) - HALF_BIN - mu) / s)
+                };
                 hi - lo
             };
             let total: f64 = (0..256).map(p).sum();
@@ -174,10 +182,12 @@ mod tests {
                 if !want.is_finite() || want > 20.0 {
                     continue; // far tails: the centre-density approximation applies instead
                 }
-                let t = |v: f64| Tensor::<2>::from_data(TensorData::new(vec![v as f32], [1, 1]), &d);
+                let t =
+                    |v: f64| Tensor::<2>::from_data(TensorData::new(vec![v as f32], [1, 1]), &d);
                 let got: f32 = logistic_nll(t(x(k)), t(mu), t(log_s)).into_scalar();
                 assert!(
-                    (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()) + 1e-3 * (1.0 / s).min(50.0) * 1e-3,
+                    (got as f64 - want).abs()
+                        < 1e-4 * (1.0 + want.abs()) + 1e-3 * (1.0 / s).min(50.0) * 1e-3,
                     "k {k} μ {mu} log s {log_s}: {got} vs {want}"
                 );
             }

@@ -45,10 +45,12 @@ pub fn sigmoid(x: f32) -> f32 {
 /// Runs `body` compiled with AVX2 and FMA where the CPU has them, else the generic build.
 macro_rules! simd_dispatch {
     ($name:ident, $generic:ident, ($($arg:ident : $ty:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) {
                     $generic($($arg),*)
                 }
@@ -347,7 +349,10 @@ impl ConvShape {
         if self.ksize == 1 {
             return (self.h, self.w);
         }
-        ((self.h - 1) / self.stride + 1, (self.w - 1) / self.stride + 1)
+        (
+            (self.h - 1) / self.stride + 1,
+            (self.w - 1) / self.stride + 1,
+        )
     }
     /// Output positions per channel.
     fn ohw(&self) -> usize {
@@ -515,7 +520,11 @@ fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32]) {
                     let src = &plane[sy as usize * w as usize..(sy as usize + 1) * w as usize];
                     for (ox, d) in dst.iter_mut().enumerate() {
                         let sx = ox as isize * st + kx - 1;
-                        *d = if sx >= 0 && sx < w { src[sx as usize] } else { 0.0 };
+                        *d = if sx >= 0 && sx < w {
+                            src[sx as usize]
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
@@ -565,7 +574,18 @@ pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) ->
             } else {
                 with_scratch(k * ohw, |col| {
                     im2col_one(xb, s, col);
-                    sgemm(s.cout, ohw, k, yb, ohw, false, weight, (k, 1), col, (ohw, 1));
+                    sgemm(
+                        s.cout,
+                        ohw,
+                        k,
+                        yb,
+                        ohw,
+                        false,
+                        weight,
+                        (k, 1),
+                        col,
+                        (ohw, 1),
+                    );
                 });
             }
             for (row, &bv) in yb.chunks_exact_mut(ohw).zip(bias) {
@@ -593,12 +613,34 @@ pub fn conv3x3_backward(
         .zip(grad.par_chunks(s.cout * ohw))
         .for_each(|(dxb, gb)| {
             if s.ksize == 1 {
-                sgemm(k, ohw, s.cout, dxb, ohw, false, weight, (1, k), gb, (ohw, 1));
+                sgemm(
+                    k,
+                    ohw,
+                    s.cout,
+                    dxb,
+                    ohw,
+                    false,
+                    weight,
+                    (1, k),
+                    gb,
+                    (ohw, 1),
+                );
                 return;
             }
             with_scratch(k * ohw, |dcol| {
                 // Wᵀ: [Cin·9, Cout] with row stride 1 and column stride Cin·9.
-                sgemm(k, ohw, s.cout, dcol, ohw, false, weight, (1, k), gb, (ohw, 1));
+                sgemm(
+                    k,
+                    ohw,
+                    s.cout,
+                    dcol,
+                    ohw,
+                    false,
+                    weight,
+                    (1, k),
+                    gb,
+                    (ohw, 1),
+                );
                 col2im_one(dcol, s, dxb);
             });
         });
@@ -614,13 +656,35 @@ pub fn conv3x3_backward(
                 let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
                 let gb = &grad[b * s.cout * ohw..(b + 1) * s.cout * ohw];
                 if s.ksize == 1 {
-                    sgemm(s.cout, k, ohw, &mut acc, k, true, gb, (ohw, 1), xb, (1, ohw));
+                    sgemm(
+                        s.cout,
+                        k,
+                        ohw,
+                        &mut acc,
+                        k,
+                        true,
+                        gb,
+                        (ohw, 1),
+                        xb,
+                        (1, ohw),
+                    );
                     continue;
                 }
                 with_scratch(k * ohw, |col| {
                     im2col_one(xb, s, col);
                     // dW += dy_b [Cout, Ho·Wo] × col_bᵀ [Ho·Wo, Cin·9].
-                    sgemm(s.cout, k, ohw, &mut acc, k, true, gb, (ohw, 1), col, (1, ohw));
+                    sgemm(
+                        s.cout,
+                        k,
+                        ohw,
+                        &mut acc,
+                        k,
+                        true,
+                        gb,
+                        (ohw, 1),
+                        col,
+                        (1, ohw),
+                    );
                 });
             }
             acc

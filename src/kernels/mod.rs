@@ -209,7 +209,12 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
         struct SiluBackward;
         impl<B: Backend + ElboKernelsBackward> Backward<B, 1> for SiluBackward {
             type State = FloatTensor<B>;
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let grad = grads.consume::<B>(&ops.node);
                 let [parent] = ops.parents;
                 if let Some(node) = parent {
@@ -217,7 +222,11 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                 }
             }
         }
-        match SiluBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match SiluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let input = x.into_primitive();
                 let out = B::silu_kernel(input.clone());
@@ -246,7 +255,12 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                 usize,
                 f64,
             );
-            fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 4>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let grad = grads.consume::<B>(&ops.node);
                 let (x, shift, gamma, beta, groups, eps) = ops.state;
                 let g = B::group_norm_silu_backward(x, shift, gamma, beta, grad, groups, eps);
@@ -269,8 +283,14 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                     gamma.into_primitive(),
                     beta.into_primitive(),
                 );
-                let out =
-                    B::group_norm_silu_kernel(x.clone(), s.clone(), g.clone(), b.clone(), groups, eps);
+                let out = B::group_norm_silu_kernel(
+                    x.clone(),
+                    s.clone(),
+                    g.clone(),
+                    b.clone(),
+                    groups,
+                    eps,
+                );
                 prep.finish((x, s, g, b, groups, eps), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::group_norm_silu_kernel(
@@ -322,7 +342,11 @@ fn conv3x3_autodiff<B: Backend + ElboKernels + ElboKernelsBackward, C: Checkpoin
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let (x, w, b) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+            let (x, w, b) = (
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            );
             let out = B::conv3x3_kernel(x.clone(), w.clone(), b, stride);
             prep.finish((x, w, stride), out)
         }
@@ -472,14 +496,18 @@ mod tests {
         d.seed(7);
         let (b, c, h, w) = (4, 12, 10, 10);
         let mut norm = GroupNormConfig::new(4, c).init(&d);
-        norm.gamma = Some(burn::module::Param::from_tensor(
-            Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &d),
-        ));
-        norm.beta = Some(burn::module::Param::from_tensor(
-            Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &d),
-        ));
-        let x = (Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.3, 2.0), &d))
-            .require_grad();
+        norm.gamma = Some(burn::module::Param::from_tensor(Tensor::<1>::random(
+            [c],
+            Distribution::Normal(1.0, 0.5),
+            &d,
+        )));
+        norm.beta = Some(burn::module::Param::from_tensor(Tensor::<1>::random(
+            [c],
+            Distribution::Normal(0.0, 0.5),
+            &d,
+        )));
+        let x =
+            (Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.3, 2.0), &d)).require_grad();
         let s = Tensor::<2>::random([b, c], Distribution::Normal(0.0, 1.0), &d).require_grad();
         let up = Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, 1.0), &d);
         for with_shift in [true, false] {
@@ -497,7 +525,10 @@ mod tests {
             assert!(rel(&gx.0, &gx.1) < 1e-4, "dx {}", rel(&gx.0, &gx.1));
             let gamma = norm.gamma.as_ref().unwrap().val();
             let beta = norm.beta.as_ref().unwrap().val();
-            let gg = (vals(gamma.grad(&g1).unwrap()), vals(gamma.grad(&g2).unwrap()));
+            let gg = (
+                vals(gamma.grad(&g1).unwrap()),
+                vals(gamma.grad(&g2).unwrap()),
+            );
             assert!(rel(&gg.0, &gg.1) < 1e-4, "dγ {}", rel(&gg.0, &gg.1));
             let gb = (vals(beta.grad(&g1).unwrap()), vals(beta.grad(&g2).unwrap()));
             assert!(rel(&gb.0, &gb.1) < 1e-4, "dβ {}", rel(&gb.0, &gb.1));

@@ -274,7 +274,10 @@ impl ImportanceSampled for Hvae {
                 .squeeze_dim::<1>(1);
             lw = lw - log_q;
             if l < top {
-                lw = lw + self.p_below(l + 1, chain[l + 1].2.clone()).log_prob(z.clone());
+                lw = lw
+                    + self
+                        .p_below(l + 1, chain[l + 1].2.clone())
+                        .log_prob(z.clone());
             }
         }
         Ok(lw.reshape([b, k]))
@@ -367,13 +370,21 @@ mod tests {
             hidden: vec![20],
             ..Default::default()
         };
-        assert!(one.validate().unwrap_err().to_string().contains("--model vae"));
+        assert!(one
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--model vae"));
         let mismatch = HvaeConfig {
             latents: vec![10, 5],
             hidden: vec![20],
             ..Default::default()
         };
-        assert!(mismatch.validate().unwrap_err().to_string().contains("hvae.hidden"));
+        assert!(mismatch
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("hvae.hidden"));
     }
 
     #[test]

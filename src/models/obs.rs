@@ -159,7 +159,9 @@ impl Observation {
         let d = self.data_dim;
         match self.likelihood {
             Likelihood::Bernoulli => activation::sigmoid(out),
-            Likelihood::Discretized => ((out.narrow(1, 0, d).clamp(-1.0, 1.0) + 1.0) * 127.5).round(),
+            Likelihood::Discretized => {
+                ((out.narrow(1, 0, d).clamp(-1.0, 1.0) + 1.0) * 127.5).round()
+            }
             Likelihood::Gaussian => {
                 let dev = out.device();
                 let p = DiagGaussian::new(out.clone().narrow(1, 0, d), out.narrow(1, d, d));

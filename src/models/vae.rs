@@ -12,16 +12,16 @@
 //! is added so that the likelihood is in the units of the data as given.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
 #[cfg(test)]
 use burn::tensor::TensorData;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Binarize, DataKind, Dataset, Scaling};
-use crate::models::{count_active, warmup_weight, LayerUnits};
 use crate::diffusion::Cond;
 use crate::dist::{std_normal_log_prob, DiagGaussian, LOG_2PI};
 use crate::elbo::{ElboTerms, ImportanceSampled};
+use crate::models::{count_active, warmup_weight, LayerUnits};
 use crate::models::{LatentVariableModel, Model, ModelSettings};
 use crate::nn::{Activation, Mlp};
 use crate::rng::{randn, Rng};

@@ -1,9 +1,9 @@
 //! An MLP denoiser for vectors and 2-D data: residual SiLU blocks with the noise-level
 //! embedding added in every block.
 
+use crate::kernels::silu;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use crate::kernels::silu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 

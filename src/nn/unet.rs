@@ -2,11 +2,11 @@
 //! noise-level embedding added, down-sampling by strided convolution, nearest up-sampling, and
 //! skip connections. Channel widths per level come from the config.
 
+use crate::kernels::{conv2d, group_norm_silu, silu};
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use crate::kernels::{conv2d, group_norm_silu, silu};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -234,7 +234,6 @@ impl UNet {
             }
             h = blk.forward(Tensor::cat(vec![h, s], 1), emb.clone());
         }
-        conv2d(&self.conv_out, group_norm_silu(&self.norm_out, h, None))
-            .reshape([b, c * hh * ww])
+        conv2d(&self.conv_out, group_norm_silu(&self.norm_out, h, None)).reshape([b, c * hh * ww])
     }
 }
