@@ -118,23 +118,58 @@ impl GnShape {
     }
 }
 
-/// Σ f(i) over 0..n in 16 independent lanes, so that the loop vectorises (a single running sum
-/// is a chain of dependent adds that LLVM may not reorder).
+/// Lanes of the reductions below: 16 independent partial sums, so that the loops vectorise (a
+/// single running sum is a chain of dependent adds that LLVM may not reorder).
+const L: usize = 16;
+
+/// Σ v_i.
 #[inline(always)]
-fn lanes_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
-    const L: usize = 16;
+fn sum(v: &[f32]) -> f32 {
     let mut acc = [0.0f32; L];
-    let full = n / L * L;
-    let mut i = 0;
-    while i < full {
-        for (j, a) in acc.iter_mut().enumerate() {
-            *a += f(i + j);
+    let chunks = v.chunks_exact(L);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += *x;
         }
-        i += L;
     }
-    let mut tail = 0.0f32;
-    for k in full..n {
-        tail += f(k);
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ (v_i + off)².
+#[inline(always)]
+fn sum_sq_off(v: &[f32], off: f32) -> f32 {
+    let mut acc = [0.0f32; L];
+    let chunks = v.chunks_exact(L);
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|x| (x + off) * (x + off))
+        .sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += (*x + off) * (*x + off);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ a_i b_i.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; L];
+    let ca = a.chunks_exact(L);
+    let cb = b.chunks_exact(L);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
+            *s += p * q;
+        }
     }
     acc.iter().sum::<f32>() + tail
 }
@@ -144,16 +179,15 @@ fn lanes_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
 #[inline(always)]
 fn group_stats(x: &[f32], shift: &[f32], hw: usize, eps: f32) -> (f32, f32) {
     let n = x.len() as f64;
-    let mut sum = 0.0f64;
+    let mut total = 0.0f64;
     for (c, chan) in x.chunks_exact(hw).enumerate() {
-        let s = lanes_sum(hw, |i| chan[i]);
-        sum += s as f64 + shift[c] as f64 * hw as f64;
+        total += sum(chan) as f64 + shift[c] as f64 * hw as f64;
     }
-    let mean = (sum / n) as f32;
+    let mean = (total / n) as f32;
     let mut ss = 0.0f64;
     for (c, chan) in x.chunks_exact(hw).enumerate() {
         let off = shift[c] - mean;
-        ss += lanes_sum(hw, |i| (chan[i] + off) * (chan[i] + off)) as f64;
+        ss += sum_sq_off(chan, off) as f64;
     }
     let var = (ss / n) as f32;
     (mean, 1.0 / (var + eps).sqrt())
@@ -252,8 +286,9 @@ fn gn_bwd_group(
             *o = gv * sg * (1.0 + a * (1.0 - sg));
         }
         let da: &[f32] = out;
-        let s_da = lanes_sum(hw, |i| da[i]);
-        let s_da_u = lanes_sum(hw, |i| da[i] * ((chan[i] + off) * rstd));
+        let s_da = sum(da);
+        // Σ da u = r (Σ da x + off Σ da).
+        let s_da_u = rstd * (dot(da, chan) + off * s_da);
         dgamma[c] = s_da_u;
         dbeta[c] = s_da;
         sum_du += (s_da * gm) as f64;
@@ -699,7 +734,7 @@ pub fn conv3x3_backward(
     let mut db = vec![0.0f32; s.cout];
     for gb in grad.chunks_exact(s.cout * ohw) {
         for (c, row) in gb.chunks_exact(ohw).enumerate() {
-            db[c] += lanes_sum(ohw, |i| row[i]);
+            db[c] += sum(row);
         }
     }
     (dx, dw, db)
