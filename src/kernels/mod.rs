@@ -3,7 +3,8 @@
 //! ([`ElboKernels`]), its Flex implementation (the arithmetic is in [`cpu`]), its autodiff
 //! backward, and a `Tensor` function that calls it ([`silu`], [`group_norm_silu`]). Models keep
 //! their ordinary code; on a device other than Flex the functions fall back to Burn's own
-//! composition of the same mathematics.
+//! composition of the same mathematics. `ELBO_KERNELS=off` (or a list such as `silu,gn`) chooses
+//! which run, for measurements.
 //!
 //! | kernel | replaces | one pass each way |
 //! | --- | --- | --- |
@@ -368,11 +369,20 @@ fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
     )
 }
 
-/// Whether the kernels are switched off (`ELBO_KERNELS=off`: Burn's compositions everywhere,
-/// for comparisons).
-fn kernels_off() -> bool {
-    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("ELBO_KERNELS").is_ok_and(|v| v == "off"))
+/// Which kernels run: all by default; `ELBO_KERNELS=off` none (Burn's compositions
+/// everywhere), or a comma-separated list of those to use (`silu`, `gn`, `conv`), for measuring
+/// each one's effect.
+fn kernel_on(name: &str) -> bool {
+    static ON: std::sync::OnceLock<Option<Vec<String>>> = std::sync::OnceLock::new();
+    let on = ON.get_or_init(|| {
+        std::env::var("ELBO_KERNELS")
+            .ok()
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+    });
+    match on {
+        None => true,
+        Some(list) => list.iter().any(|k| k == name),
+    }
 }
 
 /// A 3×3 convolution with padding 1 and stride 1 or 2, or a 1×1 convolution, by the project's
@@ -392,7 +402,7 @@ pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
         );
     let plain = (three || one) && conv.dilation == [1, 1] && conv.groups == 1;
     let [_, _, h, w] = x.dims();
-    if !plain || h < 2 || w < 2 || !on_flex(&x) || kernels_off() {
+    if !plain || h < 2 || w < 2 || !on_flex(&x) || !kernel_on("conv") {
         return conv.forward(x);
     }
     let dev = x.device();
@@ -411,7 +421,7 @@ pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// SiLU, x σ(x), by the project's kernel (vectorised exp; backward in one pass).
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !on_flex(&x) || kernels_off() {
+    if !on_flex(&x) || !kernel_on("silu") {
         return burn::tensor::activation::silu(x);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as ElboKernels>::silu_kernel(
@@ -431,7 +441,7 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>, shift: Option<Tensor<2>>)
             (Tensor::ones([c], &dev), Tensor::zeros([c], &dev))
         }
     };
-    if !on_flex(&x) || kernels_off() {
+    if !on_flex(&x) || !kernel_on("gn") {
         let x = match shift {
             Some(s) => x + s.reshape([b, c, 1, 1]),
             None => x,
