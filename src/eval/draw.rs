@@ -134,7 +134,8 @@ fn estimate_time<M: Model>(m: &M, n: usize, opts: &SampleOptions, per: usize) ->
     };
     let rows = per.min(n);
     let t0 = Instant::now();
-    m.draw(rows, &probe, &|| ())?;
+    // One thread: the probe's network evaluations are not counted in the NFE.
+    crate::sample::uncounted(|| m.draw(rows, &probe, &|| ()))?;
     let dt = t0.elapsed().as_secs_f64();
     let units = m.sample_work(n, opts) as f64 / m.sample_work(rows, &probe).max(1) as f64;
     let parallel = (opts.threads.max(1) as f64)

@@ -70,6 +70,9 @@ pub struct SampleOptions {
     pub eta: f64,
     /// The predictor–corrector sampler's signal-to-noise ratio.
     pub snr: f64,
+    /// The RK45 sampler's relative and absolute tolerances.
+    pub rtol: f64,
+    pub atol: f64,
     pub seed: u64,
     pub threads: usize,
     /// Class to draw, for a conditional model (`None`: unconditional).
@@ -94,6 +97,9 @@ impl SampleOptions {
         if !(self.snr > 0.0 && self.snr.is_finite()) {
             return bad("--snr must be a positive number");
         }
+        if !(self.rtol > 0.0 && self.rtol < 1.0 && self.atol > 0.0 && self.atol < 1.0) {
+            return bad("--rtol and --atol must be numbers between 0 and 1");
+        }
         if !(self.guidance >= 0.0 && self.guidance.is_finite()) {
             return bad("--guidance must be a non-negative number");
         }
@@ -110,6 +116,8 @@ impl SampleOptions {
             steps: None,
             eta: 0.0,
             snr: 0.16,
+            rtol: 1e-3,
+            atol: 1e-3,
             seed,
             threads,
             class: None,

@@ -38,7 +38,8 @@ use crate::nn::monotone::LearnedSchedule;
 use crate::nn::unet::{UNet, UNetConfig};
 use crate::rng::{randn, Rng};
 use crate::sample::{
-    Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector, Sampler, SamplerKind,
+    Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector, Rk45, Sampler,
+    SamplerKind,
 };
 use crate::{Error, Result};
 
@@ -434,6 +435,7 @@ impl Denoiser for Vdm {
     }
 
     fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, cond: Cond) -> Tensor<2> {
+        crate::sample::count_network_rows(z_t.dims()[0]);
         // The network sees γ normalised to [0, 1] over the configured range; under the exploding
         // process z_t is scaled to unit variance first (z_t/√(1 + σ²); VP needs no scaling).
         let (lo, hi) = (self.cfg.schedule.gamma_min, self.cfg.schedule.gamma_max);
@@ -625,6 +627,10 @@ impl Model for Vdm {
         }
         let ddim = Ddim { eta: opts.eta };
         let pc = PredictorCorrector { snr: opts.snr };
+        let rk45 = Rk45 {
+            rtol: opts.rtol,
+            atol: opts.atol,
+        };
         let sampler: &(dyn Sampler + Sync) = match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
             SamplerKind::Ancestral => &Ancestral,
             SamplerKind::Ddim => &ddim,
@@ -632,6 +638,7 @@ impl Model for Vdm {
             SamplerKind::Heun => &Heun,
             SamplerKind::Pc => &pc,
             SamplerKind::DpmSolverPp => &DpmSolverPp2M,
+            SamplerKind::Rk45 => &rk45,
         };
         let per = self.sample_chunk_rows();
         let chunks = n.div_ceil(per);

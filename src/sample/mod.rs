@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ancestral::Ancestral;
 pub use ddim::Ddim;
-pub use sde::{DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector};
+pub use sde::{DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector, Rk45};
 
 use crate::diffusion::{Cond, Denoiser, Schedule};
 use crate::rng::Rng;
@@ -90,15 +90,20 @@ pub enum SamplerKind {
     #[value(name = "dpm-solver++")]
     #[serde(rename = "dpm-solver++")]
     DpmSolverPp,
+    /// The probability-flow ODE (M36) by adaptive Runge–Kutta 4(5) (Dormand–Prince) with
+    /// `--rtol/--atol`; it chooses its own steps (`--steps` sets only where it starts and ends).
+    Rk45,
 }
 
 impl SamplerKind {
-    /// Network evaluations of a walk of `steps` steps by this sampler.
-    pub fn nfe(self, steps: usize) -> usize {
+    /// Network evaluations of a walk of `steps` steps by this sampler (`None` for RK45, which
+    /// chooses its own steps; `elbo sample` reports the count it measured).
+    pub fn nfe(self, steps: usize) -> Option<usize> {
         match self {
-            SamplerKind::Heun => Heun.nfe(steps),
-            SamplerKind::Pc => PredictorCorrector { snr: 0.16 }.nfe(steps),
-            _ => steps.max(1),
+            SamplerKind::Heun => Some(Heun.nfe(steps)),
+            SamplerKind::Pc => Some(PredictorCorrector { snr: 0.16 }.nfe(steps)),
+            SamplerKind::Rk45 => None,
+            _ => Some(steps.max(1)),
         }
     }
 
@@ -111,8 +116,37 @@ impl SamplerKind {
             SamplerKind::Heun => "Heun (probability-flow ODE)".into(),
             SamplerKind::Pc => "predictor–corrector (ancestral + Langevin)".into(),
             SamplerKind::DpmSolverPp => "DPM-Solver++(2M)".into(),
+            SamplerKind::Rk45 => "RK45 (probability-flow ODE, adaptive)".into(),
         }
     }
+}
+
+/// Rows evaluated by denoising networks in this process (every sampler step of every chunk):
+/// network evaluations per sample are a difference of two readings divided by the samples.
+static NETWORK_ROWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    static UNCOUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Count `rows` rows through a denoising network (called by the networks' `predict`).
+pub fn count_network_rows(rows: usize) {
+    if !UNCOUNTED.with(|u| u.get()) {
+        NETWORK_ROWS.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Run `f` on this thread without counting its network rows (a timing probe).
+pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
+    UNCOUNTED.with(|u| u.set(true));
+    let r = f();
+    UNCOUNTED.with(|u| u.set(false));
+    r
+}
+
+/// Rows evaluated by denoising networks so far.
+pub fn network_rows() -> u64 {
+    NETWORK_ROWS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// ε̂ for a whole batch at one noise level γ.

@@ -189,6 +189,8 @@ fn progress_grid<M: Model>(
         steps: diffusion.then_some(100),
         eta: 0.0,
         snr: 0.16,
+        rtol: 1e-3,
+        atol: 1e-3,
         seed: cfg.seed,
         threads: cfg.threads,
         class: None,
