@@ -301,3 +301,102 @@ fn schedule_tables() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("linear-gamma"));
 }
+
+#[test]
+fn class_all_draws_one_row_per_class_and_rk45_reports_its_evaluations() {
+    // A class-conditional U-Net VDM trained for 2 steps: `--class all --n 3` is a grid of 10
+    // rows (one per digit) of 3 images each; an unconditional run is refused by name; RK45
+    // reports the network evaluations it measured.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("cond");
+    let r = run.to_str().unwrap();
+    ok(&[
+        "-q",
+        "train",
+        "--out",
+        r,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--set",
+        "vdm.conditional=true",
+        "--set",
+        "vdm.unet.channels=[8]",
+        "--set",
+        "vdm.unet.embed=8",
+        "--set",
+        "eval_examples=8",
+        "--set",
+        "grid=0",
+        "--set",
+        "vdm.sample_steps=2",
+    ]);
+    let png = tmp.path().join("by_class.png");
+    ok(&[
+        "sample",
+        r,
+        "--class",
+        "all",
+        "--n",
+        "3",
+        "--steps",
+        "2",
+        "--guidance",
+        "1",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    let img = image::open(&png).unwrap();
+    // save_grid_cols: zoom 2, 2-pixel borders: rows·(56 + 2) + 2 by cols·(56 + 2) + 2.
+    assert_eq!((img.width(), img.height()), (3 * 58 + 2, 10 * 58 + 2));
+    let o = elbo(&[
+        "sample",
+        r,
+        "--sampler",
+        "rk45",
+        "--n",
+        "2",
+        "--class",
+        "4",
+        "--out",
+        tmp.path().join("rk.png").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("RK45") && err.contains("network evaluations"),
+        "{err}"
+    );
+    let plain = tmp.path().join("plain");
+    ok(&[
+        "-q",
+        "train",
+        "--out",
+        plain.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--set",
+        "vdm.unet.channels=[8]",
+        "--set",
+        "vdm.unet.embed=8",
+        "--set",
+        "eval_examples=4",
+        "--set",
+        "grid=0",
+        "--set",
+        "vdm.sample_steps=2",
+    ]);
+    common::fails_with(
+        &[
+            "sample",
+            plain.to_str().unwrap(),
+            "--class",
+            "all",
+            "--n",
+            "2",
+        ],
+        "class-conditional",
+    );
+}

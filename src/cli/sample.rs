@@ -47,8 +47,8 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1e-3)]
     pub atol: f64,
     /// Class to draw, for a class-conditional model (trained with vdm.conditional = true).
-    #[arg(long, value_name = "C")]
-    pub class: Option<u32>,
+    #[arg(long, value_name = "C|all", value_parser = parse_class)]
+    pub class: Option<ClassChoice>,
     /// Classifier-free guidance weight w ≥ 0 with --class (M43): ε̃ = (1 + w) ε(z, c) − w ε(z, ∅).
     #[arg(long, value_name = "W", default_value_t = 0.0, requires = "class")]
     pub guidance: f64,
@@ -58,8 +58,27 @@ pub struct SampleArgs {
     pub force: bool,
 }
 
+/// `--class C` or `--class all` (every class, one row each).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClassChoice {
+    One(u32),
+    All,
+}
+
+fn parse_class(s: &str) -> Result<ClassChoice, String> {
+    if s == "all" {
+        return Ok(ClassChoice::All);
+    }
+    s.parse::<u32>()
+        .map(ClassChoice::One)
+        .map_err(|_| format!("'{s}' is not a class number or 'all'"))
+}
+
 pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     let dir = RunDir::new(&a.dir);
+    if a.class == Some(ClassChoice::All) {
+        return sample_every_class(&a, &dir, g);
+    }
     dir.check()?;
     if a.n == Some(0) {
         anyhow::bail!("--n must be at least 1");
@@ -73,7 +92,10 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
         atol: a.atol,
         seed: a.seed,
         threads: elbo::par::default_threads(),
-        class: a.class,
+        class: match a.class {
+            Some(ClassChoice::One(c)) => Some(c),
+            _ => None,
+        },
         guidance: a.guidance,
         first_chunk: 0,
     };
@@ -101,6 +123,85 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
         );
     }
     println!("{}", p.display());
+    Ok(0)
+}
+
+/// `--class all`: `--n` samples (default 8) of every class of a class-conditional run, one row
+/// per class in a PNG grid (or class after class in a .npy).
+fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Result<i32> {
+    let mf = dir.model_file()?;
+    let classes = mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize;
+    if classes == 0 {
+        anyhow::bail!(
+            "{}: --class needs a class-conditional run (trained with --set vdm.conditional=true)",
+            dir.path.display()
+        );
+    }
+    let per = a.n.unwrap_or(8);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| dir.file("samples_by_class.png"));
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let hw = mf.data.image_hw();
+    if ext != "npy" && (ext != "png" || hw.is_none()) {
+        anyhow::bail!(
+            "{}: --class all writes a .png (images) or a .npy",
+            out.display()
+        );
+    }
+    elbo::limits::check(
+        ext != "png" || per * classes <= MAX_GRID_IMAGES,
+        a.force,
+        || {
+            format!("--n {per} for each of {classes} classes: {} images in one PNG (the limit is {MAX_GRID_IMAGES})", per * classes)
+        },
+    )?;
+    let device = elbo::device::device(g.device, false)?;
+    let rows0 = elbo::sample::network_rows();
+    let mut values = Vec::new();
+    let mut white = 1.0;
+    for c in 0..classes as u32 {
+        let opts = SampleOptions {
+            sampler: a.sampler,
+            steps: a.steps,
+            eta: a.eta,
+            snr: a.snr,
+            rtol: a.rtol,
+            atol: a.atol,
+            seed: a.seed,
+            threads: elbo::par::default_threads(),
+            class: Some(c),
+            guidance: a.guidance,
+            first_chunk: 0,
+        };
+        opts.validate()?;
+        let s = elbo::eval::draw::draw(dir, per, &opts, a.force, &device, &BarProgress::new(g))?;
+        white = s.white;
+        values.extend(s.values);
+    }
+    let n = per * classes;
+    if ext == "npy" {
+        let d = mf.data.dim();
+        let mut bytes = npy_header_f32(n, d);
+        for v in &values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        elbo::train::checkpoint::write_atomic(&out, &bytes)?;
+    } else if let Some((h, w)) = hw {
+        let v: Vec<f32> = values.iter().map(|x| x / white).collect();
+        elbo::report::grid::save_grid_cols(&out, &v, n, per, h, w, 2)?;
+    }
+    let nfe = (elbo::sample::network_rows() - rows0) as f64 / n.max(1) as f64;
+    eprintln!(
+        "{classes} classes × {per} samples (one row per class, guidance w = {}): {nfe:.0} network evaluations (NFE) per sample",
+        a.guidance
+    );
+    println!("{}", out.display());
     Ok(0)
 }
 

@@ -14,14 +14,27 @@ pub fn save_grid(
     w: usize,
     zoom: u32,
 ) -> Result<()> {
-    if n == 0 || images.len() != n * h * w {
+    let cols = (n as f64).sqrt().ceil() as usize;
+    save_grid_cols(path, images, n, cols, h, w, zoom)
+}
+
+/// The same with `cols` images per row (row after row, in order).
+pub fn save_grid_cols(
+    path: &Path,
+    images: &[f32],
+    n: usize,
+    cols: usize,
+    h: usize,
+    w: usize,
+    zoom: u32,
+) -> Result<()> {
+    if n == 0 || cols == 0 || images.len() != n * h * w {
         return Err(Error::Shape(format!(
             "grid of {n} images of {h}x{w} needs {} values, got {}",
             n * h * w,
             images.len()
         )));
     }
-    let cols = (n as f64).sqrt().ceil() as usize;
     let rows = n.div_ceil(cols);
     let pad = 2;
     let z = zoom.max(1) as usize;
