@@ -61,7 +61,7 @@ impl<M: Model> TrainState<M> {
                 self.d,
                 &device,
                 &mut self.rng,
-                self.threads,
+                self.model.train_shards(self.threads),
             )
             .expect("step");
             self.opt.step(&self.cfg, 1e-4, &mut self.params, &g);
@@ -213,19 +213,29 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
             )
         }
         "vae-iwae" => {
+            // As `elbo eval --iw 5000` does it: blocks of 4 examples (20,000 / K) spread over
+            // one model replica per thread, each block with its own noise stream.
             let d = Device::flex();
             let m = vae_784(&d);
-            let x = burn::tensor::Tensor::<2>::from_data(
-                burn::tensor::TensorData::new(binarised(16), [16, 784]),
-                &d,
-            );
-            let mut rng = seeded(3);
+            let rows = binarised(16);
+            let mut round = 0u64;
             (
                 Box::new(move || {
-                    let _ = m
-                        .importance_weighted(x.clone(), 5000, &mut rng)
-                        .expect("a VAE has L_K")
-                        .expect("bound");
+                    round += 1;
+                    let states = elbo::par::replicas(&m, threads, 4);
+                    let _ = elbo::par::map_chunks(states, 4, |m, i| {
+                        let x = burn::tensor::Tensor::<2>::from_data(
+                            burn::tensor::TensorData::new(
+                                rows[i * 4 * 784..(i + 1) * 4 * 784].to_vec(),
+                                [4, 784],
+                            ),
+                            &d,
+                        );
+                        let mut rng = seeded(round * 16 + i as u64);
+                        m.importance_weighted(x, 5000, &mut rng)
+                            .expect("a VAE has L_K")
+                    })
+                    .expect("bound");
                 }),
                 16.0,
             )

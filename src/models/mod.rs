@@ -242,6 +242,23 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         None
     }
 
+    /// Whether a training step is large enough to split the batch over threads (data-parallel
+    /// shards, each with its own autodiff graph). Small networks (the VAE, HVAE and MLP
+    /// denoisers: a few milliseconds a step) run faster as one shard whose operations use the
+    /// cores themselves (measured: VAE 34,000 against 25,000 examples/s on 2 cores).
+    fn shards_pay(&self) -> bool {
+        false
+    }
+
+    /// Training shards for `threads` threads: `threads` where [`Model::shards_pay`], else one.
+    fn train_shards(&self, threads: usize) -> usize {
+        if self.shards_pay() {
+            threads
+        } else {
+            1
+        }
+    }
+
     /// Called by the training loop before each step's loss, with the number of steps done (KL
     /// warm-up reads it; most models ignore it).
     fn at_step(&mut self, _step: u64) {}

@@ -534,6 +534,11 @@ impl Model for Vdm {
         Vdm::new(cfg, spec.clone(), device)
     }
 
+    /// The U-Net's step (tens of milliseconds) splits well over threads; the MLP's does not.
+    fn shards_pay(&self) -> bool {
+        matches!(self.net, Network::Unet(_))
+    }
+
     fn binarize(cfg: &VdmConfig, spec: &VdmSpec) -> Option<crate::data::Binarize> {
         (spec.kind == DataKind::Image8 && cfg.decoder == ImageDecoder::Bernoulli)
             .then_some(crate::data::Binarize::Dynamic)

@@ -54,9 +54,10 @@ pub struct RunConfig {
     /// Images in the grid written at the end of training (0: none; 2-D data always gets a
     /// scatter plot of 2,000 points unless this is 0).
     pub grid: usize,
-    /// Threads that each run forward and backward on a shard of the batch (0: `$ELBO_THREADS`
-    /// or one per core, at most 8, resolved when the run starts and saved in config.json).
-    /// Results are deterministic for a given count.
+    /// Threads that each run forward and backward on a shard of the batch, for models whose
+    /// step is large enough (the U-Net; the VAE, HVAE and MLP denoisers train as one shard whose
+    /// operations use the cores) (0: `$ELBO_THREADS` or one per core, at most 8, resolved when
+    /// the run starts and saved in config.json). Results are deterministic for a given count.
     pub threads: usize,
     pub optim: OptimConfig,
 }

@@ -528,7 +528,7 @@ fn train_model<M: Model>(
             dim,
             &device,
             &mut state.rng,
-            cfg.threads,
+            model.train_shards(cfg.threads),
         )?;
         let step_no = state.step + 1;
         if !loss_v.is_finite() || !elbo_v.is_finite() {
