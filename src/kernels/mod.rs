@@ -9,6 +9,7 @@
 //! | kernel | replaces | one pass each way |
 //! | --- | --- | --- |
 //! | [`silu`] | x · sigmoid(x) (3 ops, scalar `expf`) | vectorised exp |
+//! | [`softplus`] | max(x, 0) + log(1 + e^{−|x|}) (6 ops, scalar `expf`, `logf`) | vectorised exp and log |
 //! | [`group_norm_silu`] | GroupNorm (about 10 ops) + time-embedding add + SiLU | statistics and output per (example, group) |
 //! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | im2col (none for 1×1) and GEMM per example on NCHW data; dx and dW as GEMMs |
 
@@ -29,6 +30,8 @@ use burn::tensor::{Tensor, TensorData};
 pub trait ElboKernels: Backend {
     /// SiLU, x σ(x), elementwise.
     fn silu_kernel(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// softplus(x) = log(1 + e^x), elementwise.
+    fn softplus_kernel(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// silu(GroupNorm(x + shift) γ + β) for x `[B, C, H, W]`, shift `[B, C]`, γ, β `[C]`.
     fn group_norm_silu_kernel(
         x: FloatTensor<Self>,
@@ -51,6 +54,7 @@ pub trait ElboKernels: Backend {
 /// The backward kernels the autodiff implementations call on the inner backend.
 pub trait ElboKernelsBackward: Backend {
     fn silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn softplus_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
     /// (dx, dshift, dγ, dβ).
     #[allow(clippy::type_complexity)]
     fn group_norm_silu_backward(
@@ -120,6 +124,11 @@ impl ElboKernels for Flex {
         flex(cpu::silu_forward(&v), shape)
     }
 
+    fn softplus_kernel(x: FlexTensor) -> FlexTensor {
+        let (v, shape) = values(&x);
+        flex(cpu::softplus_forward(&v), shape)
+    }
+
     fn group_norm_silu_kernel(
         x: FlexTensor,
         shift: FlexTensor,
@@ -156,6 +165,11 @@ impl ElboKernels for Flex {
 }
 
 impl ElboKernelsBackward for Flex {
+    fn softplus_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (xv, shape) = values(&x);
+        flex(cpu::softplus_backward(&xv, &values(&grad).0), shape)
+    }
+
     fn conv3x3_backward(
         x: FlexTensor,
         weight: FlexTensor,
@@ -234,6 +248,38 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                 prep.finish(input, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::silu_kernel(x.into_primitive())),
+        }
+    }
+
+    fn softplus_kernel(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SoftplusBackward;
+        impl<B: Backend + ElboKernelsBackward> Backward<B, 1> for SoftplusBackward {
+            type State = FloatTensor<B>;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let [parent] = ops.parents;
+                if let Some(node) = parent {
+                    grads.register::<B>(node.id, B::softplus_backward(ops.state, grad));
+                }
+            }
+        }
+        match SoftplusBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let input = x.into_primitive();
+                let out = B::softplus_kernel(input.clone());
+                prep.finish(input, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softplus_kernel(x.into_primitive())),
         }
     }
 
@@ -370,7 +416,7 @@ fn on_flex<const D: usize>(t: &Tensor<D>) -> bool {
 }
 
 /// Which kernels run: all by default; `ELBO_KERNELS=off` none (Burn's compositions
-/// everywhere), or a comma-separated list of those to use (`silu`, `gn`, `conv`), for measuring
+/// everywhere), or a comma-separated list of those to use (`silu`, `softplus`, `gn`, `conv`), for measuring
 /// each one's effect.
 fn kernel_on(name: &str) -> bool {
     static ON: std::sync::OnceLock<Option<Vec<String>>> = std::sync::OnceLock::new();
@@ -416,6 +462,16 @@ pub fn conv2d(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.weight.val().into_dispatch(),
         bias.into_dispatch(),
         conv.stride[0],
+    ))
+}
+
+/// softplus(x) = log(1 + e^x) by the project's kernel (vectorised exp and log; backward σ(x)).
+pub fn softplus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_flex(&x) || !kernel_on("softplus") {
+        return burn::tensor::activation::relu(x.clone()) + ((-x.abs()).exp() + 1.0).log();
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as ElboKernels>::softplus_kernel(
+        x.into_dispatch(),
     ))
 }
 
@@ -495,6 +551,25 @@ mod tests {
         assert!(rel(&vals(ours), &vals(theirs)) < 2e-6);
         let (a, b) = (vals(x.grad(&g1).unwrap()), vals(x.grad(&g2).unwrap()));
         assert!(rel(&a, &b) < 2e-6, "{}", rel(&a, &b));
+    }
+
+    #[test]
+    fn softplus_kernel_matches_burn_in_value_and_gradient() {
+        // Against the composition max(x, 0) + log(1 + e^{−|x|}) and its autodiff gradient σ(x),
+        // from −90 to 90 (avoiding x = 0 exactly, where the composition's subgradient of max and
+        // |·| gives 0 instead of σ(0) = 1/2): within 1e-6 relative to 1 + |value|.
+        let d = Device::flex().autodiff();
+        let xs: Vec<f32> = (0..4001).map(|i| -90.0137 + i as f32 * 0.045).collect();
+        let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &d).require_grad();
+        let w = Tensor::<1>::random([xs.len()], Distribution::Normal(0.0, 1.0), &d);
+        let ours = softplus(x.clone());
+        let g1 = (ours.clone() * w.clone()).sum().backward();
+        let theirs =
+            burn::tensor::activation::relu(x.clone()) + ((-x.clone().abs()).exp() + 1.0).log();
+        let g2 = (theirs.clone() * w).sum().backward();
+        assert!(rel(&vals(ours), &vals(theirs)) < 1e-6);
+        let (a, b) = (vals(x.grad(&g1).unwrap()), vals(x.grad(&g2).unwrap()));
+        assert!(rel(&a, &b) < 1e-6, "{}", rel(&a, &b));
     }
 
     #[test]
