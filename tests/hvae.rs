@@ -261,6 +261,8 @@ fn a_trained_linear_hvae_reaches_the_evidence() {
         "hvae.depth=0",
         "--set",
         "optim.lr=0.01",
+        "--set",
+        "hvae.kl_warmup=0",
         "--out",
         out.to_str().unwrap(),
         "-q",
