@@ -46,8 +46,8 @@ impl Representation {
 /// The models of a comparison, in the order of the paper's argument.
 pub const MODELS: [ModelKind; 3] = [ModelKind::Vae, ModelKind::Hvae, ModelKind::Vdm];
 
-/// The representation a model's settings score, or `None` for settings outside the images'
-/// two representations.
+/// The representation of 8-bit images a model's settings score (a dequantised run is refused
+/// separately: it scores a density, not either representation).
 pub fn representation_of(model: &ModelConfig) -> Representation {
     match model {
         ModelConfig::Vae(c) => match c.images {
