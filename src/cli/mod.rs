@@ -47,7 +47,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a model (with no arguments: a VDM on the embedded mnist10k, about 9 minutes on 2 cores).
+    /// Train a model (with no arguments: a VDM on the embedded mnist10k, about 4 minutes on 2 cores).
     Train(train::TrainArgs),
     /// Evaluate a trained run: every ELBO term, and the importance-weighted bound with --iw K.
     Eval(eval::EvalArgs),

@@ -144,7 +144,7 @@ impl ModelSettings for VdmConfig {
         Ok(())
     }
 
-    /// Images: 3,200 steps of 32, about 7 minutes on 2 cores (the U-Net step is costly on a
+    /// Images: 3,200 steps of 32, about 3 minutes of training on 2 cores (the U-Net step is costly on a
     /// CPU); vectors: 20,000 of 256.
     fn defaults_for(kind: DataKind) -> (u64, usize) {
         match kind {
