@@ -65,9 +65,20 @@ pub fn representation_of(model: &ModelConfig) -> Representation {
     }
 }
 
-/// The run configuration of one row: the model's defaults on `data`, set to score `repr`,
-/// trained for `minutes` of wall-clock time (steps unbounded).
-pub fn config_for(
+/// Refuse data that are not 8-bit images (loaded once, before any model is trained).
+fn check_images(data: &str) -> Result<()> {
+    if crate::data::load(data, crate::data::Split::Train)?.kind != crate::data::DataKind::Image8 {
+        return Err(Error::Config(format!(
+            "elbo compare needs 8-bit images (its rows share one representation of them); \
+             '{data}' holds continuous vectors"
+        )));
+    }
+    Ok(())
+}
+
+/// The run configuration of one row: the model's defaults on `data` (8-bit images), set to
+/// score `repr`, trained for `minutes` of wall-clock time (steps unbounded).
+fn config_for(
     kind: ModelKind,
     repr: Representation,
     data: &str,
@@ -84,14 +95,7 @@ pub fn config_for(
         (ModelConfig::Vdm(c), Representation::Binary) => c.decoder = ImageDecoder::Bernoulli,
         _ => {}
     }
-    let kind_of_data = crate::data::load(data, crate::data::Split::Train)?.kind;
-    if kind_of_data != crate::data::DataKind::Image8 {
-        return Err(Error::Config(format!(
-            "elbo compare needs 8-bit images (its rows share one representation of them); \
-             '{data}' holds continuous vectors"
-        )));
-    }
-    cfg.resolve_for_data(kind_of_data);
+    cfg.resolve_for_data(crate::data::DataKind::Image8);
     cfg.max_minutes = minutes;
     // The budget ends training; the step count only has to be out of reach.
     cfg.steps = 100_000_000;
@@ -198,6 +202,9 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
         given.push((kind, dir.clone()));
     }
 
+    if given.len() < MODELS.len() {
+        check_images(&opts.data)?;
+    }
     let mut rows = Vec::new();
     let mut grids = Vec::new();
     for kind in MODELS {

@@ -32,6 +32,19 @@ impl ElboTerms {
         t
     }
 
+    /// The training loss of a KL warm-up, per example: the reconstruction term plus every other
+    /// term weighted by `w` (the KL terms of a VAE or HVAE); `total()` once w ≥ 1.
+    pub fn latent_weighted(&self, w: f64) -> Tensor<1> {
+        if w >= 1.0 {
+            return self.total();
+        }
+        let mut kl = self.prior.clone();
+        for (_, l) in &self.layers {
+            kl = kl + l.clone();
+        }
+        self.reconstruction.clone() + kl * w
+    }
+
     /// Names and per-example values, f64, in a fixed order (reconstruction, prior, layers...).
     pub fn to_rows(&self) -> Result<Vec<(String, Vec<f64>)>> {
         let mut out = vec![
@@ -136,6 +149,19 @@ pub fn importance_weighted_bound<M: ImportanceSampled>(
         done += c;
     }
     Ok(acc.finish())
+}
+
+/// (M4) L_K of a batch with the K samples drawn in chunks of at most ~64k rows through the
+/// decoder (at most 1,000 samples per chunk), so that K = 5000 fits in memory.
+pub fn importance_weighted_chunked<M: ImportanceSampled>(
+    model: &M,
+    x: Tensor<2>,
+    k: usize,
+    rng: &mut Rng,
+) -> Result<Vec<f64>> {
+    let b = x.dims()[0].max(1);
+    let chunk = (65_536 / b).clamp(1, 1000);
+    importance_weighted_bound(model, x, k, chunk, rng)
 }
 
 /// (M2) The Monte Carlo ELBO: the mean of `k` log weights per example (f64).

@@ -69,12 +69,11 @@ pub fn run(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop));
     let out = a.out.clone().unwrap_or_else(|| {
-        let clean: String = a
-            .data
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        PathBuf::from("runs").join(format!("compare-{clean}-{}", a.representation.name()))
+        PathBuf::from("runs").join(format!(
+            "compare-{}-{}",
+            elbo::train::run::data_slug(&a.data),
+            a.representation.name()
+        ))
     });
     let note = |m: &str| eprintln!("{m}");
     let opts = CompareOptions {

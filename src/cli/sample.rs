@@ -83,23 +83,13 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     if a.n == Some(0) {
         anyhow::bail!("--n must be at least 1");
     }
-    let opts = SampleOptions {
-        sampler: a.sampler,
-        steps: a.steps,
-        eta: a.eta,
-        snr: a.snr,
-        rtol: a.rtol,
-        atol: a.atol,
-        seed: a.seed,
-        threads: elbo::par::default_threads(),
-        class: match a.class {
+    let opts = sample_options(
+        &a,
+        match a.class {
             Some(ClassChoice::One(c)) => Some(c),
             _ => None,
         },
-        guidance: a.guidance,
-        first_chunk: 0,
-    };
-    opts.validate()?;
+    )?;
     let n = a.n.unwrap_or(if dir.model_file()?.data.dim() == 2 {
         2000
     } else {
@@ -124,6 +114,25 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     }
     println!("{}", p.display());
     Ok(0)
+}
+
+/// The sampler settings of the flags, for `class`, checked.
+fn sample_options(a: &SampleArgs, class: Option<u32>) -> anyhow::Result<SampleOptions> {
+    let opts = SampleOptions {
+        sampler: a.sampler,
+        steps: a.steps,
+        eta: a.eta,
+        snr: a.snr,
+        rtol: a.rtol,
+        atol: a.atol,
+        seed: a.seed,
+        threads: elbo::par::default_threads(),
+        class,
+        guidance: a.guidance,
+        first_chunk: 0,
+    };
+    opts.validate()?;
+    Ok(opts)
 }
 
 /// `--class all`: `--n` samples (default 8) of every class of a class-conditional run, one row
@@ -166,20 +175,7 @@ fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Resul
     let mut values = Vec::new();
     let mut white = 1.0;
     for c in 0..classes as u32 {
-        let opts = SampleOptions {
-            sampler: a.sampler,
-            steps: a.steps,
-            eta: a.eta,
-            snr: a.snr,
-            rtol: a.rtol,
-            atol: a.atol,
-            seed: a.seed,
-            threads: elbo::par::default_threads(),
-            class: Some(c),
-            guidance: a.guidance,
-            first_chunk: 0,
-        };
-        opts.validate()?;
+        let opts = sample_options(a, Some(c))?;
         let s = elbo::eval::draw::draw(dir, per, &opts, a.force, &device, &BarProgress::new(g))?;
         white = s.white;
         values.extend(s.values);

@@ -119,40 +119,42 @@ fn softplus_bwd_block(x: &[f32], g: &[f32], out: &mut [f32]) {
 }
 simd_dispatch!(softplus_bwd_simd, softplus_bwd_block, (x: &[f32], g: &[f32], out: &mut [f32]));
 
-/// y = softplus(x).
-pub fn softplus_forward(x: &[f32]) -> Vec<f32> {
+/// y = f(x) elementwise by `kernel` (one block of the slices at a time), in parallel blocks.
+fn elementwise(x: &[f32], kernel: fn(&[f32], &mut [f32])) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| softplus_fwd_simd(x, y));
+        .for_each(|(y, x)| kernel(x, y));
     y
+}
+
+/// dL/dx = g f'(x) elementwise by `kernel` (x, g, out), in parallel blocks.
+fn elementwise_grad(x: &[f32], g: &[f32], kernel: fn(&[f32], &[f32], &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+        .for_each(|(o, (x, g))| kernel(x, g, o));
+    out
+}
+
+/// y = softplus(x).
+pub fn softplus_forward(x: &[f32]) -> Vec<f32> {
+    elementwise(x, softplus_fwd_simd)
 }
 
 /// dL/dx = g σ(x).
 pub fn softplus_backward(x: &[f32], g: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-        .for_each(|(o, (x, g))| softplus_bwd_simd(x, g, o));
-    out
+    elementwise_grad(x, g, softplus_bwd_simd)
 }
 
 /// y = x σ(x).
 pub fn silu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| silu_fwd_simd(x, y));
-    y
+    elementwise(x, silu_fwd_simd)
 }
 
 /// dL/dx = g σ(x) (1 + x (1 − σ(x))).
 pub fn silu_backward(x: &[f32], g: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-        .for_each(|(o, (x, g))| silu_bwd_simd(x, g, o));
-    out
+    elementwise_grad(x, g, silu_bwd_simd)
 }
 
 /// Shapes of a fused GroupNorm: batch, channels, values per channel, groups.

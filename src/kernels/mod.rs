@@ -220,67 +220,11 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
     for Autodiff<B, C>
 {
     fn silu_kernel(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SiluBackward;
-        impl<B: Backend + ElboKernelsBackward> Backward<B, 1> for SiluBackward {
-            type State = FloatTensor<B>;
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let [parent] = ops.parents;
-                if let Some(node) = parent {
-                    grads.register::<B>(node.id, B::silu_backward(ops.state, grad));
-                }
-            }
-        }
-        match SiluBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let input = x.into_primitive();
-                let out = B::silu_kernel(input.clone());
-                prep.finish(input, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::silu_kernel(x.into_primitive())),
-        }
+        unary_autodiff::<B, C>(x, B::silu_kernel, B::silu_backward)
     }
 
     fn softplus_kernel(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SoftplusBackward;
-        impl<B: Backend + ElboKernelsBackward> Backward<B, 1> for SoftplusBackward {
-            type State = FloatTensor<B>;
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let [parent] = ops.parents;
-                if let Some(node) = parent {
-                    grads.register::<B>(node.id, B::softplus_backward(ops.state, grad));
-                }
-            }
-        }
-        match SoftplusBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let input = x.into_primitive();
-                let out = B::softplus_kernel(input.clone());
-                prep.finish(input, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::softplus_kernel(x.into_primitive())),
-        }
+        unary_autodiff::<B, C>(x, B::softplus_kernel, B::softplus_backward)
     }
 
     fn group_norm_silu_kernel(
@@ -358,6 +302,45 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
         stride: usize,
     ) -> FloatTensor<Self> {
         conv3x3_autodiff::<B, C>(x, weight, bias, stride)
+    }
+}
+
+/// An elementwise kernel y = forward(x) as one autodiff operation that keeps x, with its
+/// gradient dx = backward(x, dy).
+fn unary_autodiff<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    struct UnaryBackward<B: Backend> {
+        backward: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+    }
+    impl<B: Backend> std::fmt::Debug for UnaryBackward<B> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("UnaryBackward")
+        }
+    }
+    impl<B: Backend> Backward<B, 1> for UnaryBackward<B> {
+        type State = FloatTensor<B>;
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<B>(&ops.node);
+            let [parent] = ops.parents;
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, (self.backward)(ops.state, grad));
+            }
+        }
+    }
+    match (UnaryBackward { backward })
+        .prepare::<C>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let input = x.into_primitive();
+            let out = forward(input.clone());
+            prep.finish(input, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
     }
 }
 

@@ -316,16 +316,7 @@ impl Model for Hvae {
     /// The negative ELBO with every KL term weighted by the warm-up (weight 1 after it).
     fn loss(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
         let t = self.elbo(x, cond, rng)?;
-        let loss = if self.kl_weight < 1.0 {
-            let mut kl = t.prior.clone();
-            for (_, l) in &t.layers {
-                kl = kl + l.clone();
-            }
-            (t.reconstruction.clone() + kl * self.kl_weight).mean()
-        } else {
-            t.total().mean()
-        };
-        Ok((loss, t))
+        Ok((t.latent_weighted(self.kl_weight).mean(), t))
     }
 
     fn importance_weighted(
@@ -334,11 +325,7 @@ impl Model for Hvae {
         k: usize,
         rng: &mut Rng,
     ) -> Option<Result<Vec<f64>>> {
-        let b = x.dims()[0].max(1);
-        let chunk = (65_536 / b).clamp(1, 1000);
-        Some(crate::elbo::importance_weighted_bound(
-            self, x, k, chunk, rng,
-        ))
+        Some(crate::elbo::importance_weighted_chunked(self, x, k, rng))
     }
 
     /// E_q[z_1 | x] is the encoder's mean; E_q[z_l | x] above it averages the mean of

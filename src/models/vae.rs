@@ -207,12 +207,7 @@ impl Model for Vae {
     /// The negative ELBO with the KL term weighted by the warm-up (weight 1 after it).
     fn loss(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
         let t = self.elbo(x, cond, rng)?;
-        let loss = if self.kl_weight < 1.0 {
-            (t.reconstruction.clone() + t.prior.clone() * self.kl_weight).mean()
-        } else {
-            t.total().mean()
-        };
-        Ok((loss, t))
+        Ok((t.latent_weighted(self.kl_weight).mean(), t))
     }
 
     fn active_units(&self, x: Tensor<2>, _rng: &mut Rng) -> Option<Result<Vec<LayerUnits>>> {
@@ -226,12 +221,7 @@ impl Model for Vae {
         k: usize,
         rng: &mut Rng,
     ) -> Option<Result<Vec<f64>>> {
-        // Chunks of at most ~64k rows through the decoder keep K = 5000 within memory.
-        let b = x.dims()[0].max(1);
-        let chunk = (65_536 / b).clamp(1, 1000);
-        Some(crate::elbo::importance_weighted_bound(
-            self, x, k, chunk, rng,
-        ))
+        Some(crate::elbo::importance_weighted_chunked(self, x, k, rng))
     }
 }
 

@@ -592,8 +592,8 @@ impl RunDir {
     }
 }
 
-/// The first free `runs/<model>-<data>-N` directory.
-pub fn default_run_dir(model: ModelKind, data: &str) -> PathBuf {
+/// A data spec as part of a directory name: letters, digits and dashes, at most 40.
+pub fn data_slug(data: &str) -> String {
     let clean: String = data
         .chars()
         .map(|c| {
@@ -604,7 +604,12 @@ pub fn default_run_dir(model: ModelKind, data: &str) -> PathBuf {
             }
         })
         .collect();
-    let clean = clean.trim_matches('-').chars().take(40).collect::<String>();
+    clean.trim_matches('-').chars().take(40).collect()
+}
+
+/// The first free `runs/<model>-<data>-N` directory.
+pub fn default_run_dir(model: ModelKind, data: &str) -> PathBuf {
+    let clean = data_slug(data);
     (1..)
         .map(|i| Path::new("runs").join(format!("{model}-{clean}-{i}")))
         .find(|p| !p.exists())
