@@ -11,6 +11,7 @@
 
 pub mod elbo;
 pub mod guidance;
+pub mod ode;
 pub mod oracle;
 pub mod param;
 pub mod process;

@@ -5,6 +5,7 @@
 use burn::tensor::Tensor;
 
 use super::{eps_x0_at, step_pairs, Sampler};
+use crate::diffusion::ode::dormand_prince;
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 
@@ -206,121 +207,24 @@ pub struct Rk45 {
     pub atol: f64,
 }
 
-/// Dormand–Prince 5(4) tableau.
-const DP_C: [f64; 7] = [0.0, 0.2, 0.3, 0.8, 8.0 / 9.0, 1.0, 1.0];
-const DP_A: [[f64; 6]; 7] = [
-    [0.0; 6],
-    [0.2, 0.0, 0.0, 0.0, 0.0, 0.0],
-    [3.0 / 40.0, 9.0 / 40.0, 0.0, 0.0, 0.0, 0.0],
-    [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0, 0.0, 0.0, 0.0],
-    [
-        19372.0 / 6561.0,
-        -25360.0 / 2187.0,
-        64448.0 / 6561.0,
-        -212.0 / 729.0,
-        0.0,
-        0.0,
-    ],
-    [
-        9017.0 / 3168.0,
-        -355.0 / 33.0,
-        46732.0 / 5247.0,
-        49.0 / 176.0,
-        -5103.0 / 18656.0,
-        0.0,
-    ],
-    [
-        35.0 / 384.0,
-        0.0,
-        500.0 / 1113.0,
-        125.0 / 192.0,
-        -2187.0 / 6784.0,
-        11.0 / 84.0,
-    ],
-];
-/// Fifth-order weights minus the embedded fourth-order ones: the error estimate.
-const DP_E: [f64; 7] = [
-    35.0 / 384.0 - 5179.0 / 57600.0,
-    0.0,
-    500.0 / 1113.0 - 7571.0 / 16695.0,
-    125.0 / 192.0 - 393.0 / 640.0,
-    -2187.0 / 6784.0 + 92097.0 / 339200.0,
-    11.0 / 84.0 - 187.0 / 2100.0,
-    -1.0 / 40.0,
-];
-
 impl Rk45 {
-    /// dx̄/dτ at τ for x̄ (a network evaluation).
-    fn f(&self, den: &dyn Denoiser, xb: &Tensor<2>, tau: f64, cond: Cond) -> Tensor<2> {
-        let gamma = 2.0 * tau;
-        let (alpha, _) = den.process().alpha_sigma_f64(gamma);
-        let (e, _) = eps_x0_at(den, xb.clone() * alpha, gamma, cond);
-        e * tau.exp()
-    }
-
     /// x̄ at τ₁ from x̄ at τ₀ (τ₁ < τ₀), adaptively.
     fn integrate(
         &self,
         den: &dyn Denoiser,
-        mut y: Tensor<2>,
+        y: Tensor<2>,
         tau0: f64,
         tau1: f64,
         cond: Cond,
     ) -> Tensor<2> {
-        let span = tau1 - tau0; // negative
-        if span == 0.0 {
-            return y;
-        }
-        let mut t = tau0;
-        let mut h = span / 20.0;
-        let mut k0 = self.f(den, &y, t, cond);
-        let n = y.dims().iter().product::<usize>().max(1) as f64;
-        let mut guard = 0;
-        while (tau1 - t) / span > 1e-12 && guard < 100_000 {
-            guard += 1;
-            if (t + h - tau1) / span > 0.0 {
-                h = tau1 - t;
-            }
-            let mut ks = vec![k0.clone()];
-            for i in 1..7 {
-                let mut acc = y.clone();
-                for (j, k) in ks.iter().enumerate() {
-                    if DP_A[i][j] != 0.0 {
-                        acc = acc + k.clone() * (h * DP_A[i][j]);
-                    }
-                }
-                if i == 6 {
-                    // The 5th-order solution is the last stage's argument (FSAL).
-                    let y_new = acc.clone();
-                    let k6 = self.f(den, &y_new, t + h, cond);
-                    ks.push(k6);
-                    let mut err = ks[0].clone() * (h * DP_E[0]);
-                    for (j, k) in ks.iter().enumerate().skip(1) {
-                        if DP_E[j] != 0.0 {
-                            err = err + k.clone() * (h * DP_E[j]);
-                        }
-                    }
-                    let scale =
-                        y.clone().abs().max_pair(y_new.clone().abs()) * self.rtol + self.atol;
-                    let ratio: f32 = (err / scale).square().sum().into_scalar();
-                    let e = ((ratio as f64) / n).sqrt();
-                    if e <= 1.0 || h.abs() < 1e-10 {
-                        t += h;
-                        y = y_new;
-                        k0 = ks[6].clone();
-                    }
-                    let factor = if e == 0.0 {
-                        5.0
-                    } else {
-                        (0.9 * e.powf(-0.2)).clamp(0.2, 5.0)
-                    };
-                    h *= factor;
-                    break;
-                }
-                ks.push(self.f(den, &acc, t + DP_C[i] * h, cond));
-            }
-        }
-        y
+        // dx̄/dτ at τ for x̄ (a network evaluation).
+        let mut f = |xb: &Tensor<2>, tau: f64| {
+            let gamma = 2.0 * tau;
+            let (alpha, _) = den.process().alpha_sigma_f64(gamma);
+            let (e, _) = eps_x0_at(den, xb.clone() * alpha, gamma, cond);
+            e * tau.exp()
+        };
+        dormand_prince(&mut f, y, tau0, tau1, self.rtol, self.atol).0
     }
 }
 
