@@ -112,6 +112,18 @@ pub struct OdeLogDensity {
     pub nfe: usize,
 }
 
+/// −log p(x) of data rows along the ODE, in the data's own units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OdeNll {
+    /// Per row, nats: −log p(x) (continuous data: the density; 8-bit images: the bound
+    /// −E_u log p(x + u) − D log Δ on the discrete likelihood, u uniform within a level's bin Δ).
+    pub nll: Vec<f64>,
+    /// Per row, the Monte-Carlo standard error from the probes (0 if exact).
+    pub se: Vec<f64>,
+    /// Evaluations of the ODE's right-hand side (each a forward and a backward pass).
+    pub nfe: usize,
+}
+
 /// Solver statistics of [`dormand_prince`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SolveStats {

@@ -13,6 +13,7 @@
 pub mod adaptive;
 pub mod diffusion;
 pub mod draw;
+pub mod ode;
 pub mod quality;
 pub mod terms;
 
@@ -71,6 +72,8 @@ pub struct EvalOptions {
     pub sampler: Option<crate::sample::SamplerKind>,
     pub steps: Option<usize>,
     pub eta: f64,
+    /// Also the exact likelihood along the probability-flow ODE ([`ode`]).
+    pub ode: Option<crate::diffusion::ode::OdeOptions>,
 }
 
 impl Default for EvalOptions {
@@ -91,6 +94,7 @@ impl Default for EvalOptions {
             sampler: None,
             steps: None,
             eta: 0.0,
+            ode: None,
         }
     }
 }
@@ -243,6 +247,9 @@ pub struct EvalReport {
     /// Sample quality, with `--quality`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<quality::Quality>,
+    /// The likelihood along the probability-flow ODE, with `--method ode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ode: Option<ode::OdeReport>,
 }
 
 impl EvalReport {
@@ -296,6 +303,7 @@ impl EvalReport {
             diffusion_loss_by_time: None,
             active_units: None,
             quality: None,
+            ode: None,
         };
         let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
         match unit {
@@ -364,11 +372,16 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
             let data = eval_data(self.0, &loaded, self.1)?;
             let spec = data.head.data.clone();
             let units = active_units(&loaded.model, &data, self.1)?;
+            let ode = match &self.1.ode {
+                Some(o) => Some(ode::evaluate::<M>(self.0, section, &data, o, self.1, self.2)?),
+                None => None,
+            };
             let mut e = match loaded.model.diffusion() {
                 Some(_) => diffusion::evaluate(&loaded.model, data, self.1, self.2),
                 None => terms::evaluate(&loaded.model, data, self.1, self.2),
             }?;
             e.report.active_units = units;
+            e.report.ode = ode;
             if let Some(n) = self.1.quality {
                 e.report.quality = Some(sample_quality(&loaded, &spec, n, self.1, self.2)?);
             }

@@ -143,6 +143,15 @@ pub trait DiffusionModel {
     fn table_steps(&self) -> Option<usize>;
     /// The decoder p(x | z_0).
     fn decoder(&self) -> Decoder;
+    /// −log p(x) of each row (data units) under the probability-flow ODE (M36, M37), with its
+    /// Monte-Carlo error; `x` and the model on an autodiff device.
+    fn ode_nll(
+        &self,
+        x: Tensor<2>,
+        cond: Cond,
+        opts: &crate::diffusion::ode::OdeOptions,
+        rng: &mut Rng,
+    ) -> Result<crate::diffusion::ode::OdeNll>;
 }
 
 /// How many of a stochastic layer's units the model uses.
