@@ -62,6 +62,8 @@ pub fn representation_of(model: &ModelConfig) -> Representation {
             ImageDecoder::Bernoulli => Representation::Binary,
             ImageDecoder::Softmax | ImageDecoder::BinMass => Representation::EightBit,
         },
+        // Its bound is the VE diffusion's, with the softmax decoder over the 256 levels.
+        ModelConfig::Ncsn(_) => Representation::EightBit,
     }
 }
 

@@ -5,6 +5,7 @@
 //! through [`ModelConfig::visit`], so a new model is one new file plus one line in the registry.
 
 pub mod hvae;
+pub mod ncsn;
 pub mod obs;
 pub mod registry;
 pub mod vae;

@@ -158,4 +158,6 @@ registry! {
     Hvae(crate::models::hvae::Hvae) = "hvae",
     /// Variational diffusion model (MATH.md §4–§6).
     Vdm(crate::models::vdm::Vdm) = "vdm",
+    /// Noise-conditional score network: denoising score matching, annealed Langevin (MATH.md §7).
+    Ncsn(crate::models::ncsn::Ncsn) = "ncsn",
 }

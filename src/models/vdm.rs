@@ -387,14 +387,24 @@ impl Vdm {
         }
     }
 
-    /// `n` samples by a sampler over `steps` steps, in data units `[n, D]`: the sampler's final
-    /// x̂_0 (M19 at the last step), mapped to data units (images: the nearest level).
+    /// The γ grid of a walk of `steps` steps on this model's schedule (high noise to low).
+    pub fn gammas(&self, steps: usize) -> Vec<f64> {
+        let sched = self.schedule();
+        crate::sample::time_grid(sched.table_steps(), steps)
+            .iter()
+            .map(|&t| sched.gamma_f64(t))
+            .collect()
+    }
+
+    /// `n` samples by a sampler over the γ grid `gammas`, in data units `[n, D]`: the
+    /// sampler's final x̂_0 (M19 at the last step), mapped to data units (images: the nearest
+    /// level).
     #[allow(clippy::too_many_arguments)]
     pub fn sample_with(
         &self,
         n: usize,
         sampler: &dyn Sampler,
-        steps: usize,
+        gammas: &[f64],
         cond: Cond,
         guidance: f64,
         rng: &mut Rng,
@@ -416,8 +426,47 @@ impl Vdm {
             Process::VarianceExploding => sigma1,
         };
         let z1 = randn(rng, [n, self.spec.dim()], &device) * prior_sd;
-        let x0 = crate::sample::sample_loop(sampler, den, &sched, z1, steps, cond, rng, progress)?;
+        let x0 = sampler.sample_path(den, gammas, z1, cond, rng, progress);
         Ok(self.to_data_space(x0))
+    }
+
+    /// `n` samples by `sampler` over `gammas` in chunks spread over threads. Chunk i draws its
+    /// noise from `rng::chunk(seed, SAMPLE_NOISE, i)` and chunk sizes depend on `n` and D only,
+    /// so the samples depend on the seed, never on the thread count.
+    pub fn draw_with(
+        &self,
+        n: usize,
+        opts: &SampleOptions,
+        sampler: &(dyn Sampler + Sync),
+        gammas: &[f64],
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<f32>> {
+        let per = self.sample_chunk_rows();
+        let chunks = n.div_ceil(per);
+        let parts = crate::par::map_chunks(
+            crate::par::replicas(self, opts.threads, chunks),
+            chunks,
+            |m, i| {
+                let rows = per.min(n - i * per);
+                let labels = opts.class.map(|c| vec![c; rows]);
+                let mut rng = crate::rng::chunk(
+                    opts.seed,
+                    crate::rng::streams::SAMPLE_NOISE,
+                    opts.first_chunk + i as u64,
+                );
+                let x = m.sample_with(
+                    rows,
+                    sampler,
+                    gammas,
+                    labels.as_deref(),
+                    opts.guidance,
+                    &mut rng,
+                    &mut |_| progress(),
+                )?;
+                crate::elbo::to_f32(x)
+            },
+        )?;
+        Ok(parts.concat())
     }
 }
 
@@ -468,7 +517,7 @@ impl LatentVariableModel for Vdm {
         self.sample_with(
             n,
             &Ancestral,
-            self.cfg.sample_steps.max(1),
+            &self.gammas(self.cfg.sample_steps.max(1)),
             None,
             0.0,
             rng,
@@ -682,33 +731,15 @@ impl Model for Vdm {
             SamplerKind::Pc => &pc,
             SamplerKind::DpmSolverPp => &DpmSolverPp2M,
             SamplerKind::Rk45 => &rk45,
+            SamplerKind::AnnealedLangevin => {
+                return Err(Error::Config(
+                    "--sampler annealed-langevin samples an ncsn run at its noise levels; a vdm \
+                     run's Langevin sampler is pc (ancestral predictor, Langevin corrector)"
+                        .into(),
+                ))
+            }
         };
-        let per = self.sample_chunk_rows();
-        let chunks = n.div_ceil(per);
-        let parts = crate::par::map_chunks(
-            crate::par::replicas(self, opts.threads, chunks),
-            chunks,
-            |m, i| {
-                let rows = per.min(n - i * per);
-                let labels = opts.class.map(|c| vec![c; rows]);
-                let mut rng = crate::rng::chunk(
-                    opts.seed,
-                    crate::rng::streams::SAMPLE_NOISE,
-                    opts.first_chunk + i as u64,
-                );
-                let x = m.sample_with(
-                    rows,
-                    sampler,
-                    steps,
-                    labels.as_deref(),
-                    opts.guidance,
-                    &mut rng,
-                    &mut |_| progress(),
-                )?;
-                crate::elbo::to_f32(x)
-            },
-        )?;
-        Ok(parts.concat())
+        self.draw_with(n, opts, sampler, &self.gammas(steps), progress)
     }
 }
 

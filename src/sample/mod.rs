@@ -9,6 +9,7 @@
 
 pub mod ancestral;
 pub mod ddim;
+pub mod langevin;
 pub mod sde;
 
 use burn::tensor::{Tensor, TensorData};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ancestral::Ancestral;
 pub use ddim::Ddim;
+pub use langevin::AnnealedLangevin;
 pub use sde::{DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector, Rk45};
 
 use crate::diffusion::{Cond, Denoiser, Schedule};
@@ -93,6 +95,9 @@ pub enum SamplerKind {
     /// The probability-flow ODE (M36) by adaptive Runge–Kutta 4(5) (Dormand–Prince) with
     /// `--rtol/--atol`; it chooses its own steps (`--steps` sets only where it starts and ends).
     Rk45,
+    /// Annealed Langevin dynamics (M34) at an ncsn run's noise levels, `--steps` Langevin steps
+    /// at each (default: the run's ncsn.langevin_steps).
+    AnnealedLangevin,
 }
 
 impl SamplerKind {
@@ -102,7 +107,7 @@ impl SamplerKind {
         match self {
             SamplerKind::Heun => Some(Heun.nfe(steps)),
             SamplerKind::Pc => Some(PredictorCorrector { snr: 0.16 }.nfe(steps)),
-            SamplerKind::Rk45 => None,
+            SamplerKind::Rk45 | SamplerKind::AnnealedLangevin => None,
             _ => Some(steps.max(1)),
         }
     }
@@ -117,6 +122,7 @@ impl SamplerKind {
             SamplerKind::Pc => "predictor–corrector (ancestral + Langevin)".into(),
             SamplerKind::DpmSolverPp => "DPM-Solver++(2M)".into(),
             SamplerKind::Rk45 => "RK45 (probability-flow ODE, adaptive)".into(),
+            SamplerKind::AnnealedLangevin => "annealed Langevin dynamics".into(),
         }
     }
 }
