@@ -97,20 +97,35 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     });
     let rows0 = elbo::sample::network_rows();
     let p = write_samples(&dir, n, a.out.as_deref(), &opts, a.force, g)?;
-    if let elbo::models::ModelConfig::Vdm(v) = &dir.config()?.model {
-        let steps = a.steps.unwrap_or(v.sample_steps).max(1);
-        let kind = a.sampler.unwrap_or(SamplerKind::Ancestral);
-        // Measured: network rows evaluated while sampling, per sample.
-        let nfe = (elbo::sample::network_rows() - rows0) as f64 / n.max(1) as f64;
-        let tol = if kind == SamplerKind::Rk45 {
-            format!(", rtol {} atol {}", a.rtol, a.atol)
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "{} sampler, {steps} steps{tol}: {nfe:.0} network evaluations (NFE) per sample",
-            kind.describe(a.eta),
-        );
+    // Measured: network rows evaluated while sampling, per sample.
+    let nfe = (elbo::sample::network_rows() - rows0) as f64 / n.max(1) as f64;
+    let what = match &dir.config()?.model {
+        elbo::models::ModelConfig::Vdm(v) => {
+            let steps = a.steps.unwrap_or(v.sample_steps).max(1);
+            let kind = a.sampler.unwrap_or(SamplerKind::Ancestral);
+            let tol = if kind == SamplerKind::Rk45 {
+                format!(", rtol {} atol {}", a.rtol, a.atol)
+            } else {
+                String::new()
+            };
+            Some(format!("{} sampler, {steps} steps{tol}", kind.describe(a.eta)))
+        }
+        elbo::models::ModelConfig::Ncsn(c) => Some(match a.sampler {
+            None | Some(SamplerKind::AnnealedLangevin) => format!(
+                "annealed Langevin dynamics, {} levels × {} steps",
+                c.levels,
+                a.steps.unwrap_or(c.langevin_steps)
+            ),
+            Some(kind) => format!(
+                "{} sampler on the VE SDE, {} steps",
+                kind.describe(a.eta),
+                a.steps.unwrap_or(c.levels)
+            ),
+        }),
+        _ => None,
+    };
+    if let Some(w) = what {
+        eprintln!("{w}: {nfe:.0} network evaluations (NFE) per sample");
     }
     println!("{}", p.display());
     Ok(0)
