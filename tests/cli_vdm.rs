@@ -217,7 +217,15 @@ fn trained_mlp_vdm_gets_close_to_the_true_nll_of_a_mixture() {
     // The exact likelihood along the probability-flow ODE (M37) of the same model, on 300
     // examples, beside the ELBO on the same examples.
     let j: serde_json::Value = serde_json::from_str(&ok(&[
-        "eval", r, "--json", "--limit", "300", "--t-samples", "256", "--method", "ode",
+        "eval",
+        r,
+        "--json",
+        "--limit",
+        "300",
+        "--t-samples",
+        "256",
+        "--method",
+        "ode",
     ]))
     .unwrap();
     let o = &j["ode"];
@@ -227,16 +235,24 @@ fn trained_mlp_vdm_gets_close_to_the_true_nll_of_a_mixture() {
         j["neg_elbo_nats"].as_f64().unwrap(),
         j["mc_se"].as_f64().unwrap(),
     );
-    eprintln!("ODE NLL {ode_nll:.4} (gap to the truth {ode_gap:.4}), −ELBO {neg_elbo:.4} ± {mc:.4}");
+    eprintln!(
+        "ODE NLL {ode_nll:.4} (gap to the truth {ode_gap:.4}), −ELBO {neg_elbo:.4} ± {mc:.4}"
+    );
     // The ODE's density is a different model of the same network (a deterministic flow), so
     // not a bound; trained, it is near the truth: within 0.1 nats/dim, as the ELBO is. D = 2:
     // the divergence is exact, so the ODE has no Monte-Carlo error, and the ELBO is not below
     // it by more than 4 of its own Monte-Carlo standard errors plus the solver's tolerance
     // (1e-3 nats; measured on the oracle at 1e-5 for rtol 1e-6).
-    assert_eq!(o["divergence"].as_str().unwrap().split(' ').next(), Some("exact"));
+    assert_eq!(
+        o["divergence"].as_str().unwrap().split(' ').next(),
+        Some("exact")
+    );
     assert!(o["nfe"].as_f64().unwrap() > 10.0);
     assert!(ode_gap.abs() / 2.0 < 0.1, "ODE gap {ode_gap}");
-    assert!(neg_elbo > ode_nll - 4.0 * mc - 1e-3, "−ELBO {neg_elbo} vs ODE {ode_nll}");
+    assert!(
+        neg_elbo > ode_nll - 4.0 * mc - 1e-3,
+        "−ELBO {neg_elbo} vs ODE {ode_nll}"
+    );
 }
 
 #[test]
@@ -434,14 +450,34 @@ fn ncsn_trains_by_score_matching_and_annealed_langevin_finds_every_mode() {
     let run = tmp.path().join("ncsn");
     let r = run.to_str().unwrap();
     ok(&[
-        "-q", "train", "--model", "ncsn", "--data", "toy:ring8", "--out", r, "--steps", "2500",
-        "--batch-size", "256", "--set", "ncsn.mlp.hidden=128", "--set", "eval_every=2500",
-        "--set", "eval_examples=200", "--set", "ncsn.langevin_steps=50",
+        "-q",
+        "train",
+        "--model",
+        "ncsn",
+        "--data",
+        "toy:ring8",
+        "--out",
+        r,
+        "--steps",
+        "2500",
+        "--batch-size",
+        "256",
+        "--set",
+        "ncsn.mlp.hidden=128",
+        "--set",
+        "eval_every=2500",
+        "--set",
+        "eval_examples=200",
+        "--set",
+        "ncsn.langevin_steps=50",
     ]);
     let npy = tmp.path().join("s.npy");
     let o = elbo(&["sample", r, "--n", "2000", "--out", npy.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && err.contains("annealed Langevin"), "{err}");
+    assert!(
+        o.status.success() && err.contains("annealed Langevin"),
+        "{err}"
+    );
     // 10 levels × 50 steps + the final x̂_0
     assert!(err.contains("501 network evaluations"), "{err}");
     let a = elbo::data::npy::read_npy(&npy).unwrap();
@@ -453,7 +489,9 @@ fn ncsn_trains_by_score_matching_and_annealed_langevin_finds_every_mode() {
         if ((x * x + y * y).sqrt() - 2.0).abs() < 0.6 {
             near += 1;
         }
-        let k = (y.atan2(x) / (std::f64::consts::TAU / 8.0)).round().rem_euclid(8.0) as usize;
+        let k = (y.atan2(x) / (std::f64::consts::TAU / 8.0))
+            .round()
+            .rem_euclid(8.0) as usize;
         counts[k] += 1;
     }
     // ≥ 90% on the ring (measured 98%); each mode's share within 0.05 of 1/8 (binomial sd
@@ -461,19 +499,41 @@ fn ncsn_trains_by_score_matching_and_annealed_langevin_finds_every_mode() {
     assert!(near as f64 / 2000.0 > 0.9, "{near} of 2000 near the ring");
     for (k, c) in counts.iter().enumerate() {
         let share = *c as f64 / 2000.0;
-        assert!((share - 0.125).abs() < 0.05, "mode {k}: share {share} ({counts:?})");
+        assert!(
+            (share - 0.125).abs() < 0.05,
+            "mode {k}: share {share} ({counts:?})"
+        );
     }
     // The VE SDE form of the same network, with its NFE.
     let o = elbo(&[
-        "sample", r, "--n", "64", "--sampler", "euler-maruyama", "--steps", "200", "--out",
+        "sample",
+        r,
+        "--n",
+        "64",
+        "--sampler",
+        "euler-maruyama",
+        "--steps",
+        "200",
+        "--out",
         tmp.path().join("em.npy").to_str().unwrap(),
     ]);
     let em = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && em.contains("200 network evaluations"), "{em}");
+    assert!(
+        o.status.success() && em.contains("200 network evaluations"),
+        "{em}"
+    );
     // Its bound and ODE likelihood (D = 2: exact divergence) are finite and near the truth
     // (true NLL 1.12 nats; the bound is loose: the network saw only the 10 levels).
     let j: serde_json::Value = serde_json::from_str(&ok(&[
-        "eval", r, "--json", "--limit", "200", "--t-samples", "64", "--method", "ode",
+        "eval",
+        r,
+        "--json",
+        "--limit",
+        "200",
+        "--t-samples",
+        "64",
+        "--method",
+        "ode",
     ]))
     .unwrap();
     let (bound, ode, truth) = (
@@ -482,7 +542,10 @@ fn ncsn_trains_by_score_matching_and_annealed_langevin_finds_every_mode() {
         j["true_nll_nats"].as_f64().unwrap(),
     );
     eprintln!("ncsn ring8: −ELBO {bound:.3}, ODE NLL {ode:.3}, true {truth:.3}");
-    assert!(bound > truth - 0.2 && bound < truth + 3.0, "{bound} vs {truth}");
+    assert!(
+        bound > truth - 0.2 && bound < truth + 3.0,
+        "{bound} vs {truth}"
+    );
     assert!(ode > truth - 0.3 && ode < truth + 2.0, "{ode} vs {truth}");
 }
 
@@ -492,8 +555,20 @@ fn annealed_langevin_is_refused_for_a_vdm_run_with_the_reason() {
     let run = tmp.path().join("v");
     let r = run.to_str().unwrap();
     ok(&[
-        "-q", "train", "--data", "toy:blobs2", "--out", r, "--steps", "10", "--batch-size", "16",
-        "--set", "vdm.mlp.hidden=16", "--set", "eval_examples=16",
+        "-q",
+        "train",
+        "--data",
+        "toy:blobs2",
+        "--out",
+        r,
+        "--steps",
+        "10",
+        "--batch-size",
+        "16",
+        "--set",
+        "vdm.mlp.hidden=16",
+        "--set",
+        "eval_examples=16",
     ]);
     let o = elbo(&["sample", r, "--n", "4", "--sampler", "annealed-langevin"]);
     assert_ne!(o.status.code(), Some(0));

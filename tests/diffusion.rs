@@ -935,6 +935,7 @@ fn samplers_report_the_network_evaluations_they_make() {
         SamplerKind::Pc,
         SamplerKind::DpmSolverPp,
         SamplerKind::Rk45,
+        SamplerKind::AnnealedLangevin,
     ] {
         let sampler: Box<dyn Sampler> = match kind {
             SamplerKind::Ancestral => Box::new(Ancestral),
@@ -946,6 +947,11 @@ fn samplers_report_the_network_evaluations_they_make() {
             SamplerKind::Rk45 => Box::new(Rk45 {
                 rtol: 1e-3,
                 atol: 1e-3,
+            }),
+            SamplerKind::AnnealedLangevin => Box::new(elbo::sample::AnnealedLangevin {
+                per_level: 3,
+                eta: 1e-3,
+                sigma_last: 0.01,
             }),
         };
         let den = Counting(GaussianOracle::vp(0.5), std::cell::Cell::new(0));
@@ -962,6 +968,8 @@ fn samplers_report_the_network_evaluations_they_make() {
         .unwrap();
         match kind.nfe(17) {
             Some(n) => assert_eq!(den.1.get(), n, "{kind:?}"),
+            // 3 Langevin steps at each of the 17 levels and the final x̂_0.
+            None if kind == SamplerKind::AnnealedLangevin => assert_eq!(den.1.get(), 52),
             // Adaptive: at least one Dormand–Prince step (7 evaluations) and the final x̂_0.
             None => assert!(den.1.get() >= 8, "{kind:?}: {}", den.1.get()),
         }

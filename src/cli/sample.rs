@@ -108,7 +108,10 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
             } else {
                 String::new()
             };
-            Some(format!("{} sampler, {steps} steps{tol}", kind.describe(a.eta)))
+            Some(format!(
+                "{} sampler, {steps} steps{tol}",
+                kind.describe(a.eta)
+            ))
         }
         elbo::models::ModelConfig::Ncsn(c) => Some(match a.sampler {
             None | Some(SamplerKind::AnnealedLangevin) => format!(

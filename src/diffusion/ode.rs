@@ -308,25 +308,21 @@ pub fn log_density(
         let g = Tensor::<1>::full([b * r], gamma, &device);
         let eps = eps_hat(den, xr.clone() * alpha, g, labels.as_deref());
         let grads = (eps.clone() * probe.clone()).sum().backward();
-        let jv = xr.grad(&grads).unwrap_or_else(|| Tensor::zeros([b * r, d], &device));
+        let jv = xr
+            .grad(&grads)
+            .unwrap_or_else(|| Tensor::zeros([b * r, d], &device));
         let scale = tau.exp();
         let vjv = (jv * probe.clone()).sum_dim(1).reshape([b, r]); // [B, r]
         let div = if exact { vjv.sum_dim(1) } else { vjv }; // [B, L]
-        let fx = eps.detach().reshape([b, r, d]).slice([0..b, 0..1, 0..d]).reshape([b, d]);
+        let fx = eps
+            .detach()
+            .reshape([b, r, d])
+            .slice([0..b, 0..1, 0..d])
+            .reshape([b, d]);
         Tensor::cat(vec![fx * scale, div.detach() * scale], 1)
     };
-    let y0 = Tensor::cat(
-        vec![x.detach(), Tensor::zeros([b, l], &device)],
-        1,
-    );
-    let (y1, stats) = dormand_prince(
-        &mut f,
-        y0,
-        0.5 * gamma0,
-        0.5 * gamma1,
-        opts.rtol,
-        opts.atol,
-    );
+    let y0 = Tensor::cat(vec![x.detach(), Tensor::zeros([b, l], &device)], 1);
+    let (y1, stats) = dormand_prince(&mut f, y0, 0.5 * gamma0, 0.5 * gamma1, opts.rtol, opts.atol);
     let (alpha1, _) = den.process().alpha_sigma_f64(gamma1);
     let v1 = prior_var(den, gamma1);
     let xb1 = y1.clone().slice([0..b, 0..d]);
@@ -369,7 +365,11 @@ mod tests {
     /// The mixture's marginal at γ0 in x̄ = z/α: each component widened by σ̄0² = e^{γ0}.
     fn widened(m: &Mixture, gamma0: f64) -> Mixture {
         let mut w = m.clone();
-        w.stds = m.stds.iter().map(|s| (s * s + gamma0.exp()).sqrt()).collect();
+        w.stds = m
+            .stds
+            .iter()
+            .map(|s| (s * s + gamma0.exp()).sqrt())
+            .collect();
         w
     }
 
@@ -414,7 +414,12 @@ mod tests {
         for (name, process, g0, g1) in [
             ("blobs2", Process::VariancePreserving, -10.0, 20.0),
             ("ring8", Process::VariancePreserving, -10.0, 20.0),
-            ("blobs2", Process::VarianceExploding, -10.0, 2.0 * 1e4f64.ln()),
+            (
+                "blobs2",
+                Process::VarianceExploding,
+                -10.0,
+                2.0 * 1e4f64.ln(),
+            ),
         ] {
             let m = Mixture::named(name).unwrap();
             let x = points(&m, 12);
@@ -439,7 +444,14 @@ mod tests {
         // 6e-5 chance per point of failing by chance), and the probes really disagree.
         let m = Mixture::named("grid9").unwrap();
         let x = points(&m, 6);
-        let exact = ode_log_p(&m, Process::VariancePreserving, -10.0, 20.0, &x, Divergence::Exact);
+        let exact = ode_log_p(
+            &m,
+            Process::VariancePreserving,
+            -10.0,
+            20.0,
+            &x,
+            Divergence::Exact,
+        );
         let hutch = ode_log_p(
             &m,
             Process::VariancePreserving,
@@ -451,7 +463,10 @@ mod tests {
         for i in 0..exact.log_p.len() {
             let (e, h, se) = (exact.log_p[i], hutch.log_p[i], hutch.se[i]);
             assert!(se > 1e-4, "the probes should disagree: se {se}");
-            assert!((h - e).abs() < 4.0 * se + 1e-3, "point {i}: {h} ± {se} vs exact {e}");
+            assert!(
+                (h - e).abs() < 4.0 * se + 1e-3,
+                "point {i}: {h} ± {se} vs exact {e}"
+            );
         }
     }
 

@@ -373,7 +373,9 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
             let spec = data.head.data.clone();
             let units = active_units(&loaded.model, &data, self.1)?;
             let ode = match &self.1.ode {
-                Some(o) => Some(ode::evaluate::<M>(self.0, section, &data, o, self.1, self.2)?),
+                Some(o) => Some(ode::evaluate::<M>(
+                    self.0, section, &data, o, self.1, self.2,
+                )?),
                 None => None,
             };
             let mut e = match loaded.model.diffusion() {

@@ -16,8 +16,8 @@ use crate::diffusion::ode::{Divergence, OdeOptions};
 use crate::elbo::Stat;
 use crate::models::Model;
 use crate::rng::{chunk, streams};
-use crate::train::run::RunDir;
 use crate::train::load_model;
+use crate::train::run::RunDir;
 use crate::{Error, Result};
 
 /// What `elbo eval --method ode` adds to the report.
@@ -120,11 +120,7 @@ pub(super) fn evaluate<M: Model>(
              along the solve)"
         )));
     }
-    let mc_var: f64 = parts
-        .iter()
-        .flat_map(|p| p.se.iter())
-        .map(|s| s * s)
-        .sum();
+    let mc_var: f64 = parts.iter().flat_map(|p| p.se.iter()).map(|s| s * s).sum();
     let mc_se = mc_var.sqrt() / n.max(1) as f64;
     let nfe = parts.iter().map(|p| p.nfe as f64).sum::<f64>() / parts.len().max(1) as f64;
     let s = Stat::of(&nll);

@@ -723,22 +723,21 @@ impl Model for Vdm {
             rtol: opts.rtol,
             atol: opts.atol,
         };
-        let sampler: &(dyn Sampler + Sync) = match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
-            SamplerKind::Ancestral => &Ancestral,
-            SamplerKind::Ddim => &ddim,
-            SamplerKind::EulerMaruyama => &EulerMaruyama,
-            SamplerKind::Heun => &Heun,
-            SamplerKind::Pc => &pc,
-            SamplerKind::DpmSolverPp => &DpmSolverPp2M,
-            SamplerKind::Rk45 => &rk45,
-            SamplerKind::AnnealedLangevin => {
-                return Err(Error::Config(
+        let sampler: &(dyn Sampler + Sync) =
+            match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
+                SamplerKind::Ancestral => &Ancestral,
+                SamplerKind::Ddim => &ddim,
+                SamplerKind::EulerMaruyama => &EulerMaruyama,
+                SamplerKind::Heun => &Heun,
+                SamplerKind::Pc => &pc,
+                SamplerKind::DpmSolverPp => &DpmSolverPp2M,
+                SamplerKind::Rk45 => &rk45,
+                SamplerKind::AnnealedLangevin => return Err(Error::Config(
                     "--sampler annealed-langevin samples an ncsn run at its noise levels; a vdm \
                      run's Langevin sampler is pc (ancestral predictor, Langevin corrector)"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         self.draw_with(n, opts, sampler, &self.gammas(steps), progress)
     }
 }

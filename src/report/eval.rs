@@ -93,7 +93,10 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
             o.per_dim,
             o.per_dim_se,
             if o.per_dim_mc_se > 0.0 {
-                format!("; of which the probes' Monte-Carlo se {:.4} {unit}", o.per_dim_mc_se)
+                format!(
+                    "; of which the probes' Monte-Carlo se {:.4} {unit}",
+                    o.per_dim_mc_se
+                )
             } else {
                 String::new()
             }

@@ -148,7 +148,7 @@ mod tests {
             let mut rng = crate::rng::seeded(11);
             let z = randn(&mut rng, [2000, 2], &dev) * s1;
             let x = sampler.sample_path(&oracle, &gammas, z, None, &mut rng, &mut |_| {});
-            let x: Vec<f32> = x.into_data().to_vec().unwrap();
+            let x: Vec<f32> = x.into_data().try_to_vec::<f32>().unwrap();
             let got = assignments(&m, &x);
             for (k, (g, w)) in got.iter().zip(&m.weights).enumerate() {
                 assert!((g - w).abs() < 0.04, "{name} component {k}: {g:.3} vs {w}");
