@@ -49,9 +49,15 @@ pub struct SampleArgs {
     /// Class to draw, for a class-conditional model (trained with vdm.conditional = true).
     #[arg(long, value_name = "C|all", value_parser = parse_class)]
     pub class: Option<ClassChoice>,
-    /// Classifier-free guidance weight w ≥ 0 with --class (M43): ε̃ = (1 + w) ε(z, c) − w ε(z, ∅).
+    /// Guidance weight w ≥ 0 with --class. Classifier-free (M43), for a class-conditional run:
+    /// ε̃ = (1 + w) ε(z, c) − w ε(z, ∅). With --classifier (M42): the score plus
+    /// w ∇log p(c | z_t) (w = 1 is Bayes' conditional; CFG's w matches classifier w + 1).
     #[arg(long, value_name = "W", default_value_t = 0.0, requires = "class")]
     pub guidance: f64,
+    /// Classifier guidance (M42) by the noisy classifier in RUN (trained with `elbo train
+    /// --model noisy-classifier` on the same data), towards --class, with weight --guidance.
+    #[arg(long, value_name = "RUN", requires = "class")]
+    pub classifier: Option<PathBuf>,
     /// Run even beyond elbo's limits (more than 100,000 steps, 2 GiB of samples, 10,000 images
     /// in a grid, or an estimated 4 hours of work).
     #[arg(long)]
@@ -148,6 +154,7 @@ fn sample_options(a: &SampleArgs, class: Option<u32>) -> anyhow::Result<SampleOp
         class,
         guidance: a.guidance,
         first_chunk: 0,
+        classifier: a.classifier.clone(),
     };
     opts.validate()?;
     Ok(opts)
@@ -157,7 +164,14 @@ fn sample_options(a: &SampleArgs, class: Option<u32>) -> anyhow::Result<SampleOp
 /// per class in a PNG grid (or class after class in a .npy).
 fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Result<i32> {
     let mf = dir.model_file()?;
-    let classes = mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize;
+    let classes = match &a.classifier {
+        Some(c) => elbo::models::noisy_classifier::NoisyClassifier::load(
+            c,
+            &burn::tensor::Device::flex(),
+        )?
+        .classes(),
+        None => mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize,
+    };
     if classes == 0 {
         anyhow::bail!(
             "{}: --class needs a class-conditional run (trained with --set vdm.conditional=true)",

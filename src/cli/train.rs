@@ -18,7 +18,7 @@ use super::{eval, sample, Global, EXIT_INTERRUPTED, EXIT_TERMINATED};
 pub struct TrainArgs {
     /// Model to train.
     #[arg(long, value_enum)]
-    pub model: Option<ModelKind>,
+    pub model: Option<TrainModel>,
     /// Data spec (see `elbo data --help`); default mnist10k, embedded in the binary.
     #[arg(long)]
     pub data: Option<String>,
@@ -53,6 +53,36 @@ pub struct TrainArgs {
     /// config, e.g. --steps to train longer).
     #[arg(long)]
     pub resume: bool,
+}
+
+/// What `elbo train` can train: a latent-variable model, or the noisy classifier that guides
+/// diffusion models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainModel {
+    /// Variational autoencoder (MATH.md §2).
+    Vae,
+    /// Hierarchical VAE with L stochastic layers (MATH.md §3).
+    Hvae,
+    /// Variational diffusion model (MATH.md §4–§6).
+    Vdm,
+    /// Noise-conditional score network: denoising score matching, annealed Langevin (MATH.md §7).
+    Ncsn,
+    /// A classifier of noisy inputs z_t over a diffusion's noise levels, for classifier
+    /// guidance (`elbo sample DIR --classifier RUN --class C --guidance W`; MATH.md M42). Takes
+    /// --data, --steps, --batch-size, --seed and --out only.
+    NoisyClassifier,
+}
+
+impl TrainModel {
+    fn kind(self) -> Option<ModelKind> {
+        match self {
+            TrainModel::Vae => Some(ModelKind::Vae),
+            TrainModel::Hvae => Some(ModelKind::Hvae),
+            TrainModel::Vdm => Some(ModelKind::Vdm),
+            TrainModel::Ncsn => Some(ModelKind::Ncsn),
+            TrainModel::NoisyClassifier => None,
+        }
+    }
 }
 
 /// Seconds the held-out bound at the end of training may spend on its final round.
@@ -112,7 +142,7 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         };
         (cfg, PathBuf::new())
     };
-    if let Some(m) = a.model {
+    if let Some(m) = a.model.and_then(TrainModel::kind) {
         cfg.set_model(m);
     }
     if let Some(d) = &a.data {
@@ -163,6 +193,9 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
 }
 
 pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
+    if a.model == Some(TrainModel::NoisyClassifier) {
+        return train_noisy_classifier(&a, g);
+    }
     let (cfg, out) = resolve(&a)?;
     train_run(&cfg, &out, a.resume, g)
 }
@@ -265,5 +298,55 @@ fn train_run(
     if let Ok(p) = super::inspect::write_curve(&dir) {
         eprintln!("training curve: {}", p.display());
     }
+    Ok(0)
+}
+
+/// `elbo train --model noisy-classifier`: its own short loop (no ELBO, no checkpoints: a few
+/// minutes at most), then its accuracy at five noise levels.
+fn train_noisy_classifier(a: &TrainArgs, g: &Global) -> anyhow::Result<i32> {
+    use elbo::models::noisy_classifier as nc;
+    if a.resume || a.config.is_some() || a.preset.is_some() || !a.set.is_empty() || a.max_minutes.is_some() {
+        anyhow::bail!(
+            "--model noisy-classifier takes --data, --steps, --batch-size, --seed and --out \
+             (not --resume, --config, --preset, --set or --max-minutes)"
+        );
+    }
+    let data = a.data.clone().unwrap_or_else(|| "mnist10k".into());
+    let mut cfg = nc::NoisyClassifierConfig::new(&data);
+    if let Some(s) = a.steps {
+        cfg.steps = s;
+    }
+    if let Some(b) = a.batch_size {
+        cfg.batch = b;
+    }
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    let out = a.out.clone().unwrap_or_else(|| nc::default_dir(&data));
+    if out.join(nc::META_FILE).exists() {
+        anyhow::bail!(
+            "{}: holds a noisy classifier already; choose another --out",
+            out.display()
+        );
+    }
+    eprintln!(
+        "training a noisy classifier on {data} for {} steps of {} → {}",
+        super::thousands(cfg.steps),
+        cfg.batch,
+        out.display()
+    );
+    let m = nc::train(&cfg, &out, &super::BarProgress::new(g))?;
+    let acc: Vec<String> = m
+        .meta
+        .accuracy_by_t
+        .iter()
+        .map(|(t, a)| format!("t = {t}: {:.1}%", 100.0 * a))
+        .collect();
+    eprintln!("test accuracy on noisy inputs: {}", acc.join(", "));
+    eprintln!(
+        "guide a diffusion run of the same data with: elbo sample RUN --classifier {} --class C --guidance W",
+        out.display()
+    );
+    println!("{}", out.display());
     Ok(0)
 }

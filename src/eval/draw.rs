@@ -101,7 +101,7 @@ pub fn draw_blocks(
                 let rows = block.min(self.n - done);
                 let o = SampleOptions {
                     first_chunk: self.opts.first_chunk + (done / per) as u64,
-                    ..*self.opts
+                    ..self.opts.clone()
                 };
                 (self.sink)(&m.draw(rows, &o, &tick)?)?;
                 done += rows;
@@ -130,7 +130,7 @@ fn estimate_time<M: Model>(m: &M, n: usize, opts: &SampleOptions, per: usize) ->
     let probe = SampleOptions {
         steps: m.diffusion().map(|_| 1).or(opts.steps),
         threads: 1,
-        ..*opts
+        ..opts.clone()
     };
     let rows = per.min(n);
     let t0 = Instant::now();

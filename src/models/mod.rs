@@ -6,6 +6,7 @@
 
 pub mod hvae;
 pub mod ncsn;
+pub mod noisy_classifier;
 pub mod obs;
 pub mod registry;
 pub mod vae;
@@ -61,7 +62,7 @@ pub trait ModelSettings:
 }
 
 /// How a diffusion model draws samples.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SampleOptions {
     /// Sampler (`None`: the model's default; only diffusion models have a choice).
     pub sampler: Option<SamplerKind>,
@@ -78,8 +79,11 @@ pub struct SampleOptions {
     pub threads: usize,
     /// Class to draw, for a conditional model (`None`: unconditional).
     pub class: Option<u32>,
-    /// Classifier-free guidance weight w (M43; 0: the conditional model as trained).
+    /// Guidance weight w: classifier-free (M43; 0: the conditional model as trained), or of
+    /// the classifier in `classifier` (M42).
     pub guidance: f64,
+    /// A noisy classifier's directory for classifier guidance (M42) towards `class`.
+    pub classifier: Option<std::path::PathBuf>,
     /// Index of the first chunk (see [`Model::sample_chunk_rows`]): drawing samples in blocks
     /// with consecutive offsets gives the same samples as one call.
     pub first_chunk: u64,
@@ -124,6 +128,7 @@ impl SampleOptions {
             class: None,
             guidance: 0.0,
             first_chunk: 0,
+            classifier: None,
         }
     }
 }

@@ -27,7 +27,8 @@ use crate::data::{DataKind, Dataset, Scaling};
 use crate::diffusion::elbo::{
     diffusion_elbo, Decoder, DiffusionEstimate, ElboOptions, ImageDecoder,
 };
-use crate::diffusion::guidance::Guided;
+use crate::diffusion::guidance::{ClassifierGuided, Guided};
+use crate::models::noisy_classifier::NoisyClassifier;
 use crate::diffusion::{
     Cond, Denoiser, NoiseSchedule, Prediction, Process, Schedule, ScheduleConfig, ScheduleKind,
 };
@@ -398,7 +399,7 @@ impl Vdm {
 
     /// `n` samples by a sampler over the γ grid `gammas`, in data units `[n, D]`: the
     /// sampler's final x̂_0 (M19 at the last step), mapped to data units (images: the nearest
-    /// level).
+    /// level). With `guidance` > 0 and labels, classifier-free guidance (M43).
     #[allow(clippy::too_many_arguments)]
     pub fn sample_with(
         &self,
@@ -410,7 +411,6 @@ impl Vdm {
         rng: &mut Rng,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Tensor<2>> {
-        let device = self.device();
         // Classifier-free guidance (M43) wraps the network; w = 0 is the model itself.
         let guided = Guided {
             den: self,
@@ -418,6 +418,23 @@ impl Vdm {
             null: self.spec.classes as u32,
         };
         let den: &dyn Denoiser = if guidance > 0.0 { &guided } else { self };
+        self.sample_by(n, sampler, gammas, den, cond, rng, progress)
+    }
+
+    /// `n` samples of the denoiser `den` (this model, or a guided form of it) from this
+    /// model's prior over `gammas`, in data units.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_by(
+        &self,
+        n: usize,
+        sampler: &dyn Sampler,
+        gammas: &[f64],
+        den: &dyn Denoiser,
+        cond: Cond,
+        rng: &mut Rng,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Tensor<2>> {
+        let device = self.device();
         let sched = self.schedule();
         // z_1 from the prior p(z_1): N(0, I) (VP) or N(0, σ_1² I) (VE).
         let (_, sigma1) = self.cfg.process.alpha_sigma_f64(sched.gamma_f64(1.0));
@@ -443,18 +460,42 @@ impl Vdm {
     ) -> Result<Vec<f32>> {
         let per = self.sample_chunk_rows();
         let chunks = n.div_ceil(per);
-        let parts = crate::par::map_chunks(
-            crate::par::replicas(self, opts.threads, chunks),
-            chunks,
-            |m, i| {
-                let rows = per.min(n - i * per);
-                let labels = opts.class.map(|c| vec![c; rows]);
-                let mut rng = crate::rng::chunk(
-                    opts.seed,
-                    crate::rng::streams::SAMPLE_NOISE,
-                    opts.first_chunk + i as u64,
-                );
-                let x = m.sample_with(
+        // Classifier guidance (M42): the classifier on the autodiff device, one copy per thread.
+        let classifier = match &opts.classifier {
+            Some(dir) => {
+                let c = NoisyClassifier::load(dir, &Device::flex().autodiff())?.no_grad();
+                c.check_compatible(&self.spec, self.cfg.process)?;
+                Some(c)
+            }
+            None => None,
+        };
+        let states = crate::par::replicas(&(self.clone(), classifier), opts.threads, chunks);
+        let parts = crate::par::map_chunks(states, chunks, |(m, clf), i| {
+            let rows = per.min(n - i * per);
+            let labels = opts.class.map(|c| vec![c; rows]);
+            let mut rng = crate::rng::chunk(
+                opts.seed,
+                crate::rng::streams::SAMPLE_NOISE,
+                opts.first_chunk + i as u64,
+            );
+            let x = match clf {
+                Some(c) => {
+                    let den = ClassifierGuided {
+                        den: &*m,
+                        classifier: &*c,
+                        w: opts.guidance,
+                    };
+                    m.sample_by(
+                        rows,
+                        sampler,
+                        gammas,
+                        &den,
+                        labels.as_deref(),
+                        &mut rng,
+                        &mut |_| progress(),
+                    )?
+                }
+                None => m.sample_with(
                     rows,
                     sampler,
                     gammas,
@@ -462,10 +503,10 @@ impl Vdm {
                     opts.guidance,
                     &mut rng,
                     &mut |_| progress(),
-                )?;
-                crate::elbo::to_f32(x)
-            },
-        )?;
+                )?,
+            };
+            crate::elbo::to_f32(x)
+        })?;
         Ok(parts.concat())
     }
 }
@@ -702,7 +743,21 @@ impl Model for Vdm {
     ) -> Result<Vec<f32>> {
         opts.validate()?;
         let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
+        if let Some(dir) = &opts.classifier {
+            let c = opts.class.ok_or_else(|| {
+                Error::Config("--classifier needs --class C (the class to steer towards)".into())
+            })?;
+            let k = NoisyClassifier::load(dir, &Device::flex())?.classes();
+            if c as usize >= k {
+                return Err(Error::Config(format!(
+                    "--class {c}: the classifier in {} knows classes 0 to {}",
+                    dir.display(),
+                    k - 1
+                )));
+            }
+        }
         match opts.class {
+            Some(_) if opts.classifier.is_some() => {}
             Some(_) if self.spec.classes == 0 => {
                 return Err(Error::Config(
                     "--class needs a class-conditional model (trained with vdm.conditional = true)"

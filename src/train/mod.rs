@@ -196,6 +196,7 @@ fn progress_grid<M: Model>(
         class: None,
         guidance: 0.0,
         first_chunk: 0,
+        classifier: None,
     };
     let n = 16;
     let v = m.draw(n, &opts, &|| ())?;

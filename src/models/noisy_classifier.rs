@@ -1,0 +1,443 @@
+//! A classifier of noisy inputs p_φ(c | z_t, γ_t) for classifier guidance (MATH.md M42;
+//! Dhariwal & Nichol 2021): trained by cross-entropy on z_t = α_t x + σ_t ε of labelled data at
+//! t uniform over a variance-preserving schedule, and told γ_t (an extra input channel or
+//! column, normalised over the schedule's range). It guides any variance-preserving diffusion
+//! run of the same data through [`ClassGradient`]: ∇_z log p_φ(c | z_t) by autodiff.
+//!
+//! Images go through a small CNN (3×3 convolutions of 32, 64, 64 channels, the last two with
+//! stride 2, a 128-wide layer), vectors through an MLP (two layers of 128); SiLU throughout, so
+//! the input gradient is smooth.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{self, DataKind, Dataset, Scaling, Split};
+use crate::diffusion::guidance::ClassGradient;
+use crate::diffusion::{NoiseSchedule, Process, ScheduleConfig, ScheduleKind};
+use crate::eval::Progress;
+use crate::models::vdm::VdmSpec;
+use crate::rng::{randn, seeded};
+use crate::train::optim::{AdamW, OptimConfig};
+use crate::train::params;
+use crate::{Error, Result};
+
+/// The file that names a directory as a noisy classifier's.
+pub const META_FILE: &str = "noisy_classifier.json";
+
+/// How a noisy classifier is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoisyClassifierConfig {
+    pub data: String,
+    /// The schedule its noise levels are drawn from (`auto`: cosine for images, linear γ for
+    /// vectors, as the VDM's).
+    pub schedule: ScheduleConfig,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl NoisyClassifierConfig {
+    pub fn new(data: &str) -> Self {
+        NoisyClassifierConfig {
+            data: data.to_string(),
+            schedule: ScheduleConfig::default(),
+            steps: 3000,
+            batch: 128,
+            lr: 2e-3,
+            seed: 0,
+        }
+    }
+}
+
+/// What a trained noisy classifier knows of its data and noise (saved as [`META_FILE`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoisyClassifierMeta {
+    pub config: NoisyClassifierConfig,
+    /// The data as the diffusion models see them (the same standardisation for vectors).
+    pub spec: VdmSpec,
+    /// γ(0) and γ(1) of its schedule: the input's γ is normalised over this range.
+    pub gamma_lo: f64,
+    pub gamma_hi: f64,
+    /// Test accuracy at t = 0, 0.25, 0.5, 0.75, 1 (pairs of t and accuracy).
+    pub accuracy_by_t: Vec<(f64, f64)>,
+}
+
+#[derive(Module, Debug)]
+pub struct Cnn {
+    c1: Conv2d,
+    c2: Conv2d,
+    c3: Conv2d,
+    feat: Linear,
+    out: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    l1: Linear,
+    l2: Linear,
+    out: Linear,
+}
+
+#[derive(Module, Debug)]
+pub enum Net {
+    Cnn(Cnn),
+    Mlp(Mlp),
+}
+
+/// The classifier: its network and what it was trained on.
+#[derive(Module, Debug)]
+pub struct NoisyClassifier {
+    pub net: Net,
+    #[module(skip)]
+    pub meta: NoisyClassifierMeta,
+}
+
+fn conv(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [3, 3])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+impl NoisyClassifier {
+    pub fn new(meta: NoisyClassifierMeta, device: &Device) -> Result<Self> {
+        let classes = meta.spec.classes;
+        if classes < 2 {
+            return Err(Error::Config(format!(
+                "a noisy classifier needs labelled data of at least 2 classes; '{}' has {classes}",
+                meta.config.data
+            )));
+        }
+        let net = match meta.spec.shape.as_slice() {
+            [c, h, w] => {
+                let q = |x: usize| x.div_ceil(2).div_ceil(2);
+                Net::Cnn(Cnn {
+                    c1: conv(c + 1, 32, 1, device),
+                    c2: conv(32, 64, 2, device),
+                    c3: conv(64, 64, 2, device),
+                    feat: LinearConfig::new(64 * q(*h) * q(*w), 128).init(device),
+                    out: LinearConfig::new(128, classes).init(device),
+                })
+            }
+            _ => {
+                let d = meta.spec.dim();
+                Net::Mlp(Mlp {
+                    l1: LinearConfig::new(d + 1, 128).init(device),
+                    l2: LinearConfig::new(128, 128).init(device),
+                    out: LinearConfig::new(128, classes).init(device),
+                })
+            }
+        };
+        Ok(NoisyClassifier { net, meta })
+    }
+
+    /// γ normalised over the training range, clamped to it.
+    fn u(&self, gamma: Tensor<1>) -> Tensor<1> {
+        let (lo, hi) = (self.meta.gamma_lo, self.meta.gamma_hi);
+        ((gamma - lo) / (hi - lo)).clamp(0.0, 1.0)
+    }
+
+    /// Class logits `[B, K]` of z_t `[B, D]` (model space) at γ `[B]`.
+    pub fn logits(&self, z: Tensor<2>, gamma: Tensor<1>) -> Tensor<2> {
+        let [b, d] = z.dims();
+        let u = self.u(gamma);
+        match &self.net {
+            Net::Cnn(n) => {
+                let [c, h, w] = [
+                    self.meta.spec.shape[0],
+                    self.meta.spec.shape[1],
+                    self.meta.spec.shape[2],
+                ];
+                let plane = u.reshape([b, 1, 1, 1]).repeat(&[1, 1, h, w]);
+                let x = Tensor::cat(vec![z.reshape([b, c, h, w]), plane], 1);
+                let h1 = silu(n.c1.forward(x));
+                let h2 = silu(n.c2.forward(h1));
+                let h3 = silu(n.c3.forward(h2));
+                let f = silu(n.feat.forward(h3.flatten(1, 3)));
+                n.out.forward(f)
+            }
+            Net::Mlp(n) => {
+                debug_assert_eq!(d, self.meta.spec.dim());
+                let x = Tensor::cat(vec![z, u.reshape([b, 1])], 1);
+                let h = silu(n.l1.forward(x));
+                let h = silu(n.l2.forward(h));
+                n.out.forward(h)
+            }
+        }
+    }
+
+    /// Data units → model space (8-bit images: 2k/255 − 1; vectors: standardised).
+    fn to_model_space(&self, x: Tensor<2>) -> Tensor<2> {
+        let s = &self.meta.spec;
+        match s.kind {
+            DataKind::Image8 => x * (2.0 / 255.0) - 1.0,
+            DataKind::Continuous => {
+                let dev = x.device();
+                let row = |v: &[f32]| {
+                    Tensor::<2>::from_data(TensorData::new(v.to_vec(), [1, v.len()]), &dev)
+                };
+                (x - row(&s.shift)) / row(&s.scale)
+            }
+        }
+    }
+
+    /// Load the classifier in `dir` onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let meta_path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Config(format!(
+                    "{}: not a noisy classifier's directory (no {META_FILE}; train one with \
+                     `elbo train --model noisy-classifier`)",
+                    dir.display()
+                ))
+            } else {
+                Error::io(&meta_path, e)
+            }
+        })?;
+        let meta: NoisyClassifierMeta = serde_json::from_str(&text).map_err(|e| {
+            Error::Checkpoint {
+                path: meta_path.clone(),
+                msg: e.to_string(),
+            }
+        })?;
+        let weights = dir.join("model.safetensors");
+        let (p, _) = crate::train::checkpoint::load_tensors(&weights)?;
+        params::assign(NoisyClassifier::new(meta, device)?, &p).map_err(|e| Error::Checkpoint {
+            path: weights,
+            msg: e.to_string(),
+        })
+    }
+
+    /// Whether it can guide a diffusion model of these data (same shape, classes and space).
+    pub fn check_compatible(&self, spec: &VdmSpec, process: Process) -> Result<()> {
+        let s = &self.meta.spec;
+        if process != Process::VariancePreserving {
+            return Err(Error::Config(
+                "classifier guidance: the classifier was trained on variance-preserving noise; \
+                 this run's process is variance exploding"
+                    .into(),
+            ));
+        }
+        if s.shape != spec.shape || s.kind != spec.kind || s.shift != spec.shift || s.scale != spec.scale {
+            return Err(Error::Config(format!(
+                "classifier guidance: the classifier was trained on '{}' (shape {:?}); this run's \
+                 data have shape {:?} or another scaling",
+                self.meta.config.data, s.shape, spec.shape
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn classes(&self) -> usize {
+        self.meta.spec.classes
+    }
+}
+
+/// ∇_z log p_φ(c | z_t) by autodiff, on the autodiff twin of the input's device. The classifier
+/// itself must live on an autodiff device (see [`NoisyClassifier::load`]).
+impl ClassGradient for NoisyClassifier {
+    fn grad_log_prob(&self, z_t: Tensor<2>, gamma: Tensor<1>, labels: &[u32]) -> Tensor<2> {
+        let [b, _] = z_t.dims();
+        let out_dev = z_t.device();
+        let dev = match &self.net {
+            Net::Cnn(n) => n.out.devices()[0].clone(),
+            Net::Mlp(n) => n.out.devices()[0].clone(),
+        };
+        let z = Tensor::<2>::from_data(z_t.into_data(), &dev).require_grad();
+        let g = Tensor::<1>::from_data(gamma.into_data(), &dev);
+        let k = self.classes();
+        let onehot: Vec<f32> = labels
+            .iter()
+            .flat_map(|&c| (0..k).map(move |j| f32::from(c as usize == j)))
+            .collect();
+        let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &dev);
+        let lp = (log_softmax(self.logits(z.clone(), g), 1) * onehot).sum();
+        let grads = lp.backward();
+        let gz = z
+            .grad(&grads)
+            .unwrap_or_else(|| Tensor::zeros(z.dims(), &dev));
+        Tensor::from_data(gz.into_data(), &out_dev)
+    }
+}
+
+/// Train a noisy classifier on `cfg.data` and save it in `out` (its meta and weights).
+pub fn train(
+    cfg: &NoisyClassifierConfig,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<NoisyClassifier> {
+    let train = data::load(&cfg.data, Split::Train)?;
+    let test = data::load(&cfg.data, Split::Test)?;
+    let labels = train.labels.as_ref().ok_or_else(|| {
+        Error::Config(format!(
+            "a noisy classifier needs labelled data; '{}' has no labels",
+            cfg.data
+        ))
+    })?;
+    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    let (shift, scale) = match train.kind {
+        DataKind::Image8 => (vec![], vec![]),
+        DataKind::Continuous => train.affine(Scaling::default()),
+    };
+    let spec = VdmSpec {
+        kind: train.kind,
+        shape: train.shape.clone(),
+        shift,
+        scale,
+        classes,
+    };
+    let mut schedule = cfg.schedule.clone();
+    if schedule.kind == ScheduleKind::Auto {
+        schedule.kind = if train.kind == DataKind::Image8 {
+            ScheduleKind::Cosine
+        } else {
+            ScheduleKind::LinearGamma
+        };
+    }
+    if schedule.kind == ScheduleKind::Learned {
+        return Err(Error::Config(
+            "a noisy classifier needs a fixed schedule (its noise levels are drawn from it)".into(),
+        ));
+    }
+    let sched = schedule.fixed()?;
+    let mut cfg = cfg.clone();
+    cfg.schedule = schedule;
+    let meta = NoisyClassifierMeta {
+        config: cfg.clone(),
+        spec,
+        gamma_lo: sched.gamma(0.0),
+        gamma_hi: sched.gamma(1.0),
+        accuracy_by_t: vec![],
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let device = Device::flex().autodiff();
+    device.seed(cfg.seed);
+    let mut m = NoisyClassifier::new(meta, &device)?;
+    let mut p = params::collect(&m)?;
+    let mut opt = AdamW::new(&p);
+    let ocfg = OptimConfig {
+        lr: cfg.lr,
+        warmup_steps: 100,
+        ema_decay: 0.0,
+        ..OptimConfig::default()
+    };
+    let d = train.dim();
+    let mut order = crate::data::BatchOrder::new(cfg.seed);
+    let mut rng = seeded(cfg.seed ^ 0x0C1A55);
+    progress.start("noisy classifier", cfg.steps);
+    for step in 0..cfg.steps {
+        let idx = order.next_batch(train.n, cfg.batch);
+        let b = idx.len();
+        let x = Tensor::<2>::from_data(
+            TensorData::new(crate::data::batches::gather(&train.x, d, &idx), [b, d]),
+            &device,
+        );
+        let y: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
+        let loss = noisy_loss(&m, sched.as_ref(), x, &y, &mut rng);
+        let g = params::collect_grads(&m, &loss.backward())?;
+        opt.step(&ocfg, ocfg.lr_at(step, cfg.steps), &mut p, &g);
+        m = params::assign(m, &p)?;
+        progress.inc(1);
+    }
+    progress.finish();
+    let mut m = params::assign(NoisyClassifier::new(m.meta.clone(), &Device::flex())?, &p)?;
+    m.meta.accuracy_by_t = [0.0, 0.25, 0.5, 0.75, 1.0]
+        .iter()
+        .map(|&t| Ok((t, accuracy(&m, sched.as_ref(), &test, t)?)))
+        .collect::<Result<_>>()?;
+    crate::train::checkpoint::save_tensors(
+        &out.join("model.safetensors"),
+        &[("", &p)],
+        Default::default(),
+    )?;
+    let text = serde_json::to_string_pretty(&m.meta)
+        .map_err(|e| Error::Invalid(format!("writing {META_FILE}: {e}")))?;
+    crate::train::checkpoint::write_atomic(&out.join(META_FILE), text.as_bytes())?;
+    Ok(m)
+}
+
+/// Cross-entropy of the labels given z_t at t uniform, averaged over the batch.
+fn noisy_loss(
+    m: &NoisyClassifier,
+    sched: &(dyn NoiseSchedule + Send + Sync),
+    x: Tensor<2>,
+    y: &[u32],
+    rng: &mut crate::rng::Rng,
+) -> Tensor<1> {
+    let [b, d] = x.dims();
+    let device = x.device();
+    let gammas: Vec<f32> = (0..b).map(|_| sched.gamma(rng.gen::<f64>()) as f32).collect();
+    let gamma = Tensor::<1>::from_data(TensorData::new(gammas, [b]), &device);
+    let z = noisy(m, x, gamma.clone(), randn(rng, [b, d], &device));
+    let k = m.classes();
+    let onehot: Vec<f32> = y
+        .iter()
+        .flat_map(|&c| (0..k).map(move |j| f32::from(c as usize == j)))
+        .collect();
+    let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
+    -(log_softmax(m.logits(z, gamma), 1) * onehot)
+        .sum_dim(1)
+        .mean()
+}
+
+/// z_t = α x + σ ε of data rows (data units).
+fn noisy(m: &NoisyClassifier, x: Tensor<2>, gamma: Tensor<1>, eps: Tensor<2>) -> Tensor<2> {
+    let (alpha, sigma) = Process::VariancePreserving.alpha_sigma(gamma);
+    m.to_model_space(x) * alpha + eps * sigma
+}
+
+/// Accuracy on (up to 2,000 of) the test split at time t.
+fn accuracy(
+    m: &NoisyClassifier,
+    sched: &(dyn NoiseSchedule + Send + Sync),
+    test: &Dataset,
+    t: f64,
+) -> Result<f64> {
+    let labels = test
+        .labels
+        .as_ref()
+        .ok_or_else(|| Error::Config("the test split has no labels".into()))?;
+    let n = test.n.min(2000);
+    let d = test.dim();
+    let device = Device::flex();
+    let mut rng = seeded(0x7E57);
+    let mut right = 0usize;
+    for start in (0..n).step_by(256) {
+        let b = 256.min(n - start);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(test.x[start * d..(start + b) * d].to_vec(), [b, d]),
+            &device,
+        );
+        let gamma = Tensor::<1>::full([b], sched.gamma(t), &device);
+        let z = noisy(m, x, gamma.clone(), randn(&mut rng, [b, d], &device));
+        let logits = crate::elbo::to_f32(m.logits(z, gamma))?;
+        let k = m.classes();
+        right += logits
+            .chunks(k)
+            .zip(&labels[start..start + b])
+            .filter(|(row, y)| {
+                let best = (0..k).max_by(|&i, &j| row[i].total_cmp(&row[j]));
+                best == Some(**y as usize)
+            })
+            .count();
+    }
+    Ok(right as f64 / n.max(1) as f64)
+}
+
+/// The first free `runs/noisy-classifier-<data>-N`.
+pub fn default_dir(data: &str) -> PathBuf {
+    let clean = crate::train::run::data_slug(data);
+    (1..)
+        .map(|i| Path::new("runs").join(format!("noisy-classifier-{clean}-{i}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| PathBuf::from("runs/noisy-classifier"))
+}
