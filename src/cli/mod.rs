@@ -4,6 +4,7 @@
 mod compare;
 mod data;
 mod eval;
+mod guidance;
 mod inspect;
 mod quality;
 mod sample;
@@ -71,6 +72,9 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Guidance measured: for each weight, samples of every class and the accuracy of the asked
+    /// class, FD-classifier and diversity (classifier-free, or with --classifier RUN).
+    Guidance(guidance::GuidanceArgs),
     /// Score samples from any model (a .npy in the data's units) by FD-classifier, class entropy
     /// and confidence, as `eval --quality` does for a run.
     Quality(quality::QualityArgs),
@@ -107,6 +111,7 @@ pub fn run() -> i32 {
         Command::Compare(a) => compare::run(a, &g),
         Command::Inspect(a) => inspect::run(a),
         Command::Quality(a) => quality::run(a),
+        Command::Guidance(a) => guidance::run(a, &g),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "elbo", &mut std::io::stdout());

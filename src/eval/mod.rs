@@ -13,6 +13,7 @@
 pub mod adaptive;
 pub mod diffusion;
 pub mod draw;
+pub mod guidance;
 pub mod ode;
 pub mod quality;
 pub mod terms;
@@ -72,6 +73,8 @@ pub struct EvalOptions {
     pub sampler: Option<crate::sample::SamplerKind>,
     pub steps: Option<usize>,
     pub eta: f64,
+    /// rtol and atol of the rk45 sampler of the quality samples.
+    pub sampler_tol: (f64, f64),
     /// Also the exact likelihood along the probability-flow ODE ([`ode`]).
     pub ode: Option<crate::diffusion::ode::OdeOptions>,
 }
@@ -94,6 +97,7 @@ impl Default for EvalOptions {
             sampler: None,
             steps: None,
             eta: 0.0,
+            sampler_tol: (1e-3, 1e-3),
             ode: None,
         }
     }
@@ -106,6 +110,8 @@ impl EvalOptions {
             sampler: self.sampler,
             steps: self.steps,
             eta: self.eta,
+            rtol: self.sampler_tol.0,
+            atol: self.sampler_tol.1,
             ..crate::models::SampleOptions::ancestral(self.seed, self.threads)
         }
     }
