@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Sample quality against network evaluations (NFE) for every sampler of a diffusion run
+# (ONLY="ddim rk45" runs only those samplers' rows)
 # (BENCHMARKS.md §11). Usage: bench/samplers.sh RUN_DIR [SAMPLES] > table.md
 # FD-classifier on SAMPLES samples (default 500) per row; NFE as `elbo sample` reports it
 # (RK45 chooses its own steps: measured on 64 samples, the mean over chunks of 16).
@@ -28,10 +29,15 @@ name = s + (f" ({extra})" if extra else "")
 print(f"| {name} | {k} | {nfe} | {q['fd_classifier']:.1f} | {q['class_entropy']:.3f} | {q['mean_confidence']:.3f} | {float(t1)-float(t0):.0f} |")
 PY
 }
-for k in 10 20 50 100 200; do row ancestral $k; done
-for k in 10 20 50 100 200; do row ddim $k; done
-for k in 20 50 100 200 500; do row euler-maruyama $k; done
-for k in 10 25 50 100; do row pc $k; done
-for k in 5 10 25 50; do row heun $k; done
-for k in 10 20 50; do row dpm-solver++ $k; done
-for tol in 1e-2 1e-3 1e-4; do row rk45 100 --rtol $tol --atol $tol; done
+only=${ONLY:-ancestral ddim euler-maruyama pc heun dpm-solver++ rk45}
+for s in $only; do
+  case $s in
+    ancestral) for k in 10 20 50 100 200; do row ancestral $k; done ;;
+    ddim) for k in 10 20 50 100 200; do row ddim $k; done ;;
+    euler-maruyama) for k in 20 50 100 200 500; do row euler-maruyama $k; done ;;
+    pc) for k in 10 25 50 100; do row pc $k; done ;;
+    heun) for k in 5 10 25 50; do row heun $k; done ;;
+    dpm-solver++) for k in 10 20 50; do row dpm-solver++ $k; done ;;
+    rk45) for tol in 1e-2 1e-3 1e-4; do row rk45 100 --rtol $tol --atol $tol; done ;;
+  esac
+done

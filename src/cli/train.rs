@@ -305,7 +305,12 @@ fn train_run(
 /// minutes at most), then its accuracy at five noise levels.
 fn train_noisy_classifier(a: &TrainArgs, g: &Global) -> anyhow::Result<i32> {
     use elbo::models::noisy_classifier as nc;
-    if a.resume || a.config.is_some() || a.preset.is_some() || !a.set.is_empty() || a.max_minutes.is_some() {
+    if a.resume
+        || a.config.is_some()
+        || a.preset.is_some()
+        || !a.set.is_empty()
+        || a.max_minutes.is_some()
+    {
         anyhow::bail!(
             "--model noisy-classifier takes --data, --steps, --batch-size, --seed and --out \
              (not --resume, --config, --preset, --set or --max-minutes)"

@@ -157,7 +157,12 @@ pub fn sweep(
     let mut real = Vec::new();
     let mut real_labels = Vec::new();
     for c in 0..classes as u32 {
-        for (i, _) in labels.iter().enumerate().filter(|(_, &y)| y == c).take(opts.per_class) {
+        for (i, _) in labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &y)| y == c)
+            .take(opts.per_class)
+        {
             real.extend_from_slice(&test.x[i * d..(i + 1) * d]);
             real_labels.push(c);
         }

@@ -158,9 +158,9 @@ impl NoisyClassifier {
                 ];
                 let plane = u.reshape([b, 1, 1, 1]).repeat(&[1, 1, h, w]);
                 let x = Tensor::cat(vec![z.reshape([b, c, h, w]), plane], 1);
-                let h1 = silu(n.c1.forward(x));
-                let h2 = silu(n.c2.forward(h1));
-                let h3 = silu(n.c3.forward(h2));
+                let h1 = silu(crate::kernels::conv2d(&n.c1, x));
+                let h2 = silu(crate::kernels::conv2d(&n.c2, h1));
+                let h3 = silu(crate::kernels::conv2d(&n.c3, h2));
                 let f = silu(n.feat.forward(h3.flatten(1, 3)));
                 n.out.forward(f)
             }
@@ -203,12 +203,11 @@ impl NoisyClassifier {
                 Error::io(&meta_path, e)
             }
         })?;
-        let meta: NoisyClassifierMeta = serde_json::from_str(&text).map_err(|e| {
-            Error::Checkpoint {
+        let meta: NoisyClassifierMeta =
+            serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
                 path: meta_path.clone(),
                 msg: e.to_string(),
-            }
-        })?;
+            })?;
         let weights = dir.join("model.safetensors");
         let (p, _) = crate::train::checkpoint::load_tensors(&weights)?;
         params::assign(NoisyClassifier::new(meta, device)?, &p).map_err(|e| Error::Checkpoint {
@@ -227,7 +226,11 @@ impl NoisyClassifier {
                     .into(),
             ));
         }
-        if s.shape != spec.shape || s.kind != spec.kind || s.shift != spec.shift || s.scale != spec.scale {
+        if s.shape != spec.shape
+            || s.kind != spec.kind
+            || s.shift != spec.shift
+            || s.scale != spec.scale
+        {
             return Err(Error::Config(format!(
                 "classifier guidance: the classifier was trained on '{}' (shape {:?}); this run's \
                  data have shape {:?} or another scaling",
@@ -375,7 +378,9 @@ fn noisy_loss(
 ) -> Tensor<1> {
     let [b, d] = x.dims();
     let device = x.device();
-    let gammas: Vec<f32> = (0..b).map(|_| sched.gamma(rng.gen::<f64>()) as f32).collect();
+    let gammas: Vec<f32> = (0..b)
+        .map(|_| sched.gamma(rng.gen::<f64>()) as f32)
+        .collect();
     let gamma = Tensor::<1>::from_data(TensorData::new(gammas, [b]), &device);
     let z = noisy(m, x, gamma.clone(), randn(rng, [b, d], &device));
     let k = m.classes();

@@ -28,11 +28,11 @@ use crate::diffusion::elbo::{
     diffusion_elbo, Decoder, DiffusionEstimate, ElboOptions, ImageDecoder,
 };
 use crate::diffusion::guidance::{ClassifierGuided, Guided};
-use crate::models::noisy_classifier::NoisyClassifier;
 use crate::diffusion::{
     Cond, Denoiser, NoiseSchedule, Prediction, Process, Schedule, ScheduleConfig, ScheduleKind,
 };
 use crate::elbo::ElboTerms;
+use crate::models::noisy_classifier::NoisyClassifier;
 use crate::models::{DiffusionModel, LatentVariableModel, Model, ModelSettings, SampleOptions};
 use crate::nn::denoiser_mlp::{MlpDenoiser, MlpDenoiserConfig};
 use crate::nn::monotone::LearnedSchedule;
