@@ -8,6 +8,7 @@ mod guidance;
 mod inspect;
 mod quality;
 mod sample;
+mod samplers;
 mod schedule;
 mod tour;
 mod train;
@@ -75,6 +76,9 @@ enum Command {
     /// Guidance measured: for each weight, samples of every class and the accuracy of the asked
     /// class, FD-classifier and diversity (classifier-free, or with --classifier RUN).
     Guidance(guidance::GuidanceArgs),
+    /// Sample quality against network evaluations (NFE) for every sampler of a diffusion run of
+    /// images: a table, JSON and a plot.
+    Samplers(samplers::SamplersArgs),
     /// Score samples from any model (a .npy in the data's units) by FD-classifier, class entropy
     /// and confidence, as `eval --quality` does for a run.
     Quality(quality::QualityArgs),
@@ -112,6 +116,7 @@ pub fn run() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Quality(a) => quality::run(a),
         Command::Guidance(a) => guidance::run(a, &g),
+        Command::Samplers(a) => samplers::run(a, &g),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "elbo", &mut std::io::stdout());

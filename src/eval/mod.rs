@@ -16,6 +16,7 @@ pub mod draw;
 pub mod guidance;
 pub mod ode;
 pub mod quality;
+pub mod samplers;
 pub mod terms;
 
 use std::collections::BTreeMap;
