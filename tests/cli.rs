@@ -71,6 +71,45 @@ fn train_eval_sample_resume() {
         std::fs::read(ck.join("model.safetensors")).unwrap(),
         std::fs::read(run.join("model.safetensors")).unwrap()
     );
+    // TensorBoard: one event file whose records all pass their CRCs, holding every number of
+    // metrics.jsonl at its step, and the progress grids as PNG images.
+    let events: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+        })
+        .collect();
+    assert_eq!(events.len(), 1);
+    let ev = elbo::report::tensorboard::read(&events[0].path()).unwrap();
+    assert_eq!(ev[0].file_version.as_deref(), Some("brain.Event:2"));
+    let metrics = elbo::train::run::RunDir::new(&run).metrics().unwrap();
+    for line in &metrics {
+        let step = line["step"].as_i64().unwrap();
+        for (tag, want) in elbo::report::tensorboard::scalars(line) {
+            let found = ev
+                .iter()
+                .filter(|e| e.step == step)
+                .any(|e| e.values.iter().any(|(t, v)| *t == tag && *v == want));
+            assert!(found, "{tag} at step {step} is not in the event file");
+        }
+    }
+    let images: Vec<_> = ev
+        .iter()
+        .flat_map(|e| e.values.iter())
+        .filter_map(|(t, v)| match v {
+            elbo::report::tensorboard::Value::Image { png, height, .. } if t == "samples" => {
+                Some((png.clone(), *height))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!images.is_empty(), "no sample grid in the event file");
+    assert!(images
+        .iter()
+        .all(|(png, h)| png.starts_with(b"\x89PNG") && *h > 28));
     let r = run.to_str().unwrap();
     let j: serde_json::Value =
         serde_json::from_str(&ok(&["eval", r, "--json", "--iw", "20", "--limit", "50"])).unwrap();

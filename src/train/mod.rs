@@ -204,13 +204,23 @@ fn progress_grid<M: Model>(
     let v: Vec<f32> = v.iter().map(|x| x / white).collect();
     let pdir = dir.file("progress");
     std::fs::create_dir_all(&pdir).map_err(|e| Error::io(&pdir, e))?;
-    crate::report::grid::save_grid(
-        &pdir.join(format!("step-{step:010}.png")),
-        &v,
-        n,
-        hw[0],
-        hw[1],
-        1,
+    let png = pdir.join(format!("step-{step:010}.png"));
+    crate::report::grid::save_grid(&png, &v, n, hw[0], hw[1], 1)?;
+    // The grid for TensorBoard too.
+    let bytes = std::fs::read(&png).map_err(|e| Error::io(&png, e))?;
+    let (width, height) = image::image_dimensions(&png)
+        .map_err(|e| Error::io(&png, std::io::Error::other(e.to_string())))?;
+    crate::report::tensorboard::append(
+        &dir.path,
+        step,
+        &[(
+            "samples".into(),
+            crate::report::tensorboard::Value::Image {
+                png: bytes,
+                height,
+                width,
+            },
+        )],
     )?;
     let mut grids: Vec<std::path::PathBuf> = std::fs::read_dir(&pdir)
         .map_err(|e| Error::io(&pdir, e))?

@@ -298,6 +298,19 @@ impl RunDir {
         if c.exists() {
             std::fs::remove_dir_all(&c).map_err(|e| Error::io(&c, e))?;
         }
+        for e in std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+            {
+                let p = e.path();
+                std::fs::remove_file(&p).map_err(|err| Error::io(&p, err))?;
+            }
+        }
         Ok(())
     }
 
@@ -574,7 +587,14 @@ impl RunDir {
             .append(true)
             .open(&p)
             .map_err(|e| Error::io(&p, e))?;
-        writeln!(f, "{v}").map_err(|e| Error::io(&p, e))
+        writeln!(f, "{v}").map_err(|e| Error::io(&p, e))?;
+        // The same numbers for TensorBoard.
+        let step = v.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
+        crate::report::tensorboard::append(
+            &self.path,
+            step,
+            &crate::report::tensorboard::scalars(v),
+        )
     }
 
     /// All lines of metrics.jsonl.
