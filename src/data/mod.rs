@@ -13,6 +13,7 @@
 pub mod batches;
 pub mod csv;
 pub mod embedded;
+pub mod folder;
 pub mod idx;
 pub mod npy;
 pub mod toy;
@@ -71,10 +72,17 @@ pub enum DataSpec {
     Npy(PathBuf),
     Csv(PathBuf),
     Toy(String),
+    /// A folder of PNG/JPEG images (one subfolder per class), resized to N×N if given.
+    Folder {
+        dir: PathBuf,
+        size: Option<u32>,
+    },
+    /// CIFAR-10's binary batches in a folder.
+    Cifar10(PathBuf),
 }
 
 /// The data specs, for help texts.
-pub const SPEC_HELP: &str = "mnist10k (embedded, default) | fashion-mnist | idx:IMAGES[,LABELS] | npy:FILE | csv:FILE | toy:ring8|grid9|blobs2|gaussian";
+pub const SPEC_HELP: &str = "mnist10k (embedded, default) | fashion-mnist | idx:IMAGES[,LABELS] | npy:FILE | csv:FILE | toy:ring8|grid9|blobs2|gaussian | folder:DIR (PNG/JPEG, a subfolder per class; --set data.size=N to resize) | cifar10:DIR (the binary batches)";
 
 impl std::str::FromStr for DataSpec {
     type Err = Error;
@@ -111,6 +119,12 @@ impl std::str::FromStr for DataSpec {
                 }
             }
             "npy" => DataSpec::Npy(need(arg)?),
+            "folder" => {
+                need(arg)?;
+                let (dir, size) = folder::parse_folder(arg.unwrap_or_default())?;
+                DataSpec::Folder { dir, size }
+            }
+            "cifar10" | "cifar-10" => DataSpec::Cifar10(need(arg)?),
             "csv" => DataSpec::Csv(need(arg)?),
             "toy" => match arg {
                 Some(n) if !n.is_empty() => DataSpec::Toy(n.to_string()),
@@ -427,6 +441,8 @@ pub fn load(spec: &str, split: Split) -> Result<Dataset> {
             }
             .split_last_tenth(split)?
         }
+        DataSpec::Folder { dir, size } => folder::load_folder(spec, &dir, size, split)?,
+        DataSpec::Cifar10(dir) => folder::load_cifar10(spec, &dir, split)?,
         DataSpec::Toy(name) => {
             let m = Mixture::named(&name)?;
             let (x, y) = match split {

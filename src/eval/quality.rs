@@ -113,7 +113,7 @@ pub fn cache_dir() -> Option<PathBuf> {
 fn image_classes(ds: &Dataset) -> Result<([usize; 2], usize)> {
     let (h, w) = ds.image_hw().ok_or_else(|| {
         Error::Config(format!(
-            "sample quality needs 8-bit images; '{}' holds examples of shape {:?}",
+            "sample quality needs grey 8-bit images (its classifier is a one-channel CNN); '{}' holds examples of shape {:?}",
             ds.spec, ds.shape
         ))
     })?;

@@ -1,4 +1,4 @@
-//! A PNG grid of grey images.
+//! PNG grids of images: grey (`[n, h, w]`) or colour (`[n, 3, h, w]`, channels first).
 
 use std::path::Path;
 
@@ -28,9 +28,14 @@ pub fn save_grid_cols(
     w: usize,
     zoom: u32,
 ) -> Result<()> {
-    if n == 0 || cols == 0 || images.len() != n * h * w {
+    let c = if n > 0 && images.len() == 3 * n * h * w {
+        3
+    } else {
+        1
+    };
+    if n == 0 || cols == 0 || images.len() != c * n * h * w {
         return Err(Error::Shape(format!(
-            "grid of {n} images of {h}x{w} needs {} values, got {}",
+            "grid of {n} images of {h}x{w} needs {} values (or 3 times as many in colour), got {}",
             n * h * w,
             images.len()
         )));
@@ -39,19 +44,36 @@ pub fn save_grid_cols(
     let pad = 2;
     let z = zoom.max(1) as usize;
     let (gw, gh) = (cols * (w * z + pad) + pad, rows * (h * z + pad) + pad);
-    let mut img = image::GrayImage::from_pixel(gw as u32, gh as u32, image::Luma([64]));
+    let mut img = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([64, 64, 64]));
+    let px = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     for k in 0..n {
-        let (r, c) = (k / cols, k % cols);
-        let (x0, y0) = (pad + c * (w * z + pad), pad + r * (h * z + pad));
+        let (r, col) = (k / cols, k % cols);
+        let (x0, y0) = (pad + col * (w * z + pad), pad + r * (h * z + pad));
+        let base = k * c * h * w;
         for i in 0..h * z {
             for j in 0..w * z {
-                let v = images[k * h * w + (i / z) * w + j / z];
-                let v = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-                img.put_pixel((x0 + j) as u32, (y0 + i) as u32, image::Luma([v]));
+                let at = (i / z) * w + j / z;
+                let rgb = if c == 3 {
+                    [
+                        px(images[base + at]),
+                        px(images[base + h * w + at]),
+                        px(images[base + 2 * h * w + at]),
+                    ]
+                } else {
+                    let v = px(images[base + at]);
+                    [v, v, v]
+                };
+                img.put_pixel((x0 + j) as u32, (y0 + i) as u32, image::Rgb(rgb));
             }
         }
     }
-    img.save(path).map_err(|e| Error::Io {
+    // Grey grids are written as grey PNGs.
+    let out = if c == 1 {
+        image::DynamicImage::ImageRgb8(img).into_luma8().into()
+    } else {
+        image::DynamicImage::ImageRgb8(img)
+    };
+    out.save(path).map_err(|e| Error::Io {
         path: path.into(),
         error: std::io::Error::other(e.to_string()),
     })
@@ -63,11 +85,11 @@ pub fn save_strip(path: &Path, images: &[&std::path::PathBuf]) -> Result<()> {
         path: p.into(),
         error: std::io::Error::other(e),
     };
-    let loaded: Vec<image::GrayImage> = images
+    let loaded: Vec<image::RgbImage> = images
         .iter()
         .map(|p| {
             image::open(p)
-                .map(|i| i.to_luma8())
+                .map(|i| i.to_rgb8())
                 .map_err(|e| err(p, e.to_string()))
         })
         .collect::<Result<_>>()?;
@@ -77,7 +99,7 @@ pub fn save_strip(path: &Path, images: &[&std::path::PathBuf]) -> Result<()> {
     let gap = 6;
     let h = loaded.iter().map(|i| i.height()).max().unwrap_or(1);
     let w: u32 = loaded.iter().map(|i| i.width()).sum::<u32>() + gap * (loaded.len() as u32 - 1);
-    let mut out = image::GrayImage::from_pixel(w, h, image::Luma([255]));
+    let mut out = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
     let mut x = 0;
     for i in &loaded {
         image::imageops::replace(&mut out, i, x as i64, 0);

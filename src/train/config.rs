@@ -254,6 +254,23 @@ impl RunConfig {
             .split_once('=')
             .ok_or_else(|| Error::Config(format!("--set '{assignment}': expected key=value")))?;
         let key = key.trim();
+        if key == "data.size" {
+            // The size is part of the folder's data spec (folder:PATH?size=N), so that every
+            // command reading the run's data resizes it the same way.
+            let n = value.trim();
+            let Some(path) = self.data.strip_prefix("folder:") else {
+                return Err(Error::Config(format!(
+                    "--set data.size={n}: resizing applies to folder: data (this run's data is \
+                     '{}'); give --data folder:PATH first",
+                    self.data
+                )));
+            };
+            let base = path.rsplit_once("?size=").map_or(path, |(p, _)| p);
+            let spec = format!("folder:{base}?size={n}");
+            crate::data::folder::parse_folder(&spec["folder:".len()..])?;
+            self.data = spec;
+            return Ok(());
+        }
         let mut root = serde_json::to_value(&*self).map_err(|e| Error::Config(e.to_string()))?;
         let mut node = &mut root;
         let parts: Vec<&str> = key.split('.').collect();

@@ -52,7 +52,7 @@ impl DataInfo {
     }
     pub fn image_hw(&self) -> Option<(usize, usize)> {
         match self.shape.as_slice() {
-            [1, h, w] if self.is_image() => Some((*h, *w)),
+            [1 | 3, h, w] if self.is_image() => Some((*h, *w)),
             _ => None,
         }
     }
