@@ -360,6 +360,17 @@ fn concat(mut a: Dataset, b: Dataset) -> Dataset {
 }
 
 /// Load `split` of the data set `spec`.
+///
+/// ```
+/// use elbo::data::{load, DataKind, Split};
+///
+/// let test = load("mnist10k", Split::Test)?; // embedded in the binary
+/// assert_eq!((test.n, test.shape.clone(), test.kind), (1000, vec![1, 28, 28], DataKind::Image8));
+/// assert_eq!(test.labels.as_ref().map(|l| l.len()), Some(1000));
+/// // A bad spec is an error that says what would work.
+/// assert!(load("toy:spiral", Split::Train).unwrap_err().to_string().contains("ring8"));
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn load(spec: &str, split: Split) -> Result<Dataset> {
     let parsed: DataSpec = spec.parse()?;
     let mut d = match parsed {

@@ -253,6 +253,23 @@ pub fn prior_var(den: &dyn Denoiser, gamma1: f64) -> f64 {
 
 /// log p_{γ0}(x) of each row of `x` (model space, `[B, D]`, on an autodiff device) under the
 /// probability-flow ODE of `den` between γ0 (data end) and γ1 (noise end, prior N(0, v_1 I)).
+///
+/// ```
+/// use burn::tensor::{Device, Tensor, TensorData};
+/// use elbo::data::toy::Mixture;
+/// use elbo::diffusion::ode::{log_density, Divergence, OdeOptions};
+/// use elbo::diffusion::{oracle::MixtureOracle, Process};
+///
+/// // With a mixture's exact score, the ODE gives its log-density (M32, M37).
+/// let m = Mixture::named("ring8")?;
+/// let oracle = MixtureOracle { mixture: m.clone(), process: Process::VariancePreserving };
+/// let x = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.1], [1, 2]),
+///                                &Device::flex().autodiff());
+/// let r = log_density(&oracle, x, -12.0, 20.0, None, &OdeOptions::new(Divergence::Exact),
+///                     &mut elbo::rng::seeded(0))?;
+/// assert!((r.log_p[0] - m.log_density(&[2.0, 0.1])).abs() < 2e-3);
+/// # Ok::<(), elbo::Error>(())
+/// ```
 pub fn log_density(
     den: &dyn Denoiser,
     x: Tensor<2>,

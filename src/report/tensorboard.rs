@@ -17,6 +17,10 @@ use std::sync::OnceLock;
 use crate::{Error, Result};
 
 /// CRC-32C (Castagnoli), reflected polynomial 0x82F63B78.
+///
+/// ```
+/// assert_eq!(elbo::report::tensorboard::crc32c(b"123456789"), 0xE306_9283);
+/// ```
 pub fn crc32c(data: &[u8]) -> u32 {
     static TABLE: OnceLock<[u32; 256]> = OnceLock::new();
     let table = TABLE.get_or_init(|| {

@@ -249,6 +249,16 @@ impl RunConfig {
     }
 
     /// Apply `key=value` (dotted key; value parsed as JSON when it parses, as a string otherwise).
+    ///
+    /// ```
+    /// let mut cfg = elbo::train::RunConfig::default(); // a VDM on mnist10k
+    /// cfg.set("vdm.unet.channels=[32,64]")?;
+    /// cfg.set("steps=1000")?;
+    /// assert_eq!(cfg.steps, 1000);
+    /// // Unknown keys are refused with the known ones named.
+    /// assert!(cfg.set("vdm.colour=red").unwrap_err().to_string().contains("unknown setting"));
+    /// # Ok::<(), elbo::Error>(())
+    /// ```
     pub fn set(&mut self, assignment: &str) -> Result<()> {
         let (key, value) = assignment
             .split_once('=')
