@@ -37,6 +37,7 @@ pub mod dist;
 pub mod elbo;
 pub mod error;
 pub mod eval;
+pub mod interop;
 pub mod kernels;
 pub mod limits;
 pub mod models;

@@ -6,6 +6,7 @@ mod data;
 mod eval;
 mod guidance;
 mod inspect;
+mod interop;
 mod quality;
 mod sample;
 mod samplers;
@@ -79,6 +80,11 @@ enum Command {
     /// Sample quality against network evaluations (NFE) for every sampler of a diffusion run of
     /// images: a table, JSON and a plot.
     Samplers(samplers::SamplersArgs),
+    /// Write a run's weights as a PyTorch state dict (safetensors, PyTorch names and layouts, the
+    /// config in its metadata), for python/elbo_torch or any PyTorch code.
+    Export(interop::ExportArgs),
+    /// Make a run directory from a file written by `elbo export` or `elbo_torch.save`.
+    Import(interop::ImportArgs),
     /// Score samples from any model (a .npy in the data's units) by FD-classifier, class entropy
     /// and confidence, as `eval --quality` does for a run.
     Quality(quality::QualityArgs),
@@ -117,6 +123,8 @@ pub fn run() -> i32 {
         Command::Quality(a) => quality::run(a),
         Command::Guidance(a) => guidance::run(a, &g),
         Command::Samplers(a) => samplers::run(a, &g),
+        Command::Export(a) => interop::export(a),
+        Command::Import(a) => interop::import(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "elbo", &mut std::io::stdout());

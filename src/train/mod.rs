@@ -261,6 +261,11 @@ pub struct TrainOutcome {
     pub examples_per_sec: f64,
 }
 
+/// A run's `model.json` and the model spec in it.
+pub fn model_spec_of<M: Model>(dir: &RunDir) -> Result<(ModelFile, M::Spec)> {
+    model_spec_from_dir::<M>(dir)
+}
+
 fn model_spec_from_dir<M: Model>(dir: &RunDir) -> Result<(ModelFile, M::Spec)> {
     let mf = dir.model_file()?;
     let spec: M::Spec = serde_json::from_value(mf.spec.clone()).map_err(|e| {

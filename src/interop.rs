@@ -1,0 +1,231 @@
+//! PyTorch interop: a run's weights as a PyTorch-style state dict in safetensors, and back.
+//!
+//! Names and layouts follow PyTorch's modules (the twins in `python/elbo_torch/`): the network
+//! enum's variant disappears from the path (`net.Unet.conv_in.weight` → `net.conv_in.weight`),
+//! GroupNorm's `gamma`/`beta` are `weight`/`bias`, and Linear weights are stored `[out, in]`
+//! (Burn keeps `[in, out]`); convolutions are `[out, in, kh, kw]` in both. The file's metadata
+//! holds the run's `config.json` and `model.json`, so the Python side (and `elbo import`) can
+//! rebuild the model without anything else.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::models::{Model, ModelVisitor};
+use crate::train::checkpoint::{load_tensors, tensor_bytes, write_atomic};
+use crate::train::params::{self, NamedParams, ParamValue};
+use crate::train::run::{RunDir, TrainState};
+use crate::train::RunConfig;
+use crate::{Error, Result};
+
+/// Enum variants that name a network choice, dropped from PyTorch names.
+const VARIANTS: &[&str] = &["Unet", "Mlp", "Cnn"];
+
+/// The PyTorch name of a parameter.
+pub fn torch_name(burn: &str) -> String {
+    let parts: Vec<&str> = burn.split('.').filter(|p| !VARIANTS.contains(p)).collect();
+    let mut name = parts.join(".");
+    for (from, to) in [(".gamma", ".weight"), (".beta", ".bias")] {
+        if let Some(stem) = name.strip_suffix(from) {
+            name = format!("{stem}{to}");
+        }
+    }
+    name
+}
+
+/// Whether a parameter is a Linear weight (transposed between the two layouts).
+fn is_linear_weight(burn: &str, shape: &[usize]) -> bool {
+    shape.len() == 2 && burn.ends_with(".weight")
+}
+
+fn transpose(p: &ParamValue) -> ParamValue {
+    let (r, c) = (p.shape[0], p.shape[1]);
+    let mut data = vec![0f32; p.data.len()];
+    for i in 0..r {
+        for j in 0..c {
+            data[j * r + i] = p.data[i * c + j];
+        }
+    }
+    ParamValue {
+        shape: vec![c, r],
+        data,
+    }
+}
+
+/// Burn-named parameters → PyTorch-named, PyTorch-laid-out ones.
+pub fn to_torch(p: &NamedParams) -> NamedParams {
+    p.iter()
+        .map(|(k, v)| {
+            let v = if is_linear_weight(k, &v.shape) {
+                transpose(v)
+            } else {
+                v.clone()
+            };
+            (torch_name(k), v)
+        })
+        .collect()
+}
+
+/// Metadata keys of an exported file.
+pub const META_CONFIG: &str = "elbo_config";
+pub const META_MODEL: &str = "elbo_model";
+
+/// Write the EMA weights of the run in `dir` to `out` as a PyTorch state dict; returns the
+/// number of tensors.
+pub fn export(dir: &RunDir, out: &Path) -> Result<usize> {
+    dir.check()?;
+    let p = dir.model_weights()?;
+    let torch = to_torch(&p);
+    let read = |f: &str| {
+        let path = dir.file(f);
+        std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
+    };
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert(META_CONFIG.to_string(), read("config.json")?);
+    meta.insert(META_MODEL.to_string(), read("model.json")?);
+    meta.insert(
+        "elbo_version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    if let Ok(s) = dir.state() {
+        meta.insert("step".to_string(), s.step.to_string());
+    }
+    let bytes = tensor_bytes(out, &[("", &torch)], meta)?;
+    write_atomic(out, &bytes)?;
+    Ok(torch.len())
+}
+
+/// Create a run directory `out` from an exported (or PyTorch-written) file: its config and
+/// model files from the metadata, its weights checked name by name and shape by shape against
+/// the model the config builds. Returns the number of tensors.
+pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
+    let (tensors, meta) = load_tensors(file)?;
+    let bad = |msg: String| Error::Checkpoint {
+        path: file.into(),
+        msg,
+    };
+    let config = meta.get(META_CONFIG).ok_or_else(|| {
+        bad(format!(
+            "no '{META_CONFIG}' metadata: not a file written by `elbo export` or by \
+             elbo_torch.save (it names the model and its data)"
+        ))
+    })?;
+    let model = meta
+        .get(META_MODEL)
+        .ok_or_else(|| bad(format!("no '{META_MODEL}' metadata")))?;
+    if out.path.exists()
+        && std::fs::read_dir(&out.path)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(Error::Config(format!(
+            "{}: exists and is not empty; import into a new directory",
+            out.path.display()
+        )));
+    }
+    let cfg: RunConfig = serde_json::from_str(config)
+        .map_err(|e| bad(format!("its config metadata is not a run configuration: {e}")))?;
+    out.claim()?;
+    write_atomic(&out.file("config.json"), config.as_bytes())?;
+    write_atomic(&out.file("model.json"), model.as_bytes())?;
+    struct Build<'a>(&'a RunDir, &'a NamedParams, &'a Path, u64);
+    impl ModelVisitor for Build<'_> {
+        type Output = Result<usize>;
+        fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+            let (dir, torch, file, step) = (self.0, self.1, self.2, self.3);
+            let (_, spec) = crate::train::model_spec_of::<M>(dir)?;
+            let device = burn::tensor::Device::flex();
+            let m = M::build(section, &spec, &device)?;
+            let want = params::collect(&m)?;
+            let mut got = NamedParams::new();
+            for (k, v) in &want {
+                let tn = torch_name(k);
+                let t = torch.get(&tn).ok_or_else(|| Error::Checkpoint {
+                    path: file.into(),
+                    msg: format!("no tensor '{tn}' (the model needs it for {k})"),
+                })?;
+                let t = if is_linear_weight(k, &v.shape) {
+                    if t.shape.len() != 2 {
+                        return Err(Error::Checkpoint {
+                            path: file.into(),
+                            msg: format!("'{tn}' has shape {:?}; a Linear weight is 2-D", t.shape),
+                        });
+                    }
+                    transpose(t)
+                } else {
+                    t.clone()
+                };
+                if t.shape != v.shape {
+                    return Err(Error::Checkpoint {
+                        path: file.into(),
+                        msg: format!(
+                            "'{tn}' has shape {:?} where the model needs {:?}",
+                            t.shape,
+                            if is_linear_weight(k, &v.shape) {
+                                vec![v.shape[1], v.shape[0]]
+                            } else {
+                                v.shape.clone()
+                            }
+                        ),
+                    });
+                }
+                if let Some(x) = t.data.iter().find(|x| !x.is_finite()) {
+                    return Err(Error::Checkpoint {
+                        path: file.into(),
+                        msg: format!("'{tn}' holds a non-finite value ({x})"),
+                    });
+                }
+                got.insert(k.clone(), t);
+            }
+            let extra: Vec<&String> = torch
+                .keys()
+                .filter(|tn| !want.keys().any(|k| torch_name(k) == **tn))
+                .collect();
+            if !extra.is_empty() {
+                return Err(Error::Checkpoint {
+                    path: file.into(),
+                    msg: format!(
+                        "tensors the model does not have: {}",
+                        extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            let m = params::assign(m, &got)?;
+            let p = params::collect(&m)?;
+            let opt = crate::train::optim::AdamW::new(&p);
+            let state = TrainState {
+                step,
+                rng: crate::rng::derived(0, crate::rng::streams::TRAIN_NOISE),
+                order: crate::data::BatchOrder::new(0),
+                elapsed_secs: 0.0,
+                examples_seen: 0,
+            };
+            dir.save_checkpoint(&p, &opt, &p, &state, 1)?;
+            Ok(got.len())
+        }
+    }
+    let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let r = cfg.model.visit(Build(out, &tensors, file, step));
+    if r.is_err() {
+        // Leave nothing half-made behind.
+        let _ = std::fs::remove_dir_all(&out.path);
+    }
+    r
+}
+
+/// The PyTorch names and shapes of the model a run's config builds, as `(name, shape)` pairs.
+pub fn torch_names_and_shapes(cfg: &RunConfig, dir: &RunDir) -> Result<Vec<(String, Vec<usize>)>> {
+    struct Names<'a>(&'a RunDir);
+    impl ModelVisitor for Names<'_> {
+        type Output = Result<Vec<(String, Vec<usize>)>>;
+        fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+            let (_, spec) = crate::train::model_spec_of::<M>(self.0)?;
+            let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
+            Ok(to_torch(&params::collect(&m)?)
+                .into_iter()
+                .map(|(k, v)| (k, v.shape))
+                .collect())
+        }
+    }
+    cfg.model.visit(Names(dir))
+}
