@@ -45,7 +45,7 @@ def ensure_torch():
         if not os.path.exists(py):
             print("creating bench/.venv with torch and numpy (first use only; large download)", file=sys.stderr)
             subprocess.check_call([sys.executable, "-m", "venv", VENV])
-            subprocess.check_call([py, "-m", "pip", "install", "--quiet", "torch", "numpy"])
+            subprocess.check_call([py, "-m", "pip", "install", "--quiet", "torch", "numpy", "safetensors"])
         os.execv(py, [py] + sys.argv)
     raise SystemExit("torch is not importable even in bench/.venv")
 
@@ -54,6 +54,11 @@ ensure_torch()
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+# The twins are elbo's own PyTorch package (python/elbo_torch), the modules `elbo export` loads into.
+sys.path.insert(0, os.path.join(ROOT, "python"))
+import elbo_torch  # noqa: E402
+from elbo_torch.nets import MlpDenoiser, sinusoidal  # noqa: E402,F401
 
 THREADS = os.cpu_count() or 1
 torch.set_num_threads(THREADS)
@@ -84,21 +89,16 @@ def adamw_step_factory(model, clip=100.0, ema_decay=0.999, lr=1e-4):
     return step
 
 
-# ----- VAE 784-200-200-50, tanh (Burda et al. 2016) -----
-class Vae(nn.Module):
+# ----- VAE 784-200-200-50, tanh (Burda et al. 2016): elbo_torch.Vae -----
+class Vae(elbo_torch.Vae):
     def __init__(self):
-        super().__init__()
-        self.enc = nn.Sequential(nn.Linear(784, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 100))
-        self.dec = nn.Sequential(nn.Linear(50, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 784))
+        super().__init__({"hidden": [200, 200], "activation": "tanh"},
+                         {"data_dim": 784, "latent": 50, "likelihood": "bernoulli"})
+        self.enc, self.dec = self.encoder, self.decoder
 
     def loss(self, x):
-        h = self.enc(x)
-        mu, logvar = h[:, :50], h[:, 50:]
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        logits = self.dec(z)
-        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
-        kl = 0.5 * (logvar.exp() + mu * mu - 1 - logvar).sum(1)
-        return (rec + kl).mean()
+        t = self.elbo(x)
+        return (t["reconstruction"] + t["prior"]).mean()
 
 
 def twin_vae_train():
@@ -112,114 +112,12 @@ def twin_vae_train():
 G_MIN, G_MAX = -13.3, 5.0
 
 
-def sinusoidal(u, dim):
-    half = max(dim // 2, 2)
-    k = torch.arange(half, dtype=torch.float32)
-    freqs = torch.exp(-math.log(10000.0) * k / (half - 1))
-    arg = (u[:, None] * 1000.0) * freqs[None, :]
-    return torch.cat([arg.sin(), arg.cos()], dim=1)
-
-
-class MlpDenoiser(nn.Module):
-    def __init__(self, d, hidden=256, blocks=3, embed=64):
-        super().__init__()
-        self.embed = embed
-        self.inp = nn.Linear(d, hidden)
-        self.temb = nn.Linear(embed, hidden)
-        self.blocks = nn.ModuleList(
-            nn.ModuleList([nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(embed, hidden)]) for _ in range(blocks)
-        )
-        self.out = nn.Linear(hidden, d)
-
-    def forward(self, z, u):
-        emb = sinusoidal(u, self.embed)
-        h = self.inp(z) + self.temb(emb)
-        for l1, l2, t in self.blocks:
-            h = h + l2(F.silu(l1(F.silu(h)) + t(emb)))
-        return self.out(F.silu(h))
-
-
-def groups(c):
-    return next(g for g in (8, 4, 2, 1) if c % g == 0)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, cin, cout, e):
-        super().__init__()
-        self.norm1 = nn.GroupNorm(groups(cin), cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.temb = nn.Linear(e, cout)
-        self.norm2 = nn.GroupNorm(groups(cout), cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
-
-    def forward(self, x, emb):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h + self.temb(emb)[:, :, None, None])))
-        return (self.skip(x) if self.skip is not None else x) + h
-
-
-class Attention(nn.Module):
-    """GroupNorm, multi-head self-attention over H·W positions, residual: as src/nn/unet.rs."""
-
-    def __init__(self, c):
-        super().__init__()
-        heads = next(h for h in (4, 2, 1) if c % h == 0)
-        self.norm = nn.GroupNorm(groups(c), c)
-        self.mha = nn.MultiheadAttention(c, heads, batch_first=True)
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        seq = self.norm(x).reshape(b, c, h * w).transpose(1, 2)
-        out, _ = self.mha(seq, seq, seq, need_weights=False)
-        return x + out.transpose(1, 2).reshape(b, c, h, w)
-
-
-class UNet(nn.Module):
-    def __init__(self, channels=(32, 64), embed=64, attention=False):
-        super().__init__()
-        e, et = embed, 2 * embed
-        self.embed = e
-        self.conv_in = nn.Conv2d(1, channels[0], 3, padding=1)
-        self.temb1, self.temb2 = nn.Linear(e, et), nn.Linear(et, et)
-        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
-        prev = channels[0]
-        for i, w in enumerate(channels):
-            self.down.append(ResBlock(prev, w, et))
-            if i + 1 < len(channels):
-                self.downsample.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
-            prev = w
-        self.mid = ResBlock(channels[-1], channels[-1], et)
-        self.attn = Attention(channels[-1]) if attention else None
-        self.up = nn.ModuleList()
-        cur = channels[-1]
-        for w in reversed(channels):
-            self.up.append(ResBlock(cur + w, w, et))
-            cur = w
-        self.norm_out = nn.GroupNorm(groups(channels[0]), channels[0])
-        self.conv_out = nn.Conv2d(channels[0], 1, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
-
-    def forward(self, z, u):
-        b = z.shape[0]
-        emb = self.temb2(F.silu(self.temb1(sinusoidal(u, self.embed))))
-        h = self.conv_in(z.view(b, 1, 28, 28))
-        skips = []
-        for i, blk in enumerate(self.down):
-            h = blk(h, emb)
-            skips.append(h)
-            if i < len(self.downsample):
-                h = self.downsample[i](h)
-        h = self.mid(h, emb)
-        if self.attn is not None:
-            h = self.attn(h)
-        for i, blk in enumerate(self.up):
-            s = skips.pop()
-            if i > 0:
-                h = F.interpolate(h, size=s.shape[-2:], mode="nearest")
-            h = blk(torch.cat([h, s], 1), emb)
-        return self.conv_out(F.silu(self.norm_out(h))).view(b, -1)
+def UNet(channels=(32, 64), embed=64, attention=False):
+    """elbo_torch's U-Net on 28×28 digits, its output layer zeroed."""
+    net = elbo_torch.UNet((1, 28, 28), channels, embed, attention)
+    nn.init.zeros_(net.conv_out.weight)
+    nn.init.zeros_(net.conv_out.bias)
+    return net
 
 
 def vdm_loss(net, x, discrete):

@@ -71,10 +71,13 @@ pub const META_MODEL: &str = "elbo_model";
 
 /// Write the EMA weights of the run in `dir` to `out` as a PyTorch state dict; returns the
 /// number of tensors.
-pub fn export(dir: &RunDir, out: &Path) -> Result<usize> {
+pub fn export(dir: &RunDir, out: &Path, parity_rows: usize) -> Result<usize> {
     dir.check()?;
     let p = dir.model_weights()?;
-    let torch = to_torch(&p);
+    let mut torch = to_torch(&p);
+    if parity_rows > 0 {
+        torch.extend(parity(dir, parity_rows, 0)?);
+    }
     let read = |f: &str| {
         let path = dir.file(f);
         std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
@@ -123,8 +126,11 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
             out.path.display()
         )));
     }
-    let cfg: RunConfig = serde_json::from_str(config)
-        .map_err(|e| bad(format!("its config metadata is not a run configuration: {e}")))?;
+    let cfg: RunConfig = serde_json::from_str(config).map_err(|e| {
+        bad(format!(
+            "its config metadata is not a run configuration: {e}"
+        ))
+    })?;
     out.claim()?;
     write_atomic(&out.file("config.json"), config.as_bytes())?;
     write_atomic(&out.file("model.json"), model.as_bytes())?;
@@ -179,6 +185,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
             }
             let extra: Vec<&String> = torch
                 .keys()
+                .filter(|tn| !tn.starts_with("parity."))
                 .filter(|tn| !want.keys().any(|k| torch_name(k) == **tn))
                 .collect();
             if !extra.is_empty() {
@@ -186,7 +193,11 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
                     path: file.into(),
                     msg: format!(
                         "tensors the model does not have: {}",
-                        extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        extra
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
@@ -215,11 +226,21 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
 
 /// The PyTorch names and shapes of the model a run's config builds, as `(name, shape)` pairs.
 pub fn torch_names_and_shapes(cfg: &RunConfig, dir: &RunDir) -> Result<Vec<(String, Vec<usize>)>> {
-    struct Names<'a>(&'a RunDir);
+    let mf = dir.model_file()?;
+    torch_names_for(cfg, &mf.spec)
+}
+
+/// The same from a configuration and a `model.json` spec (its `spec` object).
+pub fn torch_names_for(
+    cfg: &RunConfig,
+    spec: &serde_json::Value,
+) -> Result<Vec<(String, Vec<usize>)>> {
+    struct Names<'a>(&'a serde_json::Value);
     impl ModelVisitor for Names<'_> {
         type Output = Result<Vec<(String, Vec<usize>)>>;
         fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
-            let (_, spec) = crate::train::model_spec_of::<M>(self.0)?;
+            let spec: M::Spec = serde_json::from_value(self.0.clone())
+                .map_err(|e| Error::Config(format!("model spec: {e}")))?;
             let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
             Ok(to_torch(&params::collect(&m)?)
                 .into_iter()
@@ -227,5 +248,161 @@ pub fn torch_names_and_shapes(cfg: &RunConfig, dir: &RunDir) -> Result<Vec<(Stri
                 .collect())
         }
     }
-    cfg.model.visit(Names(dir))
+    cfg.model.visit(Names(spec))
+}
+
+/// A parity block for the Python twins (`bench/parity.py`): `n` test examples of the run, the
+/// noise of one ELBO draw, and the per-example terms elbo computes from exactly that noise, as
+/// tensors named `parity.*` (ignored by `elbo import` and `elbo_torch.load`).
+pub fn parity(dir: &RunDir, n: usize, seed: u64) -> Result<NamedParams> {
+    use crate::models::{hvae::Hvae, vae::Vae, vdm::Vdm, ModelConfig};
+    use crate::rng::{randn, seeded};
+    use burn::tensor::{Device, Tensor, TensorData};
+    dir.check()?;
+    let cfg = dir.config()?;
+    let dev = Device::flex();
+    let ds = crate::data::load(&cfg.data, crate::data::Split::Test)?.head(n.max(1));
+    let (b, d) = (ds.n, ds.dim());
+    let mut rng = seeded(seed);
+    let mut out = NamedParams::new();
+    let put = |out: &mut NamedParams, name: &str, t: Tensor<2>| -> Result<()> {
+        let [r, c] = t.dims();
+        out.insert(
+            format!("parity.{name}"),
+            ParamValue {
+                shape: vec![r, c],
+                data: crate::elbo::to_f32(t)?,
+            },
+        );
+        Ok(())
+    };
+    let col = |t: Tensor<1>| {
+        let n = t.dims()[0];
+        t.reshape([n, 1])
+    };
+    let rows = |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [b, c]), &dev);
+    match &cfg.model {
+        ModelConfig::Vae(section) => {
+            let l = load_model_on::<Vae>(dir, section, &dev)?;
+            let x = rows(
+                l.file
+                    .data
+                    .eval_rows(&ds, Vae::binarize(section, &l.spec), seed),
+                d,
+            );
+            let eps = randn(&mut rng, [b, l.model.spec.latent], &dev);
+            let q = l.model.encode(x.clone());
+            let z = q.rsample_with(eps.clone());
+            put(&mut out, "x", x.clone())?;
+            put(&mut out, "eps.0", eps)?;
+            put(
+                &mut out,
+                "term.reconstruction",
+                col(-l.model.log_likelihood(x, z)),
+            )?;
+            put(&mut out, "term.prior", col(q.kl_standard_normal()))?;
+        }
+        ModelConfig::Hvae(section) => {
+            let l = load_model_on::<Hvae>(dir, section, &dev)?;
+            let m = &l.model;
+            let x = rows(
+                l.file
+                    .data
+                    .eval_rows(&ds, Hvae::binarize(section, &l.spec), seed),
+                d,
+            );
+            put(&mut out, "x", x.clone())?;
+            let mut input = m.spec.obs.to_model_space(x.clone());
+            let mut chain = Vec::new();
+            for (i, &dz) in m.spec.latents.iter().enumerate() {
+                let q = m.q(i, input);
+                let eps = randn(&mut rng, [b, dz], &dev);
+                put(&mut out, &format!("eps.{i}"), eps.clone())?;
+                let z = q.rsample_with(eps);
+                input = z.clone();
+                chain.push((q, z));
+            }
+            let rec = -m
+                .spec
+                .obs
+                .log_prob(m.decoders[0].forward(chain[0].1.clone()), x);
+            put(&mut out, "term.reconstruction", col(rec))?;
+            for i in 0..m.layers() - 1 {
+                let p = m.p_below(i + 1, chain[i + 1].1.clone());
+                let neg_h = ((chain[i].0.log_var.clone() + (1.0 + crate::dist::LOG_2PI)) * -0.5)
+                    .sum_dim(1)
+                    .squeeze_dim::<1>(1);
+                let term = neg_h - p.log_prob(chain[i].1.clone());
+                put(&mut out, &format!("term.kl_z{}", i + 1), col(term))?;
+            }
+            let top = chain.len() - 1;
+            put(
+                &mut out,
+                "term.prior",
+                col(chain[top].0.kl_standard_normal()),
+            )?;
+        }
+        ModelConfig::Vdm(section) => {
+            let l = load_model_on::<Vdm>(dir, section, &dev)?;
+            let m = &l.model;
+            let x = rows(ds.x.clone(), d);
+            let labels = if m.spec.classes > 0 {
+                ds.labels.clone()
+            } else {
+                None
+            };
+            let t: Vec<f64> = (0..b).map(|_| rand::Rng::gen::<f64>(&mut rng)).collect();
+            let eps = randn(&mut rng, [b, d], &dev);
+            let eps0 = randn(&mut rng, [b, d], &dev);
+            let sched = m.schedule();
+            let xm = m.to_model_space(x.clone());
+            let (gamma, dgamma) = sched.gamma(&t, &dev);
+            let (alpha, sigma) = crate::diffusion::Denoiser::process(m).alpha_sigma(gamma.clone());
+            let z = xm.clone() * alpha + eps.clone() * sigma;
+            let e = crate::diffusion::eps_hat(m, z, gamma, labels.as_deref());
+            let diffusion =
+                dgamma * (eps.clone() - e).square().sum_dim(1).squeeze_dim::<1>(1) * 0.5;
+            let (g0, g1) = sched.endpoints(&dev);
+            let decoder = m.decoder_kind();
+            let e0 = (decoder != crate::diffusion::elbo::Decoder::Gaussian).then(|| eps0.clone());
+            let mut recon = crate::diffusion::elbo::decoder_nll(xm.clone(), e0, g0, decoder);
+            if m.spec.kind == crate::data::DataKind::Continuous {
+                recon = recon + m.log_jacobian();
+            }
+            let prior = crate::diffusion::Denoiser::process(m).prior_kl(xm, g1);
+            put(&mut out, "x", x)?;
+            if let Some(y) = labels {
+                put(
+                    &mut out,
+                    "labels",
+                    rows(y.iter().map(|&v| v as f32).collect(), 1),
+                )?;
+            }
+            put(
+                &mut out,
+                "t",
+                rows(t.iter().map(|&v| v as f32).collect(), 1),
+            )?;
+            put(&mut out, "eps", eps)?;
+            put(&mut out, "eps0", eps0)?;
+            put(&mut out, "term.reconstruction", col(recon))?;
+            put(&mut out, "term.prior", col(prior))?;
+            put(&mut out, "term.diffusion", col(diffusion))?;
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "--parity: elbo_torch has twins of the vae, hvae and vdm; this run is a {}",
+                other.kind()
+            )))
+        }
+    }
+    Ok(out)
+}
+
+fn load_model_on<M: Model>(
+    dir: &RunDir,
+    section: &M::Config,
+    device: &burn::tensor::Device,
+) -> Result<crate::train::Loaded<M>> {
+    crate::train::load_model::<M>(dir, section, device)
 }

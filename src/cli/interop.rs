@@ -16,6 +16,10 @@ pub struct ExportArgs {
     /// `safetensors.torch.load_file` as a plain state dict.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also store N test examples, the noise of one ELBO draw and elbo's per-example terms from
+    /// it (tensors `parity.*`), for the PyTorch parity check `bench/parity.py`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub parity: usize,
     /// Print the PyTorch names and shapes of the run's parameters as JSON instead of writing.
     #[arg(long)]
     pub names: bool,
@@ -39,7 +43,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let out = a.out.unwrap_or_else(|| dir.file("export.safetensors"));
-    let n = elbo::interop::export(&dir, &out)?;
+    let n = elbo::interop::export(&dir, &out, a.parity)?;
     eprintln!("{n} tensors with PyTorch names and layouts, the run's config in the metadata");
     println!("{}", out.display());
     Ok(0)

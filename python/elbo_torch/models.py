@@ -1,0 +1,260 @@
+"""elbo's models in PyTorch: the VAE (M6–M8), the hierarchical VAE (M11) and the VDM (M25–M30),
+each with its per-example negative-ELBO terms, computed exactly as elbo computes them given the
+same noise (`terms(x, noise)`), or with fresh noise (`elbo(x)`); and the VDM's ancestral sampler
+(M38). Built from a run's `config.json` and `model.json` (see `elbo_torch.load`)."""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .nets import Mlp, MlpDenoiser, UNet
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def bernoulli_nll(logits, x):
+    """−log Bernoulli(x; sigmoid(logits)) summed over dimensions."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+
+
+def gaussian_log_prob(x, mean, log_var):
+    return (-0.5 * ((x - mean) ** 2 * torch.exp(-log_var) + log_var + LOG_2PI)).sum(1)
+
+
+def kl_standard_normal(mean, log_var):
+    return 0.5 * (log_var.exp() + mean**2 - 1 - log_var).sum(1)
+
+
+def _bernoulli_only(spec, kind):
+    lik = spec.get("likelihood", "bernoulli")
+    if lik != "bernoulli":
+        raise NotImplementedError(f"{kind} with a {lik} likelihood: elbo_torch has the Bernoulli one")
+
+
+class Vae(nn.Module):
+    """q(z|x) = N(μ, diag exp(log σ²)) from `encoder`, p(x|z) Bernoulli from `decoder`."""
+
+    def __init__(self, cfg, spec):
+        super().__init__()
+        _bernoulli_only(spec, "vae")
+        d, dz = spec["data_dim"], spec["latent"]
+        hidden, act = cfg["hidden"], cfg["activation"]
+        self.latent = dz
+        self.encoder = Mlp([d, *hidden, 2 * dz], act)
+        self.decoder = Mlp([dz, *hidden[::-1], d], act)
+
+    def terms(self, x, eps):
+        """Per-example reconstruction and prior (KL) terms for binary x `[B, D]` and ε `[B, dz]`."""
+        h = self.encoder(x)
+        mean, log_var = h[:, : self.latent], h[:, self.latent :]
+        z = mean + torch.exp(0.5 * log_var) * eps
+        return {"reconstruction": bernoulli_nll(self.decoder(z), x), "prior": kl_standard_normal(mean, log_var)}
+
+    def elbo(self, x):
+        return self.terms(x, torch.randn(x.shape[0], self.latent))
+
+
+class Hvae(nn.Module):
+    """src/models/hvae.rs: `encoders[l]` gives q(z_{l+1} | ·), `decoders[0]` p(x | z_1),
+    `decoders[l]` p(z_l | z_{l+1}); the KL of layer l is −H[q_l] − log p(z_l | z_{l+1}) at the
+    drawn z, the top one KL(q_L ‖ N(0, I))."""
+
+    def __init__(self, cfg, spec):
+        super().__init__()
+        _bernoulli_only(spec, "hvae")
+        d, lat, hid, depth, act = spec["data_dim"], cfg["latents"], cfg["hidden"], cfg["depth"], cfg["activation"]
+        self.latents = lat
+        self.encoders, self.decoders = nn.ModuleList(), nn.ModuleList()
+        for i, dz in enumerate(lat):
+            inp = d if i == 0 else lat[i - 1]
+            self.encoders.append(Mlp([inp, *([hid[i]] * depth), 2 * dz], act))
+            out = d if i == 0 else 2 * lat[i - 1]
+            self.decoders.append(Mlp([dz, *([hid[i]] * depth), out], act))
+
+    def terms(self, x, eps):
+        """`eps`: one `[B, d_l]` draw per layer."""
+        chain, inp = [], x
+        for l, dz in enumerate(self.latents):
+            h = self.encoders[l](inp)
+            mean, log_var = h[:, :dz], h[:, dz:]
+            z = mean + torch.exp(0.5 * log_var) * eps[l]
+            chain.append((mean, log_var, z))
+            inp = z
+        out = {"reconstruction": bernoulli_nll(self.decoders[0](chain[0][2]), x)}
+        for l in range(len(self.latents) - 1):
+            h = self.decoders[l + 1](chain[l + 1][2])
+            dz = self.latents[l]
+            neg_entropy = (-0.5 * (chain[l][1] + 1 + LOG_2PI)).sum(1)
+            out[f"kl_z{l + 1}"] = neg_entropy - gaussian_log_prob(chain[l][2], h[:, :dz], h[:, dz:])
+        out["prior"] = kl_standard_normal(chain[-1][0], chain[-1][1])
+        return out
+
+    def elbo(self, x):
+        return self.terms(x, [torch.randn(x.shape[0], dz) for dz in self.latents])
+
+
+# ----- diffusion -----
+
+
+class LinearGamma:
+    def __init__(self, g0, g1):
+        self.g0, self.g1 = g0, g1
+
+    def gamma(self, t):
+        return self.g0 + (self.g1 - self.g0) * t
+
+    def dgamma(self, t):
+        return torch.full_like(t, self.g1 - self.g0)
+
+
+class CosineTable:
+    """The DDPM cosine table of T steps (M24), γ interpolated linearly in t between its steps;
+    γ' by central difference (h = 1e-5), as src/diffusion/schedule.rs."""
+
+    def __init__(self, steps):
+        f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+        ab, p = [], 1.0
+        for i in range(1, steps + 1):
+            p *= 1.0 - min(1.0 - f(i / steps) / f((i - 1) / steps), 0.999)
+            ab.append(p)
+        self.g = torch.tensor([math.log(1 - a) - math.log(a) for a in ab], dtype=torch.float64)
+
+    def _gamma64(self, t):
+        n = len(self.g)
+        x = t.double().clamp(0, 1) * (n - 1)
+        i = x.floor().long().clamp(max=n - 2)
+        f = x - i
+        return self.g[i] * (1 - f) + self.g[i + 1] * f
+
+    def gamma(self, t):
+        return self._gamma64(t).float()
+
+    def dgamma(self, t):
+        t = t.double()
+        a, b = (t - 1e-5).clamp(min=0), (t + 1e-5).clamp(max=1)
+        return ((self._gamma64(b) - self._gamma64(a)) / (b - a)).float()
+
+
+def schedule_of(cfg):
+    s = cfg["schedule"]
+    if s["kind"] == "linear-gamma":
+        return LinearGamma(s["gamma_min"], s["gamma_max"])
+    if s["kind"] == "cosine":
+        return CosineTable(s["steps"])
+    raise NotImplementedError(f"schedule {s['kind']}: elbo_torch has linear-gamma and cosine")
+
+
+class Vdm(nn.Module):
+    """The VDM: `net` predicts ε from z_t and u = (γ − γ_min)/(γ_max − γ_min), variance
+    preserving (α² = sigmoid(−γ)) or exploding (α = 1, σ² = e^γ; z_t scaled by 1/√(1 + σ²))."""
+
+    def __init__(self, cfg, spec):
+        super().__init__()
+        if cfg["prediction"] != "eps" or cfg["t_steps"] != 0:
+            raise NotImplementedError("elbo_torch's VDM is the continuous-time ε-prediction one")
+        self.cfg, self.spec = cfg, spec
+        self.sched = schedule_of(cfg)
+        shape, classes = spec["shape"], spec.get("classes", 0)
+        d = math.prod(shape)
+        net = cfg["network"]
+        if net == "unet" or (net == "auto" and len(shape) == 3):
+            u = cfg["unet"]
+            self.net = UNet(shape, u["channels"], u["embed"], u.get("attention", False), classes)
+        else:
+            m = cfg["mlp"]
+            self.net = MlpDenoiser(d, m["hidden"], m["blocks"], m["embed"], classes)
+        self.image = spec["kind"] == "image8"
+        self.ve = cfg["process"] == "variance-exploding"
+
+    def alpha_sigma(self, gamma):
+        if self.ve:
+            return torch.ones_like(gamma), torch.exp(0.5 * gamma)
+        return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
+    def to_model_space(self, x):
+        if self.image:
+            return x * (2 / 255) - 1
+        shift = torch.tensor(self.spec["shift"])
+        scale = torch.tensor(self.spec["scale"])
+        return (x - shift) / scale
+
+    def eps_hat(self, z, gamma, labels=None):
+        lo, hi = self.cfg["schedule"]["gamma_min"], self.cfg["schedule"]["gamma_max"]
+        if self.ve:
+            z = z / torch.sqrt(torch.exp(gamma) + 1)[:, None]
+        return self.net(z, (gamma - lo) / (hi - lo), labels)
+
+    def endpoints(self):
+        t = torch.tensor([0.0, 1.0])
+        g = self.sched.gamma(t)
+        return g[0], g[1]
+
+    def terms(self, x, t, eps, eps0, labels=None):
+        """Per-example terms (M28, M30) for x in data units, times t `[B]`, ε `[B, D]`, and ε_0
+        `[B, D]` of the decoder's draw: reconstruction, prior, diffusion (½ γ'(t) ‖ε − ε̂‖²)."""
+        xm = self.to_model_space(x)
+        gamma, dgamma = self.sched.gamma(t), self.sched.dgamma(t)
+        a, s = self.alpha_sigma(gamma)
+        e = self.eps_hat(a[:, None] * xm + s[:, None] * eps, gamma, labels)
+        diffusion = 0.5 * dgamma * ((eps - e) ** 2).sum(1)
+        g0, g1 = self.endpoints()
+        d = xm.shape[1]
+        if self.image:
+            dec = self.cfg["decoder"]
+            if dec != "softmax":
+                raise NotImplementedError(f"decoder {dec}: elbo_torch has the softmax one")
+            # Kingma et al.'s decoder: a softmax over the 256 levels of −½ (μ − level)²/s²,
+            # μ = x + s ε_0, s² = e^{γ_0}.
+            s0 = torch.exp(0.5 * g0)
+            mean = xm + s0 * eps0
+            levels = torch.arange(256, dtype=torch.float32) * (2 / 255) - 1
+            logits = -0.5 * (mean[:, :, None] - levels) ** 2 / s0**2
+            k = torch.round((xm + 1) * 127.5).long().clamp(0, 255)
+            logp = torch.log_softmax(logits, dim=2).gather(2, k[:, :, None]).squeeze(2)
+            recon = -logp.sum(1)
+        else:
+            # Gaussian decoder, its expectation over ε_0 exact; plus the standardisation's
+            # log-Jacobian.
+            jac = sum(math.log(v) for v in self.spec["scale"])
+            recon = torch.full((x.shape[0],), 0.5 * d * (float(g0) + LOG_2PI + 1) + jac)
+        a1, _ = self.alpha_sigma(g1)
+        if self.ve:
+            log_v = g1
+            log_ratio = torch.zeros(())
+        else:
+            log_v = torch.zeros(())
+            log_ratio = -F.softplus(-g1)
+        prior = (0.5 * ((xm**2) * a1**2 * torch.exp(-log_v) + log_ratio.exp() - 1 - log_ratio)).sum(1)
+        return {"reconstruction": recon, "prior": prior, "diffusion": diffusion}
+
+    def elbo(self, x, labels=None):
+        b, d = x.shape
+        return self.terms(x, torch.rand(b), torch.randn(b, d), torch.randn(b, d), labels)
+
+    @torch.no_grad()
+    def sample(self, n, steps=200, labels=None):
+        """Ancestral sampling (M38) on t_i = i/steps, ending at x̂_0, in data units."""
+        d = math.prod(self.spec["shape"])
+        g1 = float(self.endpoints()[1])
+        z = torch.randn(n, d) * (math.exp(0.5 * g1) if self.ve else 1.0)
+        ts = [i / steps for i in range(steps, 0, -1)]
+        for k, t in enumerate(ts):
+            gt = self.sched.gamma(torch.tensor([t]))
+            e = self.eps_hat(z, gt.expand(n), labels)
+            at, st = self.alpha_sigma(gt)
+            x0 = (z - st * e) / at
+            if self.image:
+                x0 = x0.clamp(-1, 1)
+                e = (z - at * x0) / st
+            if k + 1 == len(ts):
+                z = x0
+                break
+            gs = self.sched.gamma(torch.tensor([ts[k + 1]]))
+            c = -torch.expm1(gs - gt)
+            as_, ss = self.alpha_sigma(gs)
+            z = (as_ / at) * (z - st * c * e) + ss * c.sqrt() * torch.randn_like(z)
+        if self.image:
+            return ((z + 1) * 127.5).clamp(0, 255).round()
+        return z * torch.tensor(self.spec["scale"]) + torch.tensor(self.spec["shift"])
