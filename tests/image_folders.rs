@@ -76,7 +76,8 @@ fn folder_reads_classes_shapes_and_values_and_resizes() {
 #[test]
 fn bad_image_folders_get_errors_that_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn(&Path)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "corrupt",
             Box::new(|d: &Path| {

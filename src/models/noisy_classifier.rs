@@ -87,6 +87,7 @@ pub struct Mlp {
 }
 
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Net {
     Cnn(Cnn),
     Mlp(Mlp),

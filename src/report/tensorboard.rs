@@ -256,8 +256,11 @@ pub fn read(path: &Path) -> Result<Vec<ReadEvent>> {
     Ok(out)
 }
 
-/// The fields of a protocol buffer message: (field, wire type, varint or fixed value, bytes).
-fn fields(mut b: &[u8]) -> Option<Vec<(u32, u8, u64, &[u8])>> {
+/// One field of a protocol buffer message: (field, wire type, varint or fixed value, bytes).
+type Field<'a> = (u32, u8, u64, &'a [u8]);
+
+/// The fields of a protocol buffer message.
+fn fields(mut b: &[u8]) -> Option<Vec<Field<'_>>> {
     fn read_varint(b: &mut &[u8]) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
