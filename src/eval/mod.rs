@@ -254,6 +254,12 @@ pub struct EvalReport {
     /// Sample quality, with `--quality`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<quality::Quality>,
+    /// A class-conditional diffusion model: the bound of the same network given no label (its
+    /// null class, M43), nats per example, with its standard error over examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconditional_nll_nats: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconditional_nll_se: Option<f64>,
     /// The likelihood along the probability-flow ODE, with `--method ode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ode: Option<ode::OdeReport>,
@@ -310,6 +316,8 @@ impl EvalReport {
             diffusion_loss_by_time: None,
             active_units: None,
             quality: None,
+            unconditional_nll_nats: None,
+            unconditional_nll_se: None,
             ode: None,
         };
         let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
@@ -379,6 +387,7 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
             let data = eval_data(self.0, &loaded, self.1)?;
             let spec = data.head.data.clone();
             let units = active_units(&loaded.model, &data, self.1)?;
+            let unconditional = null_class_bound(&loaded.model, &data, self.1)?;
             let ode = match &self.1.ode {
                 Some(o) => Some(ode::evaluate::<M>(
                     self.0, section, &data, o, self.1, self.2,
@@ -391,6 +400,10 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
             }?;
             e.report.active_units = units;
             e.report.ode = ode;
+            if let Some(s) = unconditional {
+                e.report.unconditional_nll_nats = Some(s.mean);
+                e.report.unconditional_nll_se = Some(s.se);
+            }
             if let Some(n) = self.1.quality {
                 e.report.quality = Some(sample_quality(&loaded, &spec, n, self.1, self.2)?);
             }
@@ -398,6 +411,52 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
         }
     }
     cfg.model.visit(Visit(dir, opts, progress))
+}
+
+/// Time samples per example of the null-class bound (a fixed count: it is a companion figure).
+const NULL_CLASS_T_SAMPLES: usize = 16;
+
+/// For a class-conditional diffusion model, the continuous-time bound of the same network with
+/// every label dropped to the null class (M43): what the label is worth, in nats.
+fn null_class_bound<M: Model>(model: &M, d: &EvalData, opts: &EvalOptions) -> Result<Option<Stat>> {
+    let Some(dm) = model.diffusion() else {
+        return Ok(None);
+    };
+    if dm.classes() == 0 || d.ds.n == 0 {
+        return Ok(None);
+    }
+    let dim = d.ds.dim();
+    let per = (4096 / NULL_CLASS_T_SAMPLES).max(1);
+    let chunks = d.ds.n.div_ceil(per);
+    let parts = crate::par::map_chunks(
+        crate::par::replicas(model, opts.threads, chunks),
+        chunks,
+        |m, i| {
+            let start = i * per;
+            let b = per.min(d.ds.n - start);
+            let x = crate::data::batches::row_block(&d.rows, start, b, dim, &opts.device);
+            let mut rng = crate::rng::chunk(
+                opts.seed,
+                crate::rng::streams::EVAL_NOISE ^ 0x4E11,
+                i as u64,
+            );
+            let dm = m
+                .diffusion()
+                .ok_or_else(|| Error::Invalid("not a diffusion model".into()))?;
+            let e = dm.estimate(
+                x,
+                crate::diffusion::elbo::ElboOptions {
+                    t_steps: opts.t_steps,
+                    t_samples: NULL_CLASS_T_SAMPLES,
+                    proposal: None,
+                },
+                None,
+                &mut rng,
+            )?;
+            crate::elbo::to_f64(e.recon + e.prior + e.diffusion)
+        },
+    )?;
+    Ok(Some(Stat::of(&parts.concat())))
 }
 
 /// Examples the active units are measured on (Burda et al. use the test set; 1,000 keep the

@@ -149,6 +149,10 @@ pub trait DiffusionModel {
     fn table_steps(&self) -> Option<usize>;
     /// The decoder p(x | z_0).
     fn decoder(&self) -> Decoder;
+    /// Classes of a class-conditional model (0: unconditional).
+    fn classes(&self) -> usize {
+        0
+    }
     /// −log p(x) of each row (data units) under the probability-flow ODE (M36, M37), with its
     /// Monte-Carlo error; `x` and the model on an autodiff device.
     fn ode_nll(

@@ -590,6 +590,10 @@ impl DiffusionModel for Vdm {
         self.decoder_kind()
     }
 
+    fn classes(&self) -> usize {
+        self.spec.classes
+    }
+
     /// The ODE from γ(0) to γ(1) with the model's prior. 8-bit images are dequantised
     /// uniformly within their level's bin (Δ = 2/255 in model space; Song et al. 2021), so
     /// −log p(k + u) − D log Δ bounds the discrete NLL as the ELBO does; continuous data add the

@@ -82,6 +82,15 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
             "true NLL of this data: {t:.4} nats; gap {g:.4} nats"
         ));
     }
+    if let (Some(u), Some(se)) = (r.unconditional_nll_nats, r.unconditional_nll_se) {
+        out.push(format!(
+            "the same network without labels (its null class, M43): −ELBO {u:.4} ± {se:.4} nats \
+             ({:.4} {}); the label is worth {:.4} nats",
+            r.unit.per_dim(u, dim_of_report(r)),
+            r.unit.label(),
+            u - r.neg_elbo_nats
+        ));
+    }
     if let Some(o) = &r.ode {
         let unit = o.unit.label();
         out.push(format!(
@@ -144,6 +153,17 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
         out.push(format!("diffusion loss by time: {p} (and .png)"));
     }
     out
+}
+
+/// The data's dimension, from the report's bound and its per-dimension figure.
+fn dim_of_report(r: &EvalReport) -> usize {
+    let pd = r.per_dim();
+    let one = r.unit.per_dim(r.nll_nats, 1);
+    if pd.is_finite() && pd.abs() > 0.0 {
+        (one / pd).round().max(1.0) as usize
+    } else {
+        1
+    }
 }
 
 /// Sample-quality figures beside the real images' (`what`: which samples, in words).
