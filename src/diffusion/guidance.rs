@@ -126,6 +126,21 @@ mod tests {
         let g: Vec<f32> = (0..b).map(|i| -8.0 + 14.0 * i as f32 / b as f32).collect();
         let gamma = Tensor::<1>::from_data(TensorData::new(g, [b]), &dev);
         let labels: Vec<u32> = (0..b as u32).map(|i| i % m.weights.len() as u32).collect();
+        // w = 0 is the conditional model itself, and no label its null class, exactly.
+        let at = |d: &dyn Denoiser, c: Cond| -> Vec<f32> {
+            eps_hat(d, z.clone(), gamma.clone(), c)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let w0 = Guided {
+            den: &lab,
+            w: 0.0,
+            null: m.weights.len() as u32,
+        };
+        assert_eq!(at(&w0, Some(&labels)), at(&lab, Some(&labels)));
+        let null = vec![m.weights.len() as u32; b];
+        assert_eq!(at(&w0, None), at(&lab, Some(&null)));
         for w in [0.0, 0.5, 2.0] {
             let cfg = Guided {
                 den: &lab,
