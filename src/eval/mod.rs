@@ -506,6 +506,7 @@ fn sample_quality<M: Model>(
     if l.model.diffusion().is_some() {
         let name = opts
             .sampler
+            .or(l.model.default_sampler())
             .unwrap_or(crate::sample::SamplerKind::Ancestral)
             .describe(opts.eta);
         q.sampler = Some(match opts.steps {

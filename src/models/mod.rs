@@ -288,6 +288,11 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         None
     }
 
+    /// The sampler `draw` uses when none is named (diffusion models; `None` otherwise).
+    fn default_sampler(&self) -> Option<crate::sample::SamplerKind> {
+        None
+    }
+
     /// The diffusion view of the model, for models whose bound is a diffusion bound.
     fn diffusion(&self) -> Option<&dyn DiffusionModel> {
         None

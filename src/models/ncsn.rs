@@ -234,6 +234,10 @@ impl Model for Ncsn {
         Some(&self.vdm)
     }
 
+    fn default_sampler(&self) -> Option<SamplerKind> {
+        Some(SamplerKind::AnnealedLangevin)
+    }
+
     fn sample_chunk_rows(&self) -> usize {
         self.vdm.sample_chunk_rows()
     }

@@ -725,6 +725,10 @@ impl Model for Vdm {
         Some(self)
     }
 
+    fn default_sampler(&self) -> Option<SamplerKind> {
+        Some(SamplerKind::Ancestral)
+    }
+
     /// Rows per sampling chunk: 16 images of 28×28, more for smaller examples (at most 512).
     fn sample_chunk_rows(&self) -> usize {
         (12_544 / self.spec.dim().max(1)).clamp(1, 512)
