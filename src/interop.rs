@@ -344,59 +344,83 @@ pub fn parity(dir: &RunDir, n: usize, seed: u64) -> Result<NamedParams> {
         }
         ModelConfig::Vdm(section) => {
             let l = load_model_on::<Vdm>(dir, section, &dev)?;
-            let m = &l.model;
-            let x = rows(ds.x.clone(), d);
-            let labels = if m.spec.classes > 0 {
-                ds.labels.clone()
-            } else {
-                None
-            };
-            let t: Vec<f64> = (0..b).map(|_| rand::Rng::gen::<f64>(&mut rng)).collect();
-            let eps = randn(&mut rng, [b, d], &dev);
-            let eps0 = randn(&mut rng, [b, d], &dev);
-            let sched = m.schedule();
-            let xm = m.to_model_space(x.clone());
-            let (gamma, dgamma) = sched.gamma(&t, &dev);
-            let (alpha, sigma) = crate::diffusion::Denoiser::process(m).alpha_sigma(gamma.clone());
-            let z = xm.clone() * alpha + eps.clone() * sigma;
-            let e = crate::diffusion::eps_hat(m, z, gamma, labels.as_deref());
-            let diffusion =
-                dgamma * (eps.clone() - e).square().sum_dim(1).squeeze_dim::<1>(1) * 0.5;
-            let (g0, g1) = sched.endpoints(&dev);
-            let decoder = m.decoder_kind();
-            let e0 = (decoder != crate::diffusion::elbo::Decoder::Gaussian).then(|| eps0.clone());
-            let mut recon = crate::diffusion::elbo::decoder_nll(xm.clone(), e0, g0, decoder);
-            if m.spec.kind == crate::data::DataKind::Continuous {
-                recon = recon + m.log_jacobian();
-            }
-            let prior = crate::diffusion::Denoiser::process(m).prior_kl(xm, g1);
-            put(&mut out, "x", x)?;
-            if let Some(y) = labels {
-                put(
-                    &mut out,
-                    "labels",
-                    rows(y.iter().map(|&v| v as f32).collect(), 1),
-                )?;
-            }
-            put(
-                &mut out,
-                "t",
-                rows(t.iter().map(|&v| v as f32).collect(), 1),
-            )?;
-            put(&mut out, "eps", eps)?;
-            put(&mut out, "eps0", eps0)?;
-            put(&mut out, "term.reconstruction", col(recon))?;
-            put(&mut out, "term.prior", col(prior))?;
-            put(&mut out, "term.diffusion", col(diffusion))?;
+            vdm_parity(&l.model, &ds, &mut rng, &mut out)?;
         }
-        other => {
-            return Err(Error::Config(format!(
-                "--parity: elbo_torch has twins of the vae, hvae and vdm; this run is a {}",
-                other.kind()
-            )))
+        ModelConfig::Ncsn(section) => {
+            let l = load_model_on::<crate::models::ncsn::Ncsn>(dir, section, &dev)?;
+            vdm_parity(&l.model.vdm, &ds, &mut rng, &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// The VDM's terms from given t, ε and ε_0 (see [`parity`]).
+fn vdm_parity(
+    m: &crate::models::vdm::Vdm,
+    ds: &crate::data::Dataset,
+    rng: &mut crate::rng::Rng,
+    out: &mut NamedParams,
+) -> Result<()> {
+    use crate::rng::randn;
+    use burn::tensor::{Tensor, TensorData};
+    let dev = m.device();
+    let (b, d) = (ds.n, ds.dim());
+    let put = |out: &mut NamedParams, name: &str, t: Tensor<2>| -> Result<()> {
+        let [r, c] = t.dims();
+        out.insert(
+            format!("parity.{name}"),
+            ParamValue {
+                shape: vec![r, c],
+                data: crate::elbo::to_f32(t)?,
+            },
+        );
+        Ok(())
+    };
+    let col = |t: Tensor<1>| {
+        let n = t.dims()[0];
+        t.reshape([n, 1])
+    };
+    let rows = |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [b, c]), &dev);
+    let x = rows(ds.x.clone(), d);
+    let labels = if m.spec.classes > 0 {
+        ds.labels.clone()
+    } else {
+        None
+    };
+    let t: Vec<f64> = (0..b).map(|_| rand::Rng::gen::<f64>(rng)).collect();
+    let eps = randn(rng, [b, d], &dev);
+    let eps0 = randn(rng, [b, d], &dev);
+    let sched = m.schedule();
+    let xm = m.to_model_space(x.clone());
+    let (gamma, dgamma) = sched.gamma(&t, &dev);
+    let process = crate::diffusion::Denoiser::process(m);
+    let (alpha, sigma) = process.alpha_sigma(gamma.clone());
+    let z = xm.clone() * alpha + eps.clone() * sigma;
+    let e = crate::diffusion::eps_hat(m, z, gamma, labels.as_deref());
+    let diffusion = dgamma * (eps.clone() - e).square().sum_dim(1).squeeze_dim::<1>(1) * 0.5;
+    let (g0, g1) = sched.endpoints(&dev);
+    let decoder = m.decoder_kind();
+    let e0 = (decoder != crate::diffusion::elbo::Decoder::Gaussian).then(|| eps0.clone());
+    let mut recon = crate::diffusion::elbo::decoder_nll(xm.clone(), e0, g0, decoder);
+    if m.spec.kind == crate::data::DataKind::Continuous {
+        recon = recon + m.log_jacobian();
+    }
+    let prior = process.prior_kl(xm, g1);
+    put(out, "x", x)?;
+    if let Some(y) = labels {
+        put(
+            out,
+            "labels",
+            rows(y.iter().map(|&v| v as f32).collect(), 1),
+        )?;
+    }
+    put(out, "t", rows(t.iter().map(|&v| v as f32).collect(), 1))?;
+    put(out, "eps", eps)?;
+    put(out, "eps0", eps0)?;
+    put(out, "term.reconstruction", col(recon))?;
+    put(out, "term.prior", col(prior))?;
+    put(out, "term.diffusion", col(diffusion))?;
+    Ok(())
 }
 
 fn load_model_on<M: Model>(

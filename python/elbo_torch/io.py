@@ -6,9 +6,9 @@ import json
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .models import Hvae, Vae, Vdm
+from .models import Hvae, Ncsn, Vae, Vdm
 
-KINDS = {"vae": Vae, "hvae": Hvae, "vdm": Vdm}
+KINDS = {"vae": Vae, "hvae": Hvae, "vdm": Vdm, "ncsn": Ncsn}
 
 
 def build(config, model_file):
