@@ -86,7 +86,16 @@ pub fn line_plot(
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK, RGBColor(230, 140, 0), RGBColor(128, 128, 128)];
+        let colors = [
+            BLUE,
+            RED,
+            GREEN,
+            MAGENTA,
+            CYAN,
+            BLACK,
+            RGBColor(230, 140, 0),
+            RGBColor(128, 128, 128),
+        ];
         macro_rules! draw {
             ($xr:expr) => {{
                 let mut b = ChartBuilder::on(&root);
