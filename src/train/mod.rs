@@ -170,9 +170,9 @@ pub fn loss_and_grads<M: Model>(
     Ok((loss, neg_elbo, total.unwrap_or_default()))
 }
 
-/// Sixteen samples of the EMA model (a diffusion model by ancestral sampling in 100 steps: on
+/// Sixteen samples of the EMA model by its own sampler (a VDM: ancestral in 100 steps, since on
 /// mnist10k DDIM's 50 deterministic steps drew FD-classifier 222 where these draw 107,
-/// BENCHMARKS.md §8) as
+/// BENCHMARKS.md §8; an NCSN: annealed Langevin at 20 steps per level) as
 /// `DIR/progress/step-N.png`, and the strip of those grids over training as
 /// `DIR/samples_over_training.png` (at most ten, evenly spaced, left to right).
 fn progress_grid<M: Model>(
@@ -183,10 +183,17 @@ fn progress_grid<M: Model>(
     hw: [usize; 2],
     binary: bool,
 ) -> Result<()> {
-    let diffusion = m.diffusion().is_some();
+    // The model's own sampler (ancestral for a VDM, annealed Langevin for an NCSN, at 20 steps
+    // per level here to keep the grids cheap).
+    let sampler = m.default_sampler();
+    let steps = match sampler {
+        Some(crate::sample::SamplerKind::AnnealedLangevin) => Some(20),
+        Some(_) => Some(100),
+        None => None,
+    };
     let opts = crate::models::SampleOptions {
-        sampler: diffusion.then_some(crate::sample::SamplerKind::Ancestral),
-        steps: diffusion.then_some(100),
+        sampler,
+        steps,
         eta: 0.0,
         snr: 0.16,
         rtol: 1e-3,
