@@ -215,6 +215,40 @@ pub struct ReadEvent {
     pub values: Vec<(String, Value)>,
 }
 
+/// Drop, from every event file in `dir`, the events logged after `step` (work lost before a
+/// resume, as `metrics.jsonl` drops its lines). A file this module cannot read is left alone.
+pub fn truncate(dir: &Path, step: u64) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents.")
+        {
+            continue;
+        }
+        let p = e.path();
+        let Ok(events) = read(&p) else {
+            continue;
+        };
+        if events.iter().all(|ev| ev.step as u64 <= step) {
+            continue;
+        }
+        let mut out = Vec::new();
+        for ev in events.iter().filter(|ev| ev.step as u64 <= step) {
+            let data = match &ev.file_version {
+                Some(_) => event(ev.wall_time, ev.step, &[]),
+                None => event(ev.wall_time, ev.step, &ev.values),
+            };
+            out.extend(record(&data));
+        }
+        crate::train::checkpoint::write_atomic(&p, &out)?;
+    }
+    Ok(())
+}
+
 /// Read an event file, checking every length and data CRC.
 pub fn read(path: &Path) -> Result<Vec<ReadEvent>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -414,6 +448,14 @@ mod tests {
                 }
             )]
         );
+        // A resume at step 40 drops what came after it (the image at 80), keeping the rest
+        // byte for byte readable.
+        truncate(dir.path(), 40).unwrap();
+        let kept = read(&p).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[1].values.len(), 2);
+        truncate(dir.path(), 80).unwrap();
+        assert_eq!(read(&p).unwrap().len(), 2);
         // One flipped bit anywhere is caught by a CRC.
         let mut bytes = std::fs::read(&p).unwrap();
         let k = bytes.len() - 7;

@@ -556,8 +556,10 @@ impl RunDir {
         Ok((take_prefix(&all, "param/"), opt, state))
     }
 
-    /// Drop metrics lines logged after `step` (they belong to work lost before a resume).
+    /// Drop metrics lines (and TensorBoard events) logged after `step` (they belong to work lost
+    /// before a resume).
     pub fn truncate_metrics(&self, step: u64) -> Result<()> {
+        crate::report::tensorboard::truncate(&self.path, step)?;
         let p = self.file("metrics.jsonl");
         let Ok(text) = std::fs::read_to_string(&p) else {
             return Ok(());
