@@ -19,9 +19,10 @@ use elbo::device::DeviceKind;
 
 /// Train, evaluate and sample likelihood-based generative models by their evidence lower bound.
 ///
-/// Every model here (VAEs and variational diffusion models) is a latent-variable model trained
-/// by maximising the ELBO, and every one reports the same thing:
-/// an honest bound on log p(x), term by term, in nats (and bits/dim for images).
+/// Every model here (VAEs, hierarchical VAEs, variational diffusion models and score networks) is
+/// a latent-variable model with an ELBO, and every one reports the same thing: an honest bound on
+/// log p(x), term by term, in nats (and bits/dim for images); diffusion models also give their
+/// exact likelihood along the probability-flow ODE (`eval --method ode`).
 #[derive(Parser, Debug)]
 #[command(
     name = "elbo",
@@ -52,7 +53,8 @@ pub struct Cli {
 enum Command {
     /// Train a model (with no arguments: a VDM on the embedded mnist10k, about 4 minutes on 2 cores).
     Train(train::TrainArgs),
-    /// Evaluate a trained run: every ELBO term, and the importance-weighted bound with --iw K.
+    /// Evaluate a trained run: every ELBO term, the importance-weighted bound with --iw K, the exact
+    /// ODE likelihood of a diffusion run with --method ode, sample quality with --quality.
     Eval(eval::EvalArgs),
     /// Draw samples from a trained run into a PNG grid (images) or a .npy file.
     Sample(sample::SampleArgs),
