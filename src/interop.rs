@@ -257,7 +257,7 @@ pub fn torch_names_for(
 pub fn parity(dir: &RunDir, n: usize, seed: u64) -> Result<NamedParams> {
     use crate::models::{hvae::Hvae, vae::Vae, vdm::Vdm, ModelConfig};
     use crate::rng::{randn, seeded};
-    use burn::tensor::{Device, Tensor, TensorData};
+    use burn::tensor::Device;
     dir.check()?;
     let cfg = dir.config()?;
     let dev = Device::flex();
@@ -265,22 +265,7 @@ pub fn parity(dir: &RunDir, n: usize, seed: u64) -> Result<NamedParams> {
     let (b, d) = (ds.n, ds.dim());
     let mut rng = seeded(seed);
     let mut out = NamedParams::new();
-    let put = |out: &mut NamedParams, name: &str, t: Tensor<2>| -> Result<()> {
-        let [r, c] = t.dims();
-        out.insert(
-            format!("parity.{name}"),
-            ParamValue {
-                shape: vec![r, c],
-                data: crate::elbo::to_f32(t)?,
-            },
-        );
-        Ok(())
-    };
-    let col = |t: Tensor<1>| {
-        let n = t.dims()[0];
-        t.reshape([n, 1])
-    };
-    let rows = |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [b, c]), &dev);
+    let rows = |v: Vec<f32>, c: usize| rows_of(v, b, c, &dev);
     match &cfg.model {
         ModelConfig::Vae(section) => {
             let l = load_model_on::<Vae>(dir, section, &dev)?;
@@ -354,6 +339,30 @@ pub fn parity(dir: &RunDir, n: usize, seed: u64) -> Result<NamedParams> {
     Ok(out)
 }
 
+/// Store a `[r, c]` tensor as `parity.<name>`.
+fn put(out: &mut NamedParams, name: &str, t: burn::tensor::Tensor<2>) -> Result<()> {
+    let [r, c] = t.dims();
+    out.insert(
+        format!("parity.{name}"),
+        ParamValue {
+            shape: vec![r, c],
+            data: crate::elbo::to_f32(t)?,
+        },
+    );
+    Ok(())
+}
+
+/// A per-example vector `[n]` as a column `[n, 1]`.
+fn col(t: burn::tensor::Tensor<1>) -> burn::tensor::Tensor<2> {
+    let n = t.dims()[0];
+    t.reshape([n, 1])
+}
+
+/// Values as `[b, c]` rows on `dev`.
+fn rows_of(v: Vec<f32>, b: usize, c: usize, dev: &burn::tensor::Device) -> burn::tensor::Tensor<2> {
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(v, [b, c]), dev)
+}
+
 /// The VDM's terms from given t, ε and ε_0 (see [`parity`]).
 fn vdm_parity(
     m: &crate::models::vdm::Vdm,
@@ -362,25 +371,9 @@ fn vdm_parity(
     out: &mut NamedParams,
 ) -> Result<()> {
     use crate::rng::randn;
-    use burn::tensor::{Tensor, TensorData};
     let dev = m.device();
     let (b, d) = (ds.n, ds.dim());
-    let put = |out: &mut NamedParams, name: &str, t: Tensor<2>| -> Result<()> {
-        let [r, c] = t.dims();
-        out.insert(
-            format!("parity.{name}"),
-            ParamValue {
-                shape: vec![r, c],
-                data: crate::elbo::to_f32(t)?,
-            },
-        );
-        Ok(())
-    };
-    let col = |t: Tensor<1>| {
-        let n = t.dims()[0];
-        t.reshape([n, 1])
-    };
-    let rows = |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [b, c]), &dev);
+    let rows = |v: Vec<f32>, c: usize| rows_of(v, b, c, &dev);
     let x = rows(ds.x.clone(), d);
     let labels = if m.spec.classes > 0 {
         ds.labels.clone()
