@@ -165,10 +165,7 @@ fn sample_options(a: &SampleArgs, class: Option<u32>) -> anyhow::Result<SampleOp
 fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Result<i32> {
     let mf = dir.model_file()?;
     let classes = match &a.classifier {
-        Some(c) => {
-            elbo::models::noisy_classifier::NoisyClassifier::load(c, &burn::tensor::Device::flex())?
-                .classes()
-        }
+        Some(c) => elbo::train::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes(),
         None => mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize,
     };
     if classes == 0 {

@@ -305,6 +305,7 @@ fn train_run(
 /// minutes at most), then its accuracy at five noise levels.
 fn train_noisy_classifier(a: &TrainArgs, g: &Global) -> anyhow::Result<i32> {
     use elbo::models::noisy_classifier as nc;
+    use elbo::train::noisy_classifier as ncl;
     if a.resume
         || a.config.is_some()
         || a.preset.is_some()
@@ -327,7 +328,7 @@ fn train_noisy_classifier(a: &TrainArgs, g: &Global) -> anyhow::Result<i32> {
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    let out = a.out.clone().unwrap_or_else(|| nc::default_dir(&data));
+    let out = a.out.clone().unwrap_or_else(|| ncl::default_dir(&data));
     if out.join(nc::META_FILE).exists() {
         anyhow::bail!(
             "{}: holds a noisy classifier already; choose another --out",
@@ -340,7 +341,7 @@ fn train_noisy_classifier(a: &TrainArgs, g: &Global) -> anyhow::Result<i32> {
         cfg.batch,
         out.display()
     );
-    let m = nc::train(&cfg, &out, &super::BarProgress::new(g))?;
+    let m = ncl::train(&cfg, &out, &super::BarProgress::new(g))?;
     let acc: Vec<String> = m
         .meta
         .accuracy_by_t

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use burn::module::Module;
+
 use super::Progress;
 use crate::limits::{self, MAX_SAMPLE_BYTES, MAX_SAMPLE_STEPS, MAX_SECONDS};
 use crate::models::{Model, ModelVisitor, SampleOptions};
@@ -87,9 +89,22 @@ pub fn draw_blocks(
             let l = load_model::<M>(self.dir, section, self.device)?;
             let binary = M::binarize(&l.section, &l.spec).is_some();
             let m = &l.model;
+            // Classifier guidance (M42): the classifier loaded once, on the autodiff device its
+            // input gradients need.
+            let clf = match &self.opts.classifier {
+                Some(d) => Some(
+                    crate::train::noisy_classifier::load(d, &self.device.clone().autodiff())?
+                        .no_grad(),
+                ),
+                None => None,
+            };
+            let draw = |rows: usize, o: &SampleOptions, tick: &(dyn Fn() + Sync)| match &clf {
+                Some(c) => m.draw_guided(rows, o, c, tick),
+                None => m.draw(rows, o, tick),
+            };
             let per = m.sample_chunk_rows().max(1);
             if !self.force {
-                estimate_time(m, self.n, self.opts, per)?;
+                estimate_time(m, self.n, self.opts, per, &draw)?;
             }
             self.progress
                 .start("sampling", m.sample_work(self.n, self.opts));
@@ -103,7 +118,7 @@ pub fn draw_blocks(
                     first_chunk: self.opts.first_chunk + (done / per) as u64,
                     ..self.opts.clone()
                 };
-                (self.sink)(&m.draw(rows, &o, &tick)?)?;
+                (self.sink)(&draw(rows, &o, &tick)?)?;
                 done += rows;
             }
             self.progress.finish();
@@ -121,9 +136,18 @@ pub fn draw_blocks(
     })
 }
 
+/// Draw `rows` samples with these options, telling a progress callback.
+type DrawFn<'a> = dyn Fn(usize, &SampleOptions, &(dyn Fn() + Sync)) -> Result<Vec<f32>> + 'a;
+
 /// Time one chunk's worth (one sampler step, for a diffusion model) and refuse work that would
 /// take longer than [`MAX_SECONDS`] at that rate.
-fn estimate_time<M: Model>(m: &M, n: usize, opts: &SampleOptions, per: usize) -> Result<()> {
+fn estimate_time<M: Model>(
+    m: &M,
+    n: usize,
+    opts: &SampleOptions,
+    per: usize,
+    draw: &DrawFn,
+) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
@@ -135,7 +159,7 @@ fn estimate_time<M: Model>(m: &M, n: usize, opts: &SampleOptions, per: usize) ->
     let rows = per.min(n);
     let t0 = Instant::now();
     // One thread: the probe's network evaluations are not counted in the NFE.
-    crate::sample::uncounted(|| m.draw(rows, &probe, &|| ()))?;
+    crate::sample::uncounted(|| draw(rows, &probe, &|| ()))?;
     let dt = t0.elapsed().as_secs_f64();
     let units = m.sample_work(n, opts) as f64 / m.sample_work(rows, &probe).max(1) as f64;
     let parallel = (opts.threads.max(1) as f64)

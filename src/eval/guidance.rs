@@ -86,11 +86,9 @@ pub fn sweep(
         )));
     }
     let classes = match &opts.classifier {
-        Some(c) => crate::models::noisy_classifier::NoisyClassifier::load(
-            c,
-            &burn::tensor::Device::flex(),
-        )?
-        .classes(),
+        Some(c) => {
+            crate::train::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes()
+        }
         None => {
             let k = mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize;
             if k == 0 {

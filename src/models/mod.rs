@@ -298,6 +298,20 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         None
     }
 
+    /// `n` samples steered towards `opts.class` by a noisy classifier (M42), loaded by the
+    /// caller onto an autodiff device; models other than variance-preserving diffusion refuse.
+    fn draw_guided(
+        &self,
+        _n: usize,
+        _opts: &SampleOptions,
+        _classifier: &crate::models::noisy_classifier::NoisyClassifier,
+        _progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<f32>> {
+        Err(crate::Error::Config(
+            "classifier guidance needs a VDM run (variance-preserving diffusion)".into(),
+        ))
+    }
+
     /// Units of work (one call of `progress`) that drawing `n` samples takes.
     fn sample_work(&self, n: usize, _opts: &SampleOptions) -> u64 {
         n as u64

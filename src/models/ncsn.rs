@@ -267,7 +267,7 @@ impl Model for Ncsn {
         if Self::uses_langevin(opts) {
             let s = self.langevin(opts.steps);
             self.vdm
-                .draw_with(n, opts, &s, &self.level_gammas(), progress)
+                .draw_with(n, opts, &s, &self.level_gammas(), None, progress)
         } else {
             self.vdm.draw(n, opts, progress)
         }

@@ -6,26 +6,20 @@
 //!
 //! Images go through a small CNN (3×3 convolutions of 32, 64, 64 channels, the last two with
 //! stride 2, a 128-wide layer), vectors through an MLP (two layers of 128); SiLU throughout, so
-//! the input gradient is smooth.
-
-use std::path::{Path, PathBuf};
+//! the input gradient is smooth. Training, and loading a trained one, are
+//! `crate::train::noisy_classifier`'s.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, DataKind, Dataset, Scaling, Split};
+use crate::data::DataKind;
 use crate::diffusion::guidance::ClassGradient;
-use crate::diffusion::{NoiseSchedule, Process, ScheduleConfig, ScheduleKind};
-use crate::eval::Progress;
+use crate::diffusion::{Process, ScheduleConfig};
 use crate::models::vdm::VdmSpec;
-use crate::rng::{randn, seeded};
-use crate::train::optim::{AdamW, OptimConfig};
-use crate::train::params;
 use crate::{Error, Result};
 
 /// The file that names a directory as a noisy classifier's.
@@ -176,7 +170,7 @@ impl NoisyClassifier {
     }
 
     /// Data units → model space (8-bit images: 2k/255 − 1; vectors: standardised).
-    fn to_model_space(&self, x: Tensor<2>) -> Tensor<2> {
+    pub fn to_model_space(&self, x: Tensor<2>) -> Tensor<2> {
         let s = &self.meta.spec;
         match s.kind {
             DataKind::Image8 => x * (2.0 / 255.0) - 1.0,
@@ -188,33 +182,6 @@ impl NoisyClassifier {
                 (x - row(&s.shift)) / row(&s.scale)
             }
         }
-    }
-
-    /// Load the classifier in `dir` onto `device`.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Config(format!(
-                    "{}: not a noisy classifier's directory (no {META_FILE}; train one with \
-                     `elbo train --model noisy-classifier`)",
-                    dir.display()
-                ))
-            } else {
-                Error::io(&meta_path, e)
-            }
-        })?;
-        let meta: NoisyClassifierMeta =
-            serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-                path: meta_path.clone(),
-                msg: e.to_string(),
-            })?;
-        let weights = dir.join("model.safetensors");
-        let (p, _) = crate::train::checkpoint::load_tensors(&weights)?;
-        params::assign(NoisyClassifier::new(meta, device)?, &p).map_err(|e| Error::Checkpoint {
-            path: weights,
-            msg: e.to_string(),
-        })
     }
 
     /// Whether it can guide a diffusion model of these data (same shape, classes and space).
@@ -271,179 +238,4 @@ impl ClassGradient for NoisyClassifier {
             .unwrap_or_else(|| Tensor::zeros(z.dims(), &dev));
         Tensor::from_data(gz.into_data(), &out_dev)
     }
-}
-
-/// Train a noisy classifier on `cfg.data` and save it in `out` (its meta and weights).
-pub fn train(
-    cfg: &NoisyClassifierConfig,
-    out: &Path,
-    progress: &dyn Progress,
-) -> Result<NoisyClassifier> {
-    let train = data::load(&cfg.data, Split::Train)?;
-    let test = data::load(&cfg.data, Split::Test)?;
-    let labels = train.labels.as_ref().ok_or_else(|| {
-        Error::Config(format!(
-            "a noisy classifier needs labelled data; '{}' has no labels",
-            cfg.data
-        ))
-    })?;
-    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    let (shift, scale) = match train.kind {
-        DataKind::Image8 => (vec![], vec![]),
-        DataKind::Continuous => train.affine(Scaling::default()),
-    };
-    let spec = VdmSpec {
-        kind: train.kind,
-        shape: train.shape.clone(),
-        shift,
-        scale,
-        classes,
-    };
-    let mut schedule = cfg.schedule.clone();
-    if schedule.kind == ScheduleKind::Auto {
-        schedule.kind = if train.kind == DataKind::Image8 {
-            ScheduleKind::Cosine
-        } else {
-            ScheduleKind::LinearGamma
-        };
-    }
-    if schedule.kind == ScheduleKind::Learned {
-        return Err(Error::Config(
-            "a noisy classifier needs a fixed schedule (its noise levels are drawn from it)".into(),
-        ));
-    }
-    let sched = schedule.fixed()?;
-    let mut cfg = cfg.clone();
-    cfg.schedule = schedule;
-    let meta = NoisyClassifierMeta {
-        config: cfg.clone(),
-        spec,
-        gamma_lo: sched.gamma(0.0),
-        gamma_hi: sched.gamma(1.0),
-        accuracy_by_t: vec![],
-    };
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let device = Device::flex().autodiff();
-    device.seed(cfg.seed);
-    let mut m = NoisyClassifier::new(meta, &device)?;
-    let mut p = params::collect(&m)?;
-    let mut opt = AdamW::new(&p);
-    let ocfg = OptimConfig {
-        lr: cfg.lr,
-        warmup_steps: 100,
-        ema_decay: 0.0,
-        ..OptimConfig::default()
-    };
-    let d = train.dim();
-    let mut order = crate::data::BatchOrder::new(cfg.seed);
-    let mut rng = seeded(cfg.seed ^ 0x0C1A55);
-    progress.start("noisy classifier", cfg.steps);
-    for step in 0..cfg.steps {
-        let idx = order.next_batch(train.n, cfg.batch);
-        let b = idx.len();
-        let x = Tensor::<2>::from_data(
-            TensorData::new(crate::data::batches::gather(&train.x, d, &idx), [b, d]),
-            &device,
-        );
-        let y: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
-        let loss = noisy_loss(&m, sched.as_ref(), x, &y, &mut rng);
-        let g = params::collect_grads(&m, &loss.backward())?;
-        opt.step(&ocfg, ocfg.lr_at(step, cfg.steps), &mut p, &g);
-        m = params::assign(m, &p)?;
-        progress.inc(1);
-    }
-    progress.finish();
-    let mut m = params::assign(NoisyClassifier::new(m.meta.clone(), &Device::flex())?, &p)?;
-    m.meta.accuracy_by_t = [0.0, 0.25, 0.5, 0.75, 1.0]
-        .iter()
-        .map(|&t| Ok((t, accuracy(&m, sched.as_ref(), &test, t)?)))
-        .collect::<Result<_>>()?;
-    crate::train::checkpoint::save_tensors(
-        &out.join("model.safetensors"),
-        &[("", &p)],
-        Default::default(),
-    )?;
-    let text = serde_json::to_string_pretty(&m.meta)
-        .map_err(|e| Error::Invalid(format!("writing {META_FILE}: {e}")))?;
-    crate::train::checkpoint::write_atomic(&out.join(META_FILE), text.as_bytes())?;
-    Ok(m)
-}
-
-/// Cross-entropy of the labels given z_t at t uniform, averaged over the batch.
-fn noisy_loss(
-    m: &NoisyClassifier,
-    sched: &(dyn NoiseSchedule + Send + Sync),
-    x: Tensor<2>,
-    y: &[u32],
-    rng: &mut crate::rng::Rng,
-) -> Tensor<1> {
-    let [b, d] = x.dims();
-    let device = x.device();
-    let gammas: Vec<f32> = (0..b)
-        .map(|_| sched.gamma(rng.gen::<f64>()) as f32)
-        .collect();
-    let gamma = Tensor::<1>::from_data(TensorData::new(gammas, [b]), &device);
-    let z = noisy(m, x, gamma.clone(), randn(rng, [b, d], &device));
-    let k = m.classes();
-    let onehot: Vec<f32> = y
-        .iter()
-        .flat_map(|&c| (0..k).map(move |j| f32::from(c as usize == j)))
-        .collect();
-    let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
-    -(log_softmax(m.logits(z, gamma), 1) * onehot)
-        .sum_dim(1)
-        .mean()
-}
-
-/// z_t = α x + σ ε of data rows (data units).
-fn noisy(m: &NoisyClassifier, x: Tensor<2>, gamma: Tensor<1>, eps: Tensor<2>) -> Tensor<2> {
-    let (alpha, sigma) = Process::VariancePreserving.alpha_sigma(gamma);
-    m.to_model_space(x) * alpha + eps * sigma
-}
-
-/// Accuracy on (up to 2,000 of) the test split at time t.
-fn accuracy(
-    m: &NoisyClassifier,
-    sched: &(dyn NoiseSchedule + Send + Sync),
-    test: &Dataset,
-    t: f64,
-) -> Result<f64> {
-    let labels = test
-        .labels
-        .as_ref()
-        .ok_or_else(|| Error::Config("the test split has no labels".into()))?;
-    let n = test.n.min(2000);
-    let d = test.dim();
-    let device = Device::flex();
-    let mut rng = seeded(0x7E57);
-    let mut right = 0usize;
-    for start in (0..n).step_by(256) {
-        let b = 256.min(n - start);
-        let x = Tensor::<2>::from_data(
-            TensorData::new(test.x[start * d..(start + b) * d].to_vec(), [b, d]),
-            &device,
-        );
-        let gamma = Tensor::<1>::full([b], sched.gamma(t), &device);
-        let z = noisy(m, x, gamma.clone(), randn(&mut rng, [b, d], &device));
-        let logits = crate::elbo::to_f32(m.logits(z, gamma))?;
-        let k = m.classes();
-        right += logits
-            .chunks(k)
-            .zip(&labels[start..start + b])
-            .filter(|(row, y)| {
-                let best = (0..k).max_by(|&i, &j| row[i].total_cmp(&row[j]));
-                best == Some(**y as usize)
-            })
-            .count();
-    }
-    Ok(right as f64 / n.max(1) as f64)
-}
-
-/// The first free `runs/noisy-classifier-<data>-N`.
-pub fn default_dir(data: &str) -> PathBuf {
-    let clean = crate::train::run::data_slug(data);
-    (1..)
-        .map(|i| Path::new("runs").join(format!("noisy-classifier-{clean}-{i}")))
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| PathBuf::from("runs/noisy-classifier"))
 }

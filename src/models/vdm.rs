@@ -447,6 +447,85 @@ impl Vdm {
         Ok(self.to_data_space(x0))
     }
 
+    /// `n` samples as `Model::draw` draws them, steered by `classifier` (M42) when one is given
+    /// (on an autodiff device; `opts.classifier` names where it came from).
+    fn draw_by(
+        &self,
+        n: usize,
+        opts: &SampleOptions,
+        classifier: Option<&NoisyClassifier>,
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<f32>> {
+        opts.validate()?;
+        let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
+        match (classifier, &opts.classifier) {
+            (Some(clf), _) => {
+                let c = opts.class.ok_or_else(|| {
+                    Error::Config(
+                        "--classifier needs --class C (the class to steer towards)".into(),
+                    )
+                })?;
+                let k = clf.classes();
+                if c as usize >= k {
+                    return Err(Error::Config(format!(
+                        "--class {c}: the classifier in {} knows classes 0 to {}",
+                        opts.classifier
+                            .as_ref()
+                            .map_or("use".into(), |d| d.display().to_string()),
+                        k - 1
+                    )));
+                }
+                clf.check_compatible(&self.spec, self.cfg.process)?;
+            }
+            (None, Some(dir)) => {
+                return Err(Error::Invalid(format!(
+                    "classifier guidance by {}: the classifier is loaded once by \
+                     elbo::eval::draw, which then calls Model::draw_guided",
+                    dir.display()
+                )))
+            }
+            (None, None) => {}
+        }
+        match opts.class {
+            Some(_) if classifier.is_some() => {}
+            Some(_) if self.spec.classes == 0 => {
+                return Err(Error::Config(
+                    "--class needs a class-conditional model (trained with vdm.conditional = true)"
+                        .into(),
+                ))
+            }
+            Some(c) if c as usize >= self.spec.classes => {
+                return Err(Error::Config(format!(
+                    "--class {c}: this model knows classes 0 to {}",
+                    self.spec.classes - 1
+                )))
+            }
+            _ => {}
+        }
+        let ddim = Ddim { eta: opts.eta };
+        let pc = PredictorCorrector { snr: opts.snr };
+        let rk45 = Rk45 {
+            rtol: opts.rtol,
+            atol: opts.atol,
+        };
+        let sampler: &(dyn Sampler + Sync) =
+            match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
+                SamplerKind::Ancestral => &Ancestral,
+                SamplerKind::Ddim => &ddim,
+                SamplerKind::EulerMaruyama => &EulerMaruyama,
+                SamplerKind::Heun => &Heun,
+                SamplerKind::Pc => &pc,
+                SamplerKind::DpmSolverPp => &DpmSolverPp2M,
+                SamplerKind::Rk45 => &rk45,
+                SamplerKind::AnnealedLangevin => return Err(Error::Config(
+                    "--sampler annealed-langevin samples an ncsn run at its noise levels; a vdm \
+                     run's Langevin sampler is pc (ancestral predictor, Langevin corrector)"
+                        .into(),
+                )),
+            };
+        self.draw_with(n, opts, sampler, &self.gammas(steps), classifier, progress)
+    }
+
     /// `n` samples by `sampler` over `gammas` in chunks spread over threads. Chunk i draws its
     /// noise from `rng::chunk(seed, SAMPLE_NOISE, i)` and chunk sizes depend on `n` and D only,
     /// so the samples depend on the seed, never on the thread count.
@@ -456,20 +535,14 @@ impl Vdm {
         opts: &SampleOptions,
         sampler: &(dyn Sampler + Sync),
         gammas: &[f64],
+        classifier: Option<&NoisyClassifier>,
         progress: &(dyn Fn() + Sync),
     ) -> Result<Vec<f32>> {
         let per = self.sample_chunk_rows();
         let chunks = n.div_ceil(per);
-        // Classifier guidance (M42): the classifier on the autodiff device, one copy per thread.
-        let classifier = match &opts.classifier {
-            Some(dir) => {
-                let c = NoisyClassifier::load(dir, &Device::flex().autodiff())?.no_grad();
-                c.check_compatible(&self.spec, self.cfg.process)?;
-                Some(c)
-            }
-            None => None,
-        };
-        let states = crate::par::replicas(&(self.clone(), classifier), opts.threads, chunks);
+        // Classifier guidance (M42): one copy of the classifier per thread.
+        let states =
+            crate::par::replicas(&(self.clone(), classifier.cloned()), opts.threads, chunks);
         let parts = crate::par::map_chunks(states, chunks, |(m, clf), i| {
             let rows = per.min(n - i * per);
             let labels = opts.class.map(|c| vec![c; rows]);
@@ -749,59 +822,17 @@ impl Model for Vdm {
         opts: &SampleOptions,
         progress: &(dyn Fn() + Sync),
     ) -> Result<Vec<f32>> {
-        opts.validate()?;
-        let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
-        if let Some(dir) = &opts.classifier {
-            let c = opts.class.ok_or_else(|| {
-                Error::Config("--classifier needs --class C (the class to steer towards)".into())
-            })?;
-            let k = NoisyClassifier::load(dir, &Device::flex())?.classes();
-            if c as usize >= k {
-                return Err(Error::Config(format!(
-                    "--class {c}: the classifier in {} knows classes 0 to {}",
-                    dir.display(),
-                    k - 1
-                )));
-            }
-        }
-        match opts.class {
-            Some(_) if opts.classifier.is_some() => {}
-            Some(_) if self.spec.classes == 0 => {
-                return Err(Error::Config(
-                    "--class needs a class-conditional model (trained with vdm.conditional = true)"
-                        .into(),
-                ))
-            }
-            Some(c) if c as usize >= self.spec.classes => {
-                return Err(Error::Config(format!(
-                    "--class {c}: this model knows classes 0 to {}",
-                    self.spec.classes - 1
-                )))
-            }
-            _ => {}
-        }
-        let ddim = Ddim { eta: opts.eta };
-        let pc = PredictorCorrector { snr: opts.snr };
-        let rk45 = Rk45 {
-            rtol: opts.rtol,
-            atol: opts.atol,
-        };
-        let sampler: &(dyn Sampler + Sync) =
-            match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
-                SamplerKind::Ancestral => &Ancestral,
-                SamplerKind::Ddim => &ddim,
-                SamplerKind::EulerMaruyama => &EulerMaruyama,
-                SamplerKind::Heun => &Heun,
-                SamplerKind::Pc => &pc,
-                SamplerKind::DpmSolverPp => &DpmSolverPp2M,
-                SamplerKind::Rk45 => &rk45,
-                SamplerKind::AnnealedLangevin => return Err(Error::Config(
-                    "--sampler annealed-langevin samples an ncsn run at its noise levels; a vdm \
-                     run's Langevin sampler is pc (ancestral predictor, Langevin corrector)"
-                        .into(),
-                )),
-            };
-        self.draw_with(n, opts, sampler, &self.gammas(steps), progress)
+        self.draw_by(n, opts, None, progress)
+    }
+
+    fn draw_guided(
+        &self,
+        n: usize,
+        opts: &SampleOptions,
+        classifier: &NoisyClassifier,
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<Vec<f32>> {
+        self.draw_by(n, opts, Some(classifier), progress)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod noisy_classifier;
 pub mod optim;
 pub mod params;
 pub mod run;
