@@ -93,9 +93,19 @@ pub fn sweep(
             cfg.data
         )));
     }
+    if settings.is_empty() {
+        return Err(Error::Config("no sampler settings".into()));
+    }
+    // The classifier, the test split's reference features and the real images' figures once,
+    // as `quality::quality` would compute them for every row.
+    let (clf, _) = quality::classifier(&cfg.data, ClassifierSettings::default())?;
+    let test = crate::data::load(&cfg.data, crate::data::Split::Test)?;
+    let d = test.dim();
+    let reference = quality::moments(&quality::features(&clf, &test.x, d)?.0, quality::FEATURES);
+    let train = crate::data::load(&cfg.data, crate::data::Split::Train)?;
+    let real = quality::figures(&clf, &train.head(n.max(2)).x, d, &reference)?;
     let device = burn::tensor::Device::flex();
     let mut rows = Vec::new();
-    let mut real = None;
     for s in settings {
         let o = SampleOptions {
             sampler: Some(s.sampler),
@@ -111,16 +121,13 @@ pub fn sweep(
         let nfe = (crate::sample::network_rows() - rows0) as f64 / n as f64;
         let scale = 255.0 / smp.white;
         let v: Vec<f32> = smp.values.iter().map(|x| x * scale).collect();
-        let q = quality::quality(&cfg.data, &v, ClassifierSettings::default())?;
-        real.get_or_insert(q.real);
         rows.push(SamplerRow {
             setting: *s,
             nfe,
-            figures: q.samples,
+            figures: quality::figures(&clf, &v, d, &reference)?,
             seconds,
         });
     }
-    let real = real.ok_or_else(|| Error::Config("no sampler settings".into()))?;
     Ok(SamplerSweep {
         data: cfg.data.clone(),
         n,
