@@ -169,6 +169,20 @@ impl NoisyClassifier {
         }
     }
 
+    /// log p_φ(c | z_t) of each row's label `[B]` for z_t `[B, D]` (model space) at γ `[B]`.
+    pub fn log_prob(&self, z: Tensor<2>, gamma: Tensor<1>, labels: &[u32]) -> Tensor<1> {
+        let b = z.dims()[0];
+        let k = self.classes();
+        let onehot: Vec<f32> = labels
+            .iter()
+            .flat_map(|&c| (0..k).map(move |j| f32::from(c as usize == j)))
+            .collect();
+        let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &z.device());
+        (log_softmax(self.logits(z, gamma), 1) * onehot)
+            .sum_dim(1)
+            .reshape([b])
+    }
+
     /// Data units → model space (8-bit images: 2k/255 − 1; vectors: standardised).
     pub fn to_model_space(&self, x: Tensor<2>) -> Tensor<2> {
         let s = &self.meta.spec;
@@ -217,7 +231,6 @@ impl NoisyClassifier {
 /// itself must live on an autodiff device (see [`NoisyClassifier::load`]).
 impl ClassGradient for NoisyClassifier {
     fn grad_log_prob(&self, z_t: Tensor<2>, gamma: Tensor<1>, labels: &[u32]) -> Tensor<2> {
-        let [b, _] = z_t.dims();
         let out_dev = z_t.device();
         let dev = match &self.net {
             Net::Cnn(n) => n.out.devices()[0].clone(),
@@ -225,14 +238,7 @@ impl ClassGradient for NoisyClassifier {
         };
         let z = Tensor::<2>::from_data(z_t.into_data(), &dev).require_grad();
         let g = Tensor::<1>::from_data(gamma.into_data(), &dev);
-        let k = self.classes();
-        let onehot: Vec<f32> = labels
-            .iter()
-            .flat_map(|&c| (0..k).map(move |j| f32::from(c as usize == j)))
-            .collect();
-        let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &dev);
-        let lp = (log_softmax(self.logits(z.clone(), g), 1) * onehot).sum();
-        let grads = lp.backward();
+        let grads = self.log_prob(z.clone(), g, labels).sum().backward();
         let gz = z
             .grad(&grads)
             .unwrap_or_else(|| Tensor::zeros(z.dims(), &dev));

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng as _;
 
@@ -156,15 +155,7 @@ fn noisy_loss(
         .collect();
     let gamma = Tensor::<1>::from_data(TensorData::new(gammas, [b]), &device);
     let z = noisy(m, x, gamma.clone(), randn(rng, [b, d], &device));
-    let k = m.classes();
-    let onehot: Vec<f32> = y
-        .iter()
-        .flat_map(|&c| (0..k).map(move |j| f32::from(c as usize == j)))
-        .collect();
-    let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
-    -(log_softmax(m.logits(z, gamma), 1) * onehot)
-        .sum_dim(1)
-        .mean()
+    -m.log_prob(z, gamma, y).mean()
 }
 
 /// z_t = α x + σ ε of data rows (data units).
