@@ -35,6 +35,7 @@ fn main() -> elbo::Result<()> {
             progress: true,
             device: Device::flex().autodiff(),
             note: &|m| eprintln!("{m}"),
+            force: false,
         },
     )?;
     println!(

@@ -239,6 +239,7 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
                         progress: opts.progress,
                         device: opts.device.clone(),
                         note: opts.note,
+                        force: false,
                     },
                 )?;
                 if outcome.interrupted {

@@ -73,6 +73,7 @@ pub const META_MODEL: &str = "elbo_model";
 /// number of tensors.
 pub fn export(dir: &RunDir, out: &Path, parity_rows: usize) -> Result<usize> {
     dir.check()?;
+    crate::train::checkpoint::check_output_file(out)?;
     let p = dir.model_weights()?;
     let mut torch = to_torch(&p);
     if parity_rows > 0 {
@@ -98,9 +99,47 @@ pub fn export(dir: &RunDir, out: &Path, parity_rows: usize) -> Result<usize> {
     Ok(torch.len())
 }
 
+/// Where an import writes: the directory `out` names (through a symbolic link, its target),
+/// which must be new or empty, in a folder that exists.
+fn import_target(out: &Path) -> Result<std::path::PathBuf> {
+    let target = match std::fs::symlink_metadata(out) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(out).map_err(|e| Error::io(out, e))?
+        }
+        _ => out.to_path_buf(),
+    };
+    if target.exists() {
+        let empty = target.is_dir()
+            && std::fs::read_dir(&target)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !empty {
+            return Err(Error::Config(format!(
+                "{}: exists and is not an empty directory; import into a new directory",
+                out.display()
+            )));
+        }
+    }
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: its folder {} does not exist",
+            out.display(),
+            parent.display()
+        )));
+    }
+    Ok(target)
+}
+
 /// Create a run directory `out` from an exported (or PyTorch-written) file: its config and
 /// model files from the metadata, its weights checked name by name and shape by shape against
-/// the model the config builds. Returns the number of tensors.
+/// the model the config builds (its shapes read before any parameter exists, so a config that
+/// claims a model larger than the file is refused without allocating it). The run is built in
+/// a temporary folder beside `out` and renamed into place when whole: a failure leaves nothing
+/// of its own behind and changes nothing that was there. Returns the number of tensors.
 pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
     let (tensors, meta) = load_tensors(file)?;
     let bad = |msg: String| Error::Checkpoint {
@@ -116,62 +155,58 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
     let model = meta
         .get(META_MODEL)
         .ok_or_else(|| bad(format!("no '{META_MODEL}' metadata")))?;
-    if out.path.exists()
-        && std::fs::read_dir(&out.path)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(Error::Config(format!(
-            "{}: exists and is not empty; import into a new directory",
-            out.path.display()
-        )));
-    }
     let cfg: RunConfig = serde_json::from_str(config).map_err(|e| {
         bad(format!(
-            "its config metadata is not a run configuration: {e}"
+            "its '{META_CONFIG}' metadata is not a run configuration: {e}"
         ))
     })?;
-    out.claim()?;
-    write_atomic(&out.file("config.json"), config.as_bytes())?;
-    write_atomic(&out.file("model.json"), model.as_bytes())?;
-    struct Build<'a>(&'a RunDir, &'a NamedParams, &'a Path, u64);
-    impl ModelVisitor for Build<'_> {
-        type Output = Result<usize>;
+    cfg.validate()
+        .map_err(|e| bad(format!("its '{META_CONFIG}' metadata: {e}")))?;
+    let mf: crate::train::run::ModelFile = serde_json::from_str(model)
+        .map_err(|e| bad(format!("its '{META_MODEL}' metadata is not a model.json: {e}")))?;
+    if mf.model != cfg.model.kind() {
+        return Err(bad(format!(
+            "its '{META_MODEL}' metadata is of a {} model, its config of a {}",
+            mf.model,
+            cfg.model.kind()
+        )));
+    }
+    let target = import_target(&out.path)?;
+    let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+    // Check every tensor against the model before anything is written.
+    struct Check<'a>(&'a NamedParams, &'a Path, &'a serde_json::Value);
+    impl ModelVisitor for Check<'_> {
+        type Output = Result<NamedParams>;
         fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
-            let (dir, torch, file, step) = (self.0, self.1, self.2, self.3);
-            let (_, spec) = crate::train::model_spec_of::<M>(dir)?;
-            let device = burn::tensor::Device::flex();
-            let m = M::build(section, &spec, &device)?;
-            let want = params::collect(&m)?;
+            let (torch, file, spec) = (self.0, self.1, self.2);
+            let spec: M::Spec = serde_json::from_value(spec.clone()).map_err(|e| {
+                Error::Checkpoint {
+                    path: file.into(),
+                    msg: format!("its '{META_MODEL}' metadata: the model spec does not fit: {e}"),
+                }
+            })?;
+            let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
+            let want = params::shapes(&m);
             let mut got = NamedParams::new();
-            for (k, v) in &want {
+            for (k, shape) in &want {
                 let tn = torch_name(k);
+                let linear = is_linear_weight(k, shape);
                 let t = torch.get(&tn).ok_or_else(|| Error::Checkpoint {
                     path: file.into(),
                     msg: format!("no tensor '{tn}' (the model needs it for {k})"),
                 })?;
-                let t = if is_linear_weight(k, &v.shape) {
-                    if t.shape.len() != 2 {
-                        return Err(Error::Checkpoint {
-                            path: file.into(),
-                            msg: format!("'{tn}' has shape {:?}; a Linear weight is 2-D", t.shape),
-                        });
-                    }
-                    transpose(t)
+                let torch_shape = if linear {
+                    vec![shape[1], shape[0]]
                 } else {
-                    t.clone()
+                    shape.clone()
                 };
-                if t.shape != v.shape {
+                if t.shape != torch_shape {
                     return Err(Error::Checkpoint {
                         path: file.into(),
                         msg: format!(
-                            "'{tn}' has shape {:?} where the model needs {:?}",
-                            t.shape,
-                            if is_linear_weight(k, &v.shape) {
-                                vec![v.shape[1], v.shape[0]]
-                            } else {
-                                v.shape.clone()
-                            }
+                            "'{tn}' has shape {:?} where the model its metadata describes needs \
+                             {torch_shape:?}",
+                            t.shape
                         ),
                     });
                 }
@@ -181,7 +216,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
                         msg: format!("'{tn}' holds a non-finite value ({x})"),
                     });
                 }
-                got.insert(k.clone(), t);
+                got.insert(k.clone(), if linear { transpose(t) } else { t.clone() });
             }
             let extra: Vec<&String> = torch
                 .keys()
@@ -201,27 +236,61 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
                     ),
                 });
             }
-            let m = params::assign(m, &got)?;
-            let p = params::collect(&m)?;
-            let opt = crate::train::optim::AdamW::new(&p);
-            let state = TrainState {
-                step,
-                rng: crate::rng::derived(0, crate::rng::streams::TRAIN_NOISE),
-                order: crate::data::BatchOrder::new(0),
-                elapsed_secs: 0.0,
-                examples_seen: 0,
-            };
-            dir.save_checkpoint(&p, &opt, &p, &state, 1)?;
-            Ok(got.len())
+            Ok(got)
         }
     }
-    let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let r = cfg.model.visit(Build(out, &tensors, file, step));
-    if r.is_err() {
-        // Leave nothing half-made behind.
-        let _ = std::fs::remove_dir_all(&out.path);
+    let got = cfg.model.visit(Check(&tensors, file, &mf.spec))?;
+    // Build the run beside its place, then rename it there.
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
+    let staging = target.with_file_name(format!(".{name}.import-{}", std::process::id()));
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
     }
-    r
+    let stage = RunDir::new(&staging);
+    let built = (|| -> Result<usize> {
+        std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+        stage.claim()?;
+        write_atomic(&stage.file("config.json"), config.as_bytes())?;
+        write_atomic(&stage.file("model.json"), model.as_bytes())?;
+        struct Save<'a>(&'a RunDir, &'a NamedParams, &'a serde_json::Value, u64);
+        impl ModelVisitor for Save<'_> {
+            type Output = Result<usize>;
+            fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+                let (dir, got, spec, step) = (self.0, self.1, self.2, self.3);
+                let spec: M::Spec = serde_json::from_value(spec.clone())
+                    .map_err(|e| Error::Config(format!("model spec: {e}")))?;
+                let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
+                let m = params::assign(m, got)?;
+                let p = params::collect(&m)?;
+                let opt = crate::train::optim::AdamW::new(&p);
+                let state = TrainState {
+                    step,
+                    rng: crate::rng::derived(0, crate::rng::streams::TRAIN_NOISE),
+                    order: crate::data::BatchOrder::new(0),
+                    elapsed_secs: 0.0,
+                    examples_seen: 0,
+                };
+                dir.save_checkpoint(&p, &opt, &p, &state, 1)?;
+                Ok(got.len())
+            }
+        }
+        let n = cfg.model.visit(Save(&stage, &got, &mf.spec, step))?;
+        std::fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
+        let parent = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        crate::train::checkpoint::sync_dir(parent)?;
+        Ok(n)
+    })();
+    if built.is_err() && staging.exists() {
+        // Only the folder this import made, never `out`.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    built
 }
 
 /// The PyTorch names and shapes of the model a run's config builds, as `(name, shape)` pairs.
@@ -242,9 +311,18 @@ pub fn torch_names_for(
             let spec: M::Spec = serde_json::from_value(self.0.clone())
                 .map_err(|e| Error::Config(format!("model spec: {e}")))?;
             let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
-            Ok(to_torch(&params::collect(&m)?)
+            Ok(params::shapes(&m)
                 .into_iter()
-                .map(|(k, v)| (k, v.shape))
+                .map(|(k, shape)| {
+                    let shape = if is_linear_weight(&k, &shape) {
+                        vec![shape[1], shape[0]]
+                    } else {
+                        shape
+                    };
+                    (torch_name(&k), shape)
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
                 .collect())
         }
     }

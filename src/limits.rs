@@ -12,6 +12,8 @@
 //! | [`MAX_T_SAMPLES`] | 65,536 | time samples per example of the diffusion bound (one chunk holds N/2 × D values several times) |
 //! | [`MAX_SCHEDULE_STEPS`] | 10,000,000 | rows of a schedule table |
 //! | [`MAX_SECONDS`] | 4 hours | work whose time is estimated from a measured rate (`eval --iw`, `sample`) |
+//! | [`MAX_PROBES`] | 1,024 | Hutchinson probes per example of `eval --method ode` (each a copy of the example through the network) |
+//! | model memory | three quarters of the machine's memory | a model's parameters (with gradients, optimiser moments and EMA) and a batch's activations, estimated from its configuration before it is built ([`check_model_memory`]) |
 
 use crate::{Error, Result};
 
@@ -21,6 +23,24 @@ pub const MAX_GRID_IMAGES: usize = 10_000;
 pub const MAX_T_SAMPLES: usize = 65_536;
 pub const MAX_SCHEDULE_STEPS: usize = 10_000_000;
 pub const MAX_SECONDS: f64 = 4.0 * 3600.0;
+pub const MAX_PROBES: usize = 1024;
+
+/// The memory a model may need: three quarters of this machine's physical memory (16 GiB
+/// where that cannot be read), and how it was found.
+pub fn memory_limit() -> (u64, &'static str) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads system constants.
+        let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        if pages > 0 && size > 0 {
+            return (
+                (pages as u64).saturating_mul(size as u64) / 4 * 3,
+                "three quarters of this machine's memory",
+            );
+        }
+    }
+    (16 << 30, "16 GiB: this machine's memory could not be read")
+}
 
 /// Refuse unless `force`: `what` says what was asked and what it would cost.
 pub fn check(within: bool, force: bool, what: impl FnOnce() -> String) -> Result<()> {

@@ -41,6 +41,7 @@ fn a_conditional_mlp_denoiser_prefers_the_right_label() {
         progress: false,
         device: Device::flex().autodiff(),
         note: &|_| {},
+        force: false,
     };
     train::train(&cfg, &opts).unwrap();
 

@@ -146,7 +146,7 @@ fn ddim_steps_match_diffusers() {
             gamma_s,
             None,
             &mut seeded(0),
-        );
+        ).unwrap();
         let xs: Vec<f32> = xs.into_data().try_to_vec().unwrap();
         let (w0, wp) = (vec(&s["x0_hat"]), vec(&s["x_prev_without_noise"]));
         for i in 0..d {

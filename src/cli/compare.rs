@@ -28,7 +28,7 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = Representation::EightBit)]
     pub representation: Representation,
     /// Wall-clock training budget of each model, minutes.
-    #[arg(long, default_value_t = 20.0, value_parser = parse_minutes)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 20.0, value_parser = parse_minutes)]
     pub minutes: f64,
     /// Directory of the comparison (default runs/compare-<data>-<representation>).
     #[arg(long, value_name = "DIR")]
@@ -37,18 +37,18 @@ pub struct CompareArgs {
     #[arg(long = "runs", value_name = "DIR")]
     pub runs: Vec<PathBuf>,
     /// Importance samples K for the VAE's and HVAE's L_K (0: the ELBO only).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 1000)]
     pub iw: usize,
     /// Samples for the sample-quality figures (0: none).
-    #[arg(long, default_value_t = 256)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 256)]
     pub quality: usize,
     /// Evaluate only the first N test examples.
-    #[arg(long, value_name = "N")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, value_name = "N")]
     pub limit: Option<usize>,
     /// Seconds for the VDM bound's final round of time samples.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 60.0)]
     pub time_budget: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 0)]
     pub seed: u64,
 }
 

@@ -22,44 +22,44 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Split::Test)]
     pub split: Split,
     /// Also compute the importance-weighted bound L_K with K samples (e.g. 5000; VAE).
-    #[arg(long, value_name = "K")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, value_name = "K")]
     pub iw: Option<usize>,
     /// Seed of the evaluation noise (and of the fixed binarisation of the split).
-    #[arg(long, default_value_t = 0)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 0)]
     pub seed: u64,
     /// Evaluate only the first N examples.
-    #[arg(long, value_name = "N")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, value_name = "N")]
     pub limit: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
     /// Diffusion models: evaluate the discrete-time bound with T steps (M27) instead of the
     /// continuous-time one (M28). On a DDPM schedule of T steps, --t-steps T is its own bound.
-    #[arg(long, value_name = "T")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, value_name = "T")]
     pub t_steps: Option<u64>,
     /// Diffusion models: time samples per example, an even number (two replicates of N/2;
     /// default: as many as a pilot round says keep the Monte-Carlo standard error of the bound
     /// ≤ 0.01 bits/dim for images, ≤ 0.01 nats otherwise).
-    #[arg(long, value_name = "N")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, value_name = "N")]
     pub t_samples: Option<usize>,
     /// Also measure sample quality on N samples (default 1,000): FD-classifier (a Fréchet
     /// distance in the features of elbo's own CNN classifier of the data, not FID), the entropy
     /// of predicted classes and the mean confidence, beside the same figures for real images.
     /// The classifier is trained on the first use (about 15 s) and cached in ~/.cache/elbo.
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, value_name = "N", num_args = 0..=1, default_missing_value = "1000")]
     pub quality: Option<usize>,
     /// Diffusion models: spend at most about this many seconds on the bound's final round of
     /// time samples (the standard error reached is printed, with a warning if above the target).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(allow_negative_numbers = true, long, value_name = "SECS", value_parser = parse_secs)]
     pub time_budget: Option<f64>,
     /// Sampler of the --quality samples (default: the run's ancestral sampler).
     #[arg(long, value_enum, requires = "quality")]
     pub sampler: Option<elbo::sample::SamplerKind>,
     /// Sampling steps of the --quality samples (default: the run's vdm.sample_steps).
-    #[arg(long, requires = "quality")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, requires = "quality")]
     pub steps: Option<usize>,
     /// DDIM's η for the --quality samples (0: deterministic).
-    #[arg(long, default_value_t = 0.0, requires = "quality")]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0, requires = "quality")]
     pub eta: f64,
     /// What to compute: `elbo`, the bound term by term; `ode`, also the exact likelihood along
     /// the probability-flow ODE (M37) of a diffusion run on the same examples, beside its ELBO
@@ -70,15 +70,15 @@ pub struct EvalArgs {
     /// --method ode: Rademacher probes per example for Hutchinson's divergence estimate (used
     /// above 16 dimensions; at or below, the divergence is exact). Their spread is the reported
     /// Monte-Carlo error (none from one probe).
-    #[arg(long, default_value_t = 2, value_name = "K")]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 2, value_name = "K")]
     pub probes: usize,
     /// Relative tolerance of the adaptive Runge–Kutta 4(5) solver: of the likelihood ODE with
     /// --method ode (default 1e-5, as Song et al. 2021), and of the rk45 sampler of --quality
     /// samples (default 1e-3).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub rtol: Option<f64>,
     /// Absolute tolerance of the solver (defaults as --rtol's).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub atol: Option<f64>,
     /// Run even beyond elbo's limits (more than 65,536 time samples, or an estimated 4 hours
     /// of work for --iw).

@@ -25,16 +25,16 @@ pub struct GuidanceArgs {
     #[arg(long, value_delimiter = ',', default_value = "0,0.5,1,2,4")]
     pub weights: Vec<f64>,
     /// Samples of each class at each weight.
-    #[arg(long, default_value_t = 50)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 50)]
     pub per_class: usize,
     #[arg(long, value_enum, default_value_t = SamplerKind::Ancestral)]
     pub sampler: SamplerKind,
-    #[arg(long, default_value_t = 100)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 100)]
     pub steps: usize,
     /// DDIM's η.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0)]
     pub eta: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 0)]
     pub seed: u64,
     /// Print one JSON object instead of the table.
     #[arg(long)]

@@ -18,7 +18,7 @@ pub struct ExportArgs {
     pub out: Option<PathBuf>,
     /// Also store N test examples, the noise of one ELBO draw and elbo's per-example terms from
     /// it (tensors `parity.*`), for the PyTorch parity check `bench/parity.py`.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, value_name = "N", default_value_t = 0)]
     pub parity: usize,
     /// Print the PyTorch names and shapes of the run's parameters as JSON instead of writing.
     #[arg(long)]

@@ -204,6 +204,54 @@ impl elbo::eval::Progress for BarProgress {
     }
 }
 
+/// While alive, a SIGINT or SIGTERM removes `path` (a partial output) and ends the process with
+/// 128 + the signal, as the signal itself would have, instead of leaving the partial file behind.
+pub struct RemoveOnSignal {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RemoveOnSignal {
+    pub fn new(path: &std::path::Path) -> anyhow::Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let p = path.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = std::fs::remove_file(&p);
+                eprintln!("\nstopped by signal {sig}; removed {}", p.display());
+                std::process::exit(128 + sig);
+            }
+        });
+        Ok(RemoveOnSignal {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RemoveOnSignal {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A whole number for an option (negative numbers reach this check, and its message, instead of
+/// being taken for an unknown flag).
+pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.trim().parse::<T>().map_err(|_| {
+        if s.trim().starts_with('-') {
+            format!("'{s}' is negative; a whole number ≥ 0 is needed")
+        } else {
+            format!("'{s}' is not a whole number")
+        }
+    })
+}
+
 /// Format a number with thousands separators.
 fn thousands(n: u64) -> String {
     let s = n.to_string();

@@ -20,9 +20,9 @@ pub struct SampleArgs {
     /// Run directory written by `elbo train`.
     pub dir: PathBuf,
     /// Number of samples (default: 64 images, or 2,000 points of 2-D data).
-    #[arg(long, short)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, short)]
     pub n: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 0)]
     pub seed: u64,
     /// Output file: .png (image grid, or scatter for 2-D data) or .npy (N×D float32, data units).
     /// Default: DIR/samples.png for images and 2-D data, DIR/samples.npy otherwise.
@@ -32,27 +32,27 @@ pub struct SampleArgs {
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerKind>,
     /// Sampling steps (diffusion models; default: the run's vdm.sample_steps).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long)]
     pub steps: Option<usize>,
     /// DDIM's η (0: deterministic).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0)]
     pub eta: f64,
     /// Signal-to-noise ratio of the predictor–corrector sampler's Langevin steps.
-    #[arg(long, default_value_t = 0.16)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.16)]
     pub snr: f64,
     /// Relative tolerance of the rk45 sampler's step control.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1e-3)]
     pub rtol: f64,
     /// Absolute tolerance of the rk45 sampler's step control.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1e-3)]
     pub atol: f64,
     /// Class to draw, for a class-conditional model (trained with vdm.conditional = true).
-    #[arg(long, value_name = "C|all", value_parser = parse_class)]
+    #[arg(long, value_name = "C|all", value_parser = parse_class, allow_negative_numbers = true)]
     pub class: Option<ClassChoice>,
     /// Guidance weight w ≥ 0 with --class. Classifier-free (M43), for a class-conditional run:
     /// ε̃ = (1 + w) ε(z, c) − w ε(z, ∅). With --classifier (M42): the score plus
     /// w ∇log p(c | z_t) (w = 1 is Bayes' conditional; CFG's w matches classifier w + 1).
-    #[arg(long, value_name = "W", default_value_t = 0.0, requires = "class")]
+    #[arg(allow_negative_numbers = true, long, value_name = "W", default_value_t = 0.0, requires = "class")]
     pub guidance: f64,
     /// Classifier guidance (M42) by the noisy classifier in RUN (trained with `elbo train
     /// --model noisy-classifier` on the same data), towards --class, with weight --guidance.
@@ -191,6 +191,7 @@ fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Resul
             out.display()
         );
     }
+    elbo::train::checkpoint::check_output_file(&out)?;
     elbo::limits::check(
         ext != "png" || per * classes <= MAX_GRID_IMAGES,
         a.force,
@@ -269,6 +270,7 @@ fn write_samples(
     if ext != "png" && ext != "npy" {
         anyhow::bail!("{}: the output must end in .png or .npy", out.display());
     }
+    elbo::train::checkpoint::check_output_file(&out)?;
     if ext == "png" && hw.is_none() && d != 2 {
         anyhow::bail!(
             "{}: a PNG needs image or 2-D data; use a .npy file",
@@ -295,6 +297,7 @@ fn write_samples(
         )?;
         // Written block by block into a temporary file, renamed into place when whole.
         let tmp = out.with_extension("npy.partial");
+        let _cleanup = super::RemoveOnSignal::new(&tmp)?;
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(&tmp).map_err(|e| elbo::Error::io(&tmp, e))?,
         );

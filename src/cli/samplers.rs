@@ -16,13 +16,13 @@ pub struct SamplersArgs {
     /// A diffusion run of 8-bit images.
     pub dir: PathBuf,
     /// Samples per setting (FD-classifier on fewer than about 500 is biased upwards).
-    #[arg(long, short, default_value_t = 500)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, short, default_value_t = 500)]
     pub n: usize,
     /// Only these samplers (comma-separated; default: all seven, each at 3–5 step counts from
     /// about 10 to 500 NFE).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<SamplerKind>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 0)]
     pub seed: u64,
 }
 

@@ -20,7 +20,7 @@ pub struct TourArgs {
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
     /// Test examples for the L_K table.
-    #[arg(long, default_value_t = 100)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 100)]
     pub n: usize,
     /// Print one JSON object.
     #[arg(long)]

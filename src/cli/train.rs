@@ -36,15 +36,15 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Optimiser steps (default: a few minutes' worth for the model and data).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(allow_negative_numbers = true, long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// Examples per step (default: 128 for the VAE, 32 for a VDM on images, 256 on vectors).
-    #[arg(long, value_parser = parse_positive)]
+    #[arg(allow_negative_numbers = true, long, value_parser = parse_positive)]
     pub batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long)]
     pub seed: Option<u64>,
     /// Stop after this many minutes of training in total (across resumes); a checkpoint is saved.
-    #[arg(long, value_parser = parse_minutes)]
+    #[arg(allow_negative_numbers = true, long, value_parser = parse_minutes)]
     pub max_minutes: Option<f64>,
     /// Run directory (default: the first free runs/<model>-<data>-N).
     #[arg(long, value_name = "DIR")]
@@ -53,6 +53,10 @@ pub struct TrainArgs {
     /// config, e.g. --steps to train longer).
     #[arg(long)]
     pub resume: bool,
+    /// Train even a model whose estimated memory (parameters with their gradients, optimiser
+    /// moments and EMA, and a batch's activations) is beyond three quarters of this machine's.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// What `elbo train` can train: a latent-variable model, or the noisy classifier that guides
@@ -197,13 +201,14 @@ pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
         return train_noisy_classifier(&a, g);
     }
     let (cfg, out) = resolve(&a)?;
-    train_run(&cfg, &out, a.resume, g)
+    train_run(&cfg, &out, a.resume, a.force, g)
 }
 
 fn train_run(
     cfg: &RunConfig,
     out: &std::path::Path,
     resume: bool,
+    force: bool,
     g: &Global,
 ) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM (a scheduler's or container's stop) both ask the loop to save a
@@ -237,6 +242,7 @@ fn train_run(
         progress: g.progress(),
         device,
         note: &note,
+        force,
     };
     let outcome = train::train(cfg, &opts)?;
     // Training is committed: from here on Ctrl-C and SIGTERM end the process at once (the

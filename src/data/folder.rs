@@ -42,15 +42,59 @@ pub fn parse_folder(arg: &str) -> Result<(PathBuf, Option<u32>)> {
     }
 }
 
-/// The image files of `dir` (sorted), refusing files that are not images.
+/// What a directory entry is, following symlinks: a folder, a regular file, or something else
+/// (a FIFO, a socket, a device), which is never opened: reading a FIFO blocks until a writer
+/// comes.
+enum Entry {
+    Dir,
+    File,
+    Other(&'static str),
+}
+
+fn entry_kind(p: &Path) -> Result<Entry> {
+    let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+    let t = m.file_type();
+    if t.is_dir() {
+        return Ok(Entry::Dir);
+    }
+    if t.is_file() {
+        return Ok(Entry::File);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Ok(Entry::Other("a FIFO (named pipe)"));
+        }
+        if t.is_socket() {
+            return Ok(Entry::Other("a socket"));
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return Ok(Entry::Other("a device"));
+        }
+    }
+    Ok(Entry::Other("not a regular file"))
+}
+
+/// The image files of `dir` (sorted), refusing entries that are not regular image files.
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let p = e.path();
         let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || p.is_dir() {
+        if name.starts_with('.') {
             continue;
+        }
+        match entry_kind(&p)? {
+            Entry::Dir => continue,
+            Entry::Other(what) => {
+                return Err(Error::format(
+                    &p,
+                    format!("is {what}, not a regular file; a folder of images holds only image files"),
+                ))
+            }
+            Entry::File => {}
         }
         let ext = p
             .extension()
@@ -69,8 +113,14 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Decode one file, checking its header's size first.
-fn open(path: &Path) -> Result<DynamicImage> {
+/// An image's header: its size and whether it has colour, read without decoding the pixels.
+struct Header {
+    w: u32,
+    h: u32,
+    color: bool,
+}
+
+fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
     let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -81,46 +131,53 @@ fn open(path: &Path) -> Result<DynamicImage> {
             "not a PNG or JPEG image (unrecognised contents)",
         ));
     }
-    let (w, h) = reader
-        .into_dimensions()
+    Ok(reader)
+}
+
+/// Read one file's header and check its size.
+fn header(path: &Path) -> Result<Header> {
+    use image::ImageDecoder;
+    let dec = reader(path)?
+        .into_decoder()
         .map_err(|e| Error::format(path, format!("unreadable image header: {e}")))?;
+    let (w, h) = dec.dimensions();
     if (w as u64) * (h as u64) > MAX_PIXELS || w == 0 || h == 0 {
         return Err(Error::format(
             path,
             format!("the header claims {w}×{h} pixels (at most {MAX_PIXELS} are read)"),
         ));
     }
-    ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
+    Ok(Header {
+        w,
+        h,
+        color: dec.color_type().has_color(),
+    })
+}
+
+/// Decode one file whose header was checked.
+fn open(path: &Path) -> Result<DynamicImage> {
+    reader(path)?
         .decode()
         .map_err(|e| Error::format(path, format!("corrupt or truncated image: {e}")))
 }
 
-/// Resize so the shorter side is `n`, then crop the centre n×n.
+/// The centre square of the image (side: its shorter side), resized to n×n: torchvision's
+/// `Resize(n)` + `CenterCrop(n)`, cropped first, so that no intermediate image is larger than
+/// the source or the n×n result (a 1×16384 strip resized to 4096 first would be 67 M pixels
+/// wide).
 fn resize_crop(img: DynamicImage, n: u32) -> DynamicImage {
     let (w, h) = img.dimensions();
-    let (nw, nh) = if w <= h {
-        (
-            n,
-            ((h as u64 * n as u64) as f64 / w as f64)
-                .round()
-                .max(n as f64) as u32,
-        )
+    let s = w.min(h);
+    let square = img.crop_imm((w - s) / 2, (h - s) / 2, s, s);
+    if s == n {
+        square
     } else {
-        (
-            ((w as u64 * n as u64) as f64 / h as f64)
-                .round()
-                .max(n as f64) as u32,
-            n,
-        )
-    };
-    let r = img.resize_exact(nw, nh, FilterType::Triangle);
-    r.crop_imm((nw - n) / 2, (nh - n) / 2, n, n)
+        square.resize_exact(n, n, FilterType::Triangle)
+    }
 }
 
-/// Load `folder:PATH[?size=N]`.
+/// Load `folder:PATH[?size=N]`. Every file's header is read (and its size checked) before any
+/// is decoded; images are then decoded one at a time straight into the data set.
 pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> Result<Dataset> {
     if !dir.is_dir() {
         return Err(Error::DataSpec {
@@ -144,6 +201,44 @@ pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> R
     let files: Vec<(PathBuf, Option<u32>)> = if classes.is_empty() {
         image_files(dir)?.into_iter().map(|f| (f, None)).collect()
     } else {
+        // Beside class folders, other top-level files (a README, a licence) are left alone,
+        // but images there would silently have no class.
+        let mut top: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.is_dir()
+                    && p.extension().is_some_and(|x| {
+                        EXTENSIONS.contains(&x.to_string_lossy().to_ascii_lowercase().as_str())
+                    })
+            })
+            .collect();
+        top.sort();
+        if !top.is_empty() {
+            let names = |v: &[PathBuf]| {
+                let mut s: Vec<String> = v
+                    .iter()
+                    .take(3)
+                    .map(|p| p.file_name().unwrap_or_default().to_string_lossy().to_string())
+                    .collect();
+                if v.len() > 3 {
+                    s.push(format!("… {} in all", v.len()));
+                }
+                s.join(", ")
+            };
+            return Err(Error::DataSpec {
+                spec: spec.to_string(),
+                msg: format!(
+                    "{} holds both class subfolders ({}) and images at its top level ({}): \
+                     the top-level images would have no class. Move them into a class folder, \
+                     or point folder: at a directory with only one of the two",
+                    dir.display(),
+                    names(&classes),
+                    names(&top)
+                ),
+            });
+        }
         let mut v = Vec::new();
         for (k, c) in classes.iter().enumerate() {
             let fs = image_files(c)?;
@@ -184,45 +279,60 @@ pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> R
             ),
         });
     }
-    let mut images = Vec::with_capacity(files.len());
-    let mut gray = true;
-    for (f, _) in &files {
-        let img = open(f)?;
-        let img = match size {
-            Some(n) => resize_crop(img, n),
-            None => img,
-        };
-        gray &= !img.color().has_color();
-        images.push(img);
-    }
-    let (w, h) = images[0].dimensions();
-    if let Some((i, _)) = images
+    // Headers first: sizes, colour, and the total, before a pixel is decoded.
+    let headers: Vec<Header> = files.iter().map(|(f, _)| header(f)).collect::<Result<_>>()?;
+    let out_dims = |hd: &Header| match size {
+        Some(n) => (n, n),
+        None => (hd.w, hd.h),
+    };
+    let (w, h) = out_dims(&headers[0]);
+    if let Some((i, hd)) = headers
         .iter()
         .enumerate()
-        .find(|(_, im)| im.dimensions() != (w, h))
+        .find(|(_, hd)| out_dims(hd) != (w, h))
     {
         return Err(Error::format(
             &files[i].0,
             format!(
                 "is {}×{} where the first image, {}, is {w}×{h}; give a common size with \
                  --set data.size=N (resize and centre-crop to N×N)",
-                images[i].width(),
-                images[i].height(),
+                hd.w,
+                hd.h,
                 files[0].0.display()
             ),
         ));
     }
+    let gray = headers.iter().all(|hd| !hd.color);
     let c: usize = if gray { 1 } else { 3 };
     let (hh, ww) = (h as usize, w as usize);
-    let total = files.len() as u64 * (c * hh * ww) as u64;
+    let total = files.len() as u64 * c as u64 * hh as u64 * ww as u64;
     if total > MAX_VALUES {
         return Err(Error::DataSpec {
             spec: spec.to_string(),
-            msg: format!("{total} values would not fit in memory (at most {MAX_VALUES})"),
+            msg: format!(
+                "{} images of {c}×{hh}×{ww} are {total} values, more than fit in memory (at \
+                 most {MAX_VALUES}); resize them smaller with --set data.size=N",
+                files.len()
+            ),
         });
     }
     let mut x = Vec::with_capacity(total as usize);
-    for img in &images {
+    for (f, _) in &files {
+        let img = open(f)?;
+        let img = match size {
+            Some(n) => resize_crop(img, n),
+            None => img,
+        };
+        if img.dimensions() != (w, h) {
+            return Err(Error::format(
+                f,
+                format!(
+                    "decodes to {}×{} where its header said {w}×{h}",
+                    img.width(),
+                    img.height()
+                ),
+            ));
+        }
         if gray {
             x.extend(img.to_luma8().as_raw().iter().map(|&v| v as f32));
         } else {
@@ -300,6 +410,17 @@ pub fn load_cifar10(spec: &str, dir: &Path, split: Split) -> Result<Dataset> {
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for name in &names {
         let p = dir.join(name);
+        if p.exists() && !p.is_file() {
+            let what = match entry_kind(&p)? {
+                Entry::Dir => "a directory",
+                Entry::Other(w) => w,
+                Entry::File => "not a regular file",
+            };
+            return Err(Error::format(
+                &p,
+                format!("is {what}, not a CIFAR-10 batch file"),
+            ));
+        }
         if !p.is_file() {
             return Err(Error::DataSpec {
                 spec: spec.to_string(),

@@ -82,13 +82,7 @@ impl OdeOptions {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let ok = |v: f64| v.is_finite() && v > 0.0 && v < 1.0;
-        if !ok(self.rtol) || !ok(self.atol) {
-            return Err(Error::Config(format!(
-                "ODE tolerances must be in (0, 1); got rtol {} and atol {}",
-                self.rtol, self.atol
-            )));
-        }
+        check_tolerances(self.rtol, self.atol)?;
         if let Divergence::Hutchinson { probes } = self.divergence {
             if probes == 0 {
                 return Err(Error::Config("--probes must be at least 1".into()));
@@ -175,9 +169,32 @@ const DP_E: [f64; 7] = [
     -1.0 / 40.0,
 ];
 
+/// The finest tolerance the solver accepts. Its arithmetic is f32 (unit roundoff 6e-8): below
+/// about 1e-6 the error estimate of a step is mostly rounding, the step size shrinks towards
+/// nothing and the solve runs for hours without meeting the tolerance.
+pub const MIN_TOL: f64 = 1e-6;
+
+/// The most steps (accepted and rejected) of one solve: six network evaluations each. A solve
+/// at the default tolerances takes a few hundred.
+pub const MAX_SOLVER_STEPS: usize = 10_000;
+
+/// Refuse tolerances outside [MIN_TOL, 1), naming the flags.
+pub fn check_tolerances(rtol: f64, atol: f64) -> Result<()> {
+    let ok = |v: f64| v.is_finite() && (MIN_TOL..1.0).contains(&v);
+    if !ok(rtol) || !ok(atol) {
+        return Err(Error::Config(format!(
+            "--rtol {rtol} and --atol {atol}: each must be from {MIN_TOL:e} to below 1 (the \
+             solver computes in f32, whose rounding, about 1e-7 of each value, swamps any finer \
+             tolerance)"
+        )));
+    }
+    Ok(())
+}
+
 /// Integrate dy/dt = f(y, t) from t0 to t1 (either direction) by adaptive Dormand–Prince 5(4)
 /// with the mixed error norm √(mean((err / (atol + rtol·max(|y|, |y_new|)))²)) ≤ 1, as
-/// scipy's RK45 does.
+/// scipy's RK45 does. A solve that needs more than [`MAX_SOLVER_STEPS`] steps, or a step below
+/// 1e-10 of the span, is an error that says where it stopped: never an answer at the wrong end.
 pub fn dormand_prince(
     f: &mut dyn FnMut(&Tensor<2>, f64) -> Tensor<2>,
     mut y: Tensor<2>,
@@ -185,18 +202,32 @@ pub fn dormand_prince(
     t1: f64,
     rtol: f64,
     atol: f64,
-) -> (Tensor<2>, SolveStats) {
+) -> Result<(Tensor<2>, SolveStats)> {
     let mut stats = SolveStats::default();
     let span = t1 - t0;
     if span == 0.0 {
-        return (y, stats);
+        return Ok((y, stats));
     }
     let mut t = t0;
     let mut h = span / 20.0;
     let mut k0 = f(&y, t);
     stats.evaluations += 1;
     let n = y.dims().iter().product::<usize>().max(1) as f64;
-    while (t1 - t) / span > 1e-12 && stats.accepted + stats.rejected < 100_000 {
+    let stuck = |t: f64, why: &str| {
+        Error::Invalid(format!(
+            "the adaptive ODE solver stopped at {:.1}% of its interval [{t0:.4}, {t1:.4}] \
+             ({why}; rtol {rtol:e}, atol {atol:e}): no result is given for an unfinished \
+             solve; loosen --rtol/--atol",
+            100.0 * (t - t0) / span
+        ))
+    };
+    while (t1 - t) / span > 1e-12 {
+        if stats.accepted + stats.rejected >= MAX_SOLVER_STEPS {
+            return Err(stuck(t, &format!("{MAX_SOLVER_STEPS} steps")));
+        }
+        if (h / span).abs() < 1e-10 {
+            return Err(stuck(t, "its step size fell below 1e-10 of the interval"));
+        }
         if (t + h - t1) / span > 0.0 {
             h = t1 - t;
         }
@@ -224,7 +255,7 @@ pub fn dormand_prince(
             let scale = y.clone().abs().max_pair(y_new.clone().abs()) * rtol + atol;
             let ratio: f32 = (err / scale).square().sum().into_scalar();
             let e = ((ratio as f64) / n).sqrt();
-            if e <= 1.0 || h.abs() < 1e-10 {
+            if e <= 1.0 {
                 t += h;
                 y = y_new;
                 k0 = ks[6].clone();
@@ -240,7 +271,7 @@ pub fn dormand_prince(
             h *= factor;
         }
     }
-    (y, stats)
+    Ok((y, stats))
 }
 
 /// The prior variance v_1 of z_1 for a process: 1 (VP) or σ_1² (VE).
@@ -339,7 +370,7 @@ pub fn log_density(
         Tensor::cat(vec![fx * scale, div.detach() * scale], 1)
     };
     let y0 = Tensor::cat(vec![x.detach(), Tensor::zeros([b, l], &device)], 1);
-    let (y1, stats) = dormand_prince(&mut f, y0, 0.5 * gamma0, 0.5 * gamma1, opts.rtol, opts.atol);
+    let (y1, stats) = dormand_prince(&mut f, y0, 0.5 * gamma0, 0.5 * gamma1, opts.rtol, opts.atol)?;
     let (alpha1, _) = den.process().alpha_sigma_f64(gamma1);
     let v1 = prior_var(den, gamma1);
     let xb1 = y1.clone().slice([0..b, 0..d]);

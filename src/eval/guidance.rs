@@ -77,6 +77,13 @@ pub fn sweep(
         ));
     }
     let cfg = dir.config()?;
+    if !cfg.model.is_diffusion() {
+        return Err(Error::Config(format!(
+            "{}: a {} run; guidance is for diffusion models (vdm, ncsn)",
+            dir.path.display(),
+            cfg.model.kind()
+        )));
+    }
     let mf = dir.model_file()?;
     let spec = cfg.data.clone();
     let test = data::load(&spec, Split::Test)?;

@@ -130,6 +130,19 @@ impl EvalOptions {
             return bad("--t-steps must be at least 1".into());
         }
         self.sample_options().validate()?;
+        if let Some(o) = &self.ode {
+            o.validate()?;
+            if let crate::diffusion::ode::Divergence::Hutchinson { probes } = o.divergence {
+                crate::limits::check(probes <= crate::limits::MAX_PROBES, self.force, || {
+                    format!(
+                        "--probes {probes}: every probe is one more copy of each example \
+                         through the network at every solver step (the limit is {} probes; the \
+                         Monte-Carlo error falls only as 1/√probes)",
+                        crate::limits::MAX_PROBES
+                    )
+                })?;
+            }
+        }
         if let Some(t) = self.t_samples.filter(|t| *t < 2 || t % 2 == 1) {
             return bad(format!(
                 "--t-samples {t}: needs an even number, at least 2 (two independent replicates \

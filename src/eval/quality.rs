@@ -96,17 +96,20 @@ impl Default for ClassifierSettings {
 }
 
 /// Where trained classifiers are cached: `$ELBO_CACHE_DIR`, else `$XDG_CACHE_HOME/elbo`, else
-/// `~/.cache/elbo`.
+/// `~/.cache/elbo`. A variable that is set but empty counts as unset (an empty path would be
+/// the working directory), and so does a relative `$XDG_CACHE_HOME` or `$HOME`, as the XDG
+/// specification says.
 pub fn cache_dir() -> Option<PathBuf> {
-    if let Ok(d) = std::env::var("ELBO_CACHE_DIR") {
-        return Some(PathBuf::from(d));
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(d) = var("ELBO_CACHE_DIR") {
+        return Some(d);
     }
-    if let Ok(d) = std::env::var("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(d).join("elbo"));
+    if let Some(d) = var("XDG_CACHE_HOME").filter(|d| d.is_absolute()) {
+        return Some(d.join("elbo"));
     }
-    std::env::var("HOME")
-        .ok()
-        .map(|h| PathBuf::from(h).join(".cache").join("elbo"))
+    var("HOME")
+        .filter(|h| h.is_absolute())
+        .map(|h| h.join(".cache").join("elbo"))
 }
 
 /// Image height and width, and the number of classes, of labelled 8-bit image data.

@@ -86,6 +86,13 @@ pub fn sweep(
         return Err(Error::Config("--n must be at least 2".into()));
     }
     let cfg = dir.config()?;
+    if !cfg.model.is_diffusion() {
+        return Err(Error::Config(format!(
+            "{}: a {} run; the sampler sweep is for diffusion models (vdm, ncsn)",
+            dir.path.display(),
+            cfg.model.kind()
+        )));
+    }
     let mf = dir.model_file()?;
     if mf.data.kind != DataKind::Image8 || mf.data.image_hw().is_none() {
         return Err(Error::Config(format!(

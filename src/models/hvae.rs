@@ -75,6 +75,8 @@ impl Default for HvaeConfig {
 }
 
 impl ModelSettings for HvaeConfig {
+    const SIZE_KEYS: &'static [&'static str] = &["latents", "hidden", "depth"];
+
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.latents.len() < 2 {

@@ -59,6 +59,12 @@ pub trait ModelSettings:
 
     /// Keys of this section that a resumed run may change; every other key defines the run.
     const CHANGEABLE_ON_RESUME: &'static [&'static str] = &[];
+
+    /// Whether the model is a diffusion model (samplers, the ODE likelihood, guidance apply).
+    const DIFFUSION: bool = false;
+
+    /// Dotted keys of the section that size the model (named when a size is refused).
+    const SIZE_KEYS: &'static [&'static str] = &[];
 }
 
 /// How a diffusion model draws samples.
@@ -102,9 +108,7 @@ impl SampleOptions {
         if !(self.snr > 0.0 && self.snr.is_finite()) {
             return bad("--snr must be a positive number");
         }
-        if !(self.rtol > 0.0 && self.rtol < 1.0 && self.atol > 0.0 && self.atol < 1.0) {
-            return bad("--rtol and --atol must be numbers between 0 and 1");
-        }
+        crate::diffusion::ode::check_tolerances(self.rtol, self.atol)?;
         if !(self.guidance >= 0.0 && self.guidance.is_finite()) {
             return bad("--guidance must be a non-negative number");
         }
@@ -209,6 +213,108 @@ pub fn count_active(means: Vec<Tensor<2>>) -> Result<Vec<LayerUnits>> {
         .collect()
 }
 
+/// Activations of a network of dense layers: three floats (input to the nonlinearity, its output,
+/// and the gradient) per output unit of every 2-D weight, read from lazy shapes (Burn keeps a
+/// Linear weight as `[in, out]`).
+pub fn dense_activations<M: Module>(m: &M) -> f64 {
+    crate::train::params::shapes(m)
+        .iter()
+        .filter(|(_, s)| s.len() == 2)
+        .map(|(_, s)| 3.0 * s[1] as f64)
+        .sum()
+}
+
+/// Memory a model needs, measured from its configuration before any parameter exists.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    /// Scalar parameters.
+    pub params: f64,
+    /// Floats of activations per example in a training step.
+    pub activations_per_example: f64,
+}
+
+impl Footprint {
+    /// Bytes of parameters: 4 per float.
+    pub fn param_bytes(&self) -> f64 {
+        4.0 * self.params
+    }
+
+    /// Bytes a training step needs: each parameter eight times over (the weights, the
+    /// optimiser's copy, the EMA, two Adam moments, the gradient, and a checkpoint's copy in
+    /// bytes), and the activations of a batch with their gradients.
+    pub fn training_bytes(&self, batch: usize) -> f64 {
+        4.0 * (8.0 * self.params + 2.0 * self.activations_per_example * batch as f64)
+    }
+}
+
+/// The footprint of the model that `section` and `spec` make, from a lazily built model, and
+/// the keys that size it.
+pub fn footprint<M: Model>(
+    section: &M::Config,
+    spec: &M::Spec,
+) -> Result<(Footprint, &'static [&'static str])> {
+    let m = M::build(section, spec, &Device::flex())?;
+    Ok((
+        Footprint {
+            params: crate::train::params::lazy_count(&m),
+            activations_per_example: m.activations_per_example(),
+        },
+        m.size_keys(),
+    ))
+}
+
+/// The settings that size a model, as `key = value` for a refusal: the section's size keys
+/// and the data's dimension.
+fn size_description<M: Model>(
+    section: &M::Config,
+    keys: &[&str],
+    data_dim: usize,
+    kind: ModelKind,
+) -> String {
+    let v = serde_json::to_value(section).unwrap_or_default();
+    let mut parts: Vec<String> = keys
+        .iter()
+        .filter_map(|k| {
+            let mut cur = &v;
+            for p in k.split('.') {
+                cur = cur.get(p)?;
+            }
+            Some(format!("{}.{k} = {cur}", kind.name()))
+        })
+        .collect();
+    parts.push(format!("a data dimension of {data_dim}"));
+    parts.join(", ")
+}
+
+/// Refuse (unless `force`) to train a model whose parameters and a batch's activations would
+/// need more memory than [`crate::limits::memory_limit`], before any of it is allocated; the
+/// refusal names the settings, the size and the limit.
+pub fn check_training_memory<M: Model>(
+    section: &M::Config,
+    spec: &M::Spec,
+    data_dim: usize,
+    batch: usize,
+    force: bool,
+) -> Result<Footprint> {
+    let (f, keys) = footprint::<M>(section, spec)?;
+    let need = f.training_bytes(batch);
+    let (limit, what) = crate::limits::memory_limit();
+    let kind = registry::kind_of::<M>();
+    crate::limits::check(need <= limit as f64, force, || {
+        format!(
+            "{}: a model of {:.3e} parameters ({} of weights) with {} of activations for a \
+             batch of {batch}; training it needs about {} (the limit is {}, {what})",
+            size_description::<M>(section, keys, data_dim, kind),
+            f.params,
+            crate::limits::bytes(f.param_bytes()),
+            crate::limits::bytes(8.0 * f.activations_per_example * batch as f64),
+            crate::limits::bytes(need),
+            crate::limits::bytes(limit as f64),
+        )
+    })?;
+    Ok(f)
+}
+
 /// The KL weight of a linear warm-up over `warmup` steps, after `step` steps (1 without one).
 pub fn warmup_weight(step: u64, warmup: u64) -> f64 {
     if warmup == 0 {
@@ -276,6 +382,19 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         } else {
             1
         }
+    }
+
+    /// Floats of activations that one example keeps for a training step's backward pass, an
+    /// estimate within a small factor from the architecture (read from lazy shapes: nothing is
+    /// allocated). By default that of a stack of dense layers, [`dense_activations`].
+    fn activations_per_example(&self) -> f64 {
+        dense_activations(self)
+    }
+
+    /// Dotted keys of the model's section that size this model (named when a size is
+    /// refused); by default [`ModelSettings::SIZE_KEYS`].
+    fn size_keys(&self) -> &'static [&'static str] {
+        <Self::Config as ModelSettings>::SIZE_KEYS
     }
 
     /// Called by the training loop before each step's loss, with the number of steps done (KL

@@ -67,6 +67,10 @@ impl Default for NcsnConfig {
 }
 
 impl ModelSettings for NcsnConfig {
+    const SIZE_KEYS: &'static [&'static str] = &["mlp.hidden", "mlp.blocks", "mlp.embed", "unet.channels", "unet.embed", "unet.attention"];
+
+    const DIFFUSION: bool = true;
+
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
         let (lo, hi) = (self.sigma_min, self.sigma_max);
@@ -228,6 +232,14 @@ impl Model for Ncsn {
 
     fn shards_pay(&self) -> bool {
         self.vdm.shards_pay()
+    }
+
+    fn size_keys(&self) -> &'static [&'static str] {
+        self.vdm.size_keys()
+    }
+
+    fn activations_per_example(&self) -> f64 {
+        self.vdm.activations_per_example()
     }
 
     fn diffusion(&self) -> Option<&dyn DiffusionModel> {

@@ -99,6 +99,15 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether the model is a diffusion model (samplers, the ODE likelihood, guidance).
+            pub fn is_diffusion(&self) -> bool {
+                match self {
+                    $(ModelConfig::$variant(_) => {
+                        <<$model as Model>::Config as ModelSettings>::DIFFUSION
+                    })*
+                }
+            }
+
             /// Keys of the section that a resumed run may change.
             pub fn changeable_on_resume(&self) -> &'static [&'static str] {
                 match self {
@@ -141,6 +150,22 @@ impl std::fmt::Display for ModelKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The kind of a model type (the registry's entry whose type is `M`).
+pub fn kind_of<M: Model>() -> ModelKind {
+    struct Probe(std::any::TypeId);
+    impl ModelVisitor for Probe {
+        type Output = bool;
+        fn visit<N: Model>(self, _: &N::Config) -> bool {
+            std::any::TypeId::of::<N>() == self.0
+        }
+    }
+    ModelKind::ALL
+        .iter()
+        .copied()
+        .find(|k| ModelConfig::default_for(*k).visit(Probe(std::any::TypeId::of::<M>())))
+        .unwrap_or_default()
 }
 
 impl ModelKind {

@@ -52,6 +52,8 @@ pub struct VaeConfig {
 }
 
 impl ModelSettings for VaeConfig {
+    const SIZE_KEYS: &'static [&'static str] = &["latent", "hidden"];
+
     fn validate(&self) -> Result<()> {
         if self.latent == 0 {
             return Err(Error::Config("vae.latent must be positive".into()));

@@ -124,6 +124,10 @@ impl Default for VdmConfig {
 }
 
 impl ModelSettings for VdmConfig {
+    const SIZE_KEYS: &'static [&'static str] = &["mlp.hidden", "mlp.blocks", "mlp.embed", "unet.channels", "unet.embed", "unet.attention", "schedule_units"];
+
+    const DIFFUSION: bool = true;
+
     /// Sizes that would make a network with no units are refused with the key's name.
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
@@ -443,7 +447,7 @@ impl Vdm {
             Process::VarianceExploding => sigma1,
         };
         let z1 = randn(rng, [n, self.spec.dim()], &device) * prior_sd;
-        let x0 = sampler.sample_path(den, gammas, z1, cond, rng, progress);
+        let x0 = sampler.sample_path(den, gammas, z1, cond, rng, progress)?;
         Ok(self.to_data_space(x0))
     }
 
@@ -792,6 +796,20 @@ impl Model for Vdm {
             Objective::Simple => mse.mean() / self.spec.dim() as f64,
         };
         Ok((loss, terms))
+    }
+
+    fn size_keys(&self) -> &'static [&'static str] {
+        match &self.net {
+            Network::Unet(_) => &["unet.channels", "unet.embed", "unet.attention"],
+            Network::Mlp(_) => &["mlp.hidden", "mlp.blocks", "mlp.embed"],
+        }
+    }
+
+    fn activations_per_example(&self) -> f64 {
+        match &self.net {
+            Network::Unet(u) => u.activations_per_example(),
+            Network::Mlp(_) => crate::models::dense_activations(self),
+        }
     }
 
     fn diffusion(&self) -> Option<&dyn DiffusionModel> {

@@ -64,6 +64,11 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
+    /// Output channels (read from the lazy shape: nothing is allocated).
+    fn width(&self) -> usize {
+        self.temb.weight.lazy_shape().dims::<2>()[1]
+    }
+
     fn new(cin: usize, cout: usize, e: usize, device: &Device) -> Self {
         ResBlock {
             norm1: GroupNormConfig::new(groups(cin), cin).init(device),
@@ -144,6 +149,30 @@ pub struct UNet {
 }
 
 impl UNet {
+    /// Floats of activations one example keeps for the backward pass (an estimate within a
+    /// small factor): at each level, the down block, its skip and the up block (with the skip
+    /// concatenated) hold about 24 maps of the level's width; attention holds its (H·W)² scores
+    /// per head.
+    pub fn activations_per_example(&self) -> f64 {
+        let [_, h, w] = self.shape;
+        let mut total = 0.0;
+        let (mut hh, mut ww) = (h as f64, w as f64);
+        let mut deepest = (hh, ww, 0.0);
+        for blk in &self.down {
+            let width = blk.width() as f64;
+            total += 24.0 * width * hh * ww;
+            deepest = (hh, ww, width);
+            hh = (hh / 2.0).ceil();
+            ww = (ww / 2.0).ceil();
+        }
+        let (dh, dw, width) = deepest;
+        total += 12.0 * width * dh * dw;
+        if self.attn.is_some() {
+            total += 4.0 * 2.0 * (dh * dw).powi(2) + 6.0 * width * dh * dw;
+        }
+        total
+    }
+
     /// `classes` > 0 adds a class embedding (conditional model); 0 makes an unconditional one.
     pub fn new(shape: [usize; 3], cfg: &UNetConfig, classes: usize, device: &Device) -> Self {
         let [c, _, _] = shape;

@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 use super::{eps_x0_at, Sampler};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
+use crate::Result;
 
 /// The ancestral (DDPM) sampler.
 pub struct Ancestral;
@@ -21,23 +22,23 @@ impl Sampler for Ancestral {
         gamma_s: f64,
         cond: Cond,
         rng: &mut Rng,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let [b, d] = z_t.dims();
         let device = z_t.device();
         let process = den.process();
         let (e, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
         if gamma_s == f64::NEG_INFINITY {
-            return x0;
+            return Ok(x0);
         }
         let c = -(gamma_s - gamma_t).exp_m1();
         let (alpha_t, sigma_t) = process.alpha_sigma_f64(gamma_t);
         let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);
         let mean = (z_t - e * (sigma_t * c)) * (alpha_s / alpha_t);
         let var = sigma_s * sigma_s * c;
-        if var > 0.0 {
+        Ok(if var > 0.0 {
             mean + randn(rng, [b, d], &device) * var.sqrt()
         } else {
             mean
-        }
+        })
     }
 }

@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 use super::{eps_x0_at, Sampler};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
+use crate::Result;
 
 /// DDIM with stochasticity η.
 pub struct Ddim {
@@ -54,7 +55,7 @@ impl Sampler for Ddim {
         gamma_s: f64,
         cond: Cond,
         rng: &mut Rng,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let [b, d] = z_t.dims();
         let device = z_t.device();
         let process = den.process();
@@ -64,10 +65,10 @@ impl Sampler for Ddim {
         let s2 = self.eta * self.eta * sigma_s * sigma_s * c;
         let dir = (sigma_s * sigma_s - s2).max(0.0).sqrt();
         let z_s = x0_hat * alpha_s + e * dir;
-        if s2 > 0.0 {
+        Ok(if s2 > 0.0 {
             z_s + randn(rng, [b, d], &device) * s2.sqrt()
         } else {
             z_s
-        }
+        })
     }
 }

@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 use super::{eps_at, eps_x0_at, Sampler};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
+use crate::Result;
 
 /// Annealed Langevin dynamics over the walk's levels.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,11 +33,11 @@ impl Sampler for AnnealedLangevin {
         gamma_s: f64,
         cond: Cond,
         rng: &mut Rng,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         if gamma_s == f64::NEG_INFINITY {
-            return eps_x0_at(den, z_t, gamma_t, cond).1;
+            return Ok(eps_x0_at(den, z_t, gamma_t, cond).1);
         }
-        self.level(den, z_t, gamma_t, cond, rng)
+        Ok(self.level(den, z_t, gamma_t, cond, rng))
     }
 
     fn sample_path(
@@ -47,16 +48,16 @@ impl Sampler for AnnealedLangevin {
         cond: Cond,
         rng: &mut Rng,
         progress: &mut dyn FnMut(usize),
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let mut z = z;
         for (k, &gamma) in gammas.iter().enumerate() {
             z = self.level(den, z, gamma, cond, rng);
             progress(k + 1);
         }
-        match gammas.last() {
+        Ok(match gammas.last() {
             Some(&g) => eps_x0_at(den, z, g, cond).1,
             None => z,
-        }
+        })
     }
 
     /// T steps per level and the final x̂_0.
@@ -147,7 +148,9 @@ mod tests {
             };
             let mut rng = crate::rng::seeded(11);
             let z = randn(&mut rng, [2000, 2], &dev) * s1;
-            let x = sampler.sample_path(&oracle, &gammas, z, None, &mut rng, &mut |_| {});
+            let x = sampler
+                .sample_path(&oracle, &gammas, z, None, &mut rng, &mut |_| {})
+                .unwrap();
             let x: Vec<f32> = x.into_data().try_to_vec::<f32>().unwrap();
             let got = assignments(&m, &x);
             for (k, (g, w)) in got.iter().zip(&m.weights).enumerate() {

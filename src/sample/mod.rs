@@ -38,7 +38,7 @@ pub trait Sampler {
         gamma_s: f64,
         cond: Cond,
         rng: &mut Rng,
-    ) -> Tensor<2>;
+    ) -> Result<Tensor<2>>;
 
     /// The whole walk over `gammas` (high noise to low; the clean end follows the last), from
     /// z at the first. By default one `step` after another; multistep solvers override it.
@@ -50,13 +50,13 @@ pub trait Sampler {
         cond: Cond,
         rng: &mut Rng,
         progress: &mut dyn FnMut(usize),
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let mut z = z;
         for (k, gamma_t, gamma_s) in step_pairs(gammas) {
-            z = self.step(den, z, gamma_t, gamma_s, cond, rng);
+            z = self.step(den, z, gamma_t, gamma_s, cond, rng)?;
             progress(k + 1);
         }
-        z
+        Ok(z)
     }
 
     /// Network evaluations for a walk of `steps` steps.
@@ -235,7 +235,7 @@ pub fn sample_loop(
 ) -> Result<Tensor<2>> {
     let grid = time_grid(sched.table_steps(), steps);
     let gammas: Vec<f64> = grid.iter().map(|&t| sched.gamma_f64(t)).collect();
-    Ok(sampler.sample_path(den, &gammas, z1, cond, rng, progress))
+    sampler.sample_path(den, &gammas, z1, cond, rng, progress)
 }
 
 #[cfg(test)]

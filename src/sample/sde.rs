@@ -8,6 +8,7 @@ use super::{eps_x0_at, step_pairs, Sampler};
 use crate::diffusion::ode::dormand_prince;
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
+use crate::Result;
 
 /// The reverse SDE dz = [f(z, t) − g(t)² ∇log p_t(z)] dt + g(t) dw̄ by Euler–Maruyama. With
 /// f = ½ (d log α²/dt) z and g² = σ² dγ/dt (both processes), a step from t to s reads
@@ -25,19 +26,19 @@ impl Sampler for EulerMaruyama {
         gamma_s: f64,
         cond: Cond,
         rng: &mut Rng,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let [b, d] = z_t.dims();
         let device = z_t.device();
         let (e, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
         if gamma_s == f64::NEG_INFINITY {
-            return x0;
+            return Ok(x0);
         }
         let process = den.process();
         let (alpha_t, sigma_t) = process.alpha_sigma_f64(gamma_t);
         let (alpha_s, _) = process.alpha_sigma_f64(gamma_s);
         let dg = gamma_t - gamma_s;
         let shrink = 1.0 - (alpha_t / alpha_s).ln(); // 1 − ½ log(α_t²/α_s²)
-        z_t * shrink - e * (sigma_t * dg) + randn(rng, [b, d], &device) * (sigma_t * dg.sqrt())
+        Ok(z_t * shrink - e * (sigma_t * dg) + randn(rng, [b, d], &device) * (sigma_t * dg.sqrt()))
     }
 }
 
@@ -56,10 +57,10 @@ impl Sampler for Heun {
         gamma_s: f64,
         cond: Cond,
         _rng: &mut Rng,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let (e_t, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
         if gamma_s == f64::NEG_INFINITY {
-            return x0;
+            return Ok(x0);
         }
         let process = den.process();
         let (alpha_t, _) = process.alpha_sigma_f64(gamma_t);
@@ -68,7 +69,7 @@ impl Sampler for Heun {
         let xb_t = z_t / alpha_t;
         let xb_pred = xb_t.clone() + e_t.clone() * (sb_s - sb_t);
         let (e_s, _) = eps_x0_at(den, xb_pred * alpha_s, gamma_s, cond);
-        (xb_t + (e_t + e_s) * (0.5 * (sb_s - sb_t))) * alpha_s
+        Ok((xb_t + (e_t + e_s) * (0.5 * (sb_s - sb_t))) * alpha_s)
     }
 
     fn nfe(&self, steps: usize) -> usize {
@@ -94,9 +95,9 @@ impl Sampler for DpmSolverPp2M {
         gamma_s: f64,
         cond: Cond,
         _rng: &mut Rng,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let (_, x0) = eps_x0_at(den, z_t.clone(), gamma_t, cond);
-        first_order(den, z_t, x0, gamma_t, gamma_s)
+        Ok(first_order(den, z_t, x0, gamma_t, gamma_s))
     }
 
     fn sample_path(
@@ -107,7 +108,7 @@ impl Sampler for DpmSolverPp2M {
         cond: Cond,
         _rng: &mut Rng,
         progress: &mut dyn FnMut(usize),
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let mut z = z;
         let mut prev: Option<(Tensor<2>, f64)> = None; // (x̂ at the previous node, its h)
         for (k, gamma_t, gamma_s) in step_pairs(gammas) {
@@ -125,7 +126,7 @@ impl Sampler for DpmSolverPp2M {
             prev = Some((x0, h));
             progress(k + 1);
         }
-        z
+        Ok(z)
     }
 }
 
@@ -166,10 +167,10 @@ impl Sampler for PredictorCorrector {
         gamma_s: f64,
         cond: Cond,
         rng: &mut Rng,
-    ) -> Tensor<2> {
-        let z = super::Ancestral.step(den, z_t, gamma_t, gamma_s, cond, rng);
+    ) -> Result<Tensor<2>> {
+        let z = super::Ancestral.step(den, z_t, gamma_t, gamma_s, cond, rng)?;
         if gamma_s == f64::NEG_INFINITY {
-            return z;
+            return Ok(z);
         }
         let [b, d] = z.dims();
         let (_, sigma_s) = den.process().alpha_sigma_f64(gamma_s);
@@ -184,10 +185,10 @@ impl Sampler for PredictorCorrector {
         };
         let (g, n) = (norm(score.clone()), norm(xi.clone()));
         if !(g > 0.0 && g.is_finite()) {
-            return z;
+            return Ok(z);
         }
         let eps = 2.0 * (self.snr * n / g).powi(2);
-        z + score * eps + xi * (2.0 * eps).sqrt()
+        Ok(z + score * eps + xi * (2.0 * eps).sqrt())
     }
 
     fn nfe(&self, steps: usize) -> usize {
@@ -216,7 +217,7 @@ impl Rk45 {
         tau0: f64,
         tau1: f64,
         cond: Cond,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         // dx̄/dτ at τ for x̄ (a network evaluation).
         let mut f = |xb: &Tensor<2>, tau: f64| {
             let gamma = 2.0 * tau;
@@ -224,7 +225,7 @@ impl Rk45 {
             let (e, _) = eps_x0_at(den, xb.clone() * alpha, gamma, cond);
             e * tau.exp()
         };
-        dormand_prince(&mut f, y, tau0, tau1, self.rtol, self.atol).0
+        Ok(dormand_prince(&mut f, y, tau0, tau1, self.rtol, self.atol)?.0)
     }
 }
 
@@ -238,15 +239,15 @@ impl Sampler for Rk45 {
         gamma_s: f64,
         cond: Cond,
         _rng: &mut Rng,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         if gamma_s == f64::NEG_INFINITY {
-            return eps_x0_at(den, z_t, gamma_t, cond).1;
+            return Ok(eps_x0_at(den, z_t, gamma_t, cond).1);
         }
         let process = den.process();
         let (alpha_t, _) = process.alpha_sigma_f64(gamma_t);
         let (alpha_s, _) = process.alpha_sigma_f64(gamma_s);
-        let xb = self.integrate(den, z_t / alpha_t, 0.5 * gamma_t, 0.5 * gamma_s, cond);
-        xb * alpha_s
+        let xb = self.integrate(den, z_t / alpha_t, 0.5 * gamma_t, 0.5 * gamma_s, cond)?;
+        Ok(xb * alpha_s)
     }
 
     fn sample_path(
@@ -257,13 +258,13 @@ impl Sampler for Rk45 {
         cond: Cond,
         rng: &mut Rng,
         progress: &mut dyn FnMut(usize),
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let (Some(&first), Some(&last)) = (gammas.first(), gammas.last()) else {
-            return z;
+            return Ok(z);
         };
-        let z = self.step(den, z, first, last, cond, rng);
-        let x0 = self.step(den, z, last, f64::NEG_INFINITY, cond, rng);
+        let z = self.step(den, z, first, last, cond, rng)?;
+        let x0 = self.step(den, z, last, f64::NEG_INFINITY, cond, rng)?;
         progress(gammas.len());
-        x0
+        Ok(x0)
     }
 }

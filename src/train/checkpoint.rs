@@ -51,6 +51,60 @@ use safetensors::tensor::{Dtype, TensorView};
 use super::params::{NamedParams, ParamValue};
 use crate::{Error, Result};
 
+/// Check a path a user named for a file elbo will write (atomically, by a rename over it): its
+/// folder must exist, and the path must be new or a regular file. A device, a FIFO, a folder or
+/// a symbolic link there is refused, since the rename would replace it.
+pub fn check_output_file(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("its directory {} does not exist", dir.display()),
+            ),
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => {
+            let t = m.file_type();
+            let what = if t.is_dir() {
+                "a directory".to_string()
+            } else if t.is_symlink() {
+                "a symbolic link (name the file itself)".to_string()
+            } else {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::FileTypeExt;
+                    if t.is_fifo() {
+                        "a FIFO".to_string()
+                    } else if t.is_char_device() || t.is_block_device() {
+                        "a device".to_string()
+                    } else if t.is_socket() {
+                        "a socket".to_string()
+                    } else {
+                        "not a regular file".to_string()
+                    }
+                }
+                #[cfg(not(unix))]
+                {
+                    "not a regular file".to_string()
+                }
+            };
+            Err(Error::Invalid(format!(
+                "{}: is {what}; elbo writes its output only to a regular file or a new name",
+                path.display()
+            )))
+        }
+    }
+}
+
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path

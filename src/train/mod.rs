@@ -258,6 +258,8 @@ pub struct TrainOptions<'a> {
     /// Told what the user should know and would not expect (a clamped batch size, a run
     /// started again because it had no checkpoint).
     pub note: &'a dyn Fn(&str),
+    /// Train even a model whose estimated memory is beyond [`crate::limits::memory_limit`].
+    pub force: bool,
 }
 
 /// How a training invocation ended.
@@ -353,6 +355,37 @@ fn train_model<M: Model>(
     cfg.validate()?;
     let cfg = &cfg;
 
+    let dim = train_ds.dim();
+    // Dequantised 8-bit images are continuous data to the model.
+    let dequant = cfg.dequantize && train_ds.kind == DataKind::Image8;
+    let mut spec_ds = train_ds.clone();
+    if dequant {
+        spec_ds.x = batches::dequantize(
+            &train_ds.x,
+            &mut derived(cfg.seed, streams::STATIC_BINARIZE),
+        );
+        spec_ds.kind = DataKind::Continuous;
+    }
+    let info = DataInfo {
+        shape: train_ds.shape.clone(),
+        kind: spec_ds.kind,
+        dequantized: dequant,
+    };
+    // The model's size, from its configuration (a resumed run's own spec), before anything is
+    // written or allocated.
+    let new_spec = M::spec(section, &spec_ds, cfg.scaling)?;
+    let sized_spec = match (opts.resume, model_spec_from_dir::<M>(&dir)) {
+        (true, Ok((_, s))) => s,
+        _ => new_spec.clone(),
+    };
+    crate::models::check_training_memory::<M>(
+        section,
+        &sized_spec,
+        dim,
+        cfg.batch_size,
+        opts.force,
+    )?;
+
     // The directory: ours or refused, then locked before anything in it changes.
     let refuse = |msg: String| {
         Err(Error::Checkpoint {
@@ -403,22 +436,6 @@ fn train_model<M: Model>(
         }
         _ => false,
     };
-    let dim = train_ds.dim();
-    // Dequantised 8-bit images are continuous data to the model.
-    let dequant = cfg.dequantize && train_ds.kind == DataKind::Image8;
-    let mut spec_ds = train_ds.clone();
-    if dequant {
-        spec_ds.x = batches::dequantize(
-            &train_ds.x,
-            &mut derived(cfg.seed, streams::STATIC_BINARIZE),
-        );
-        spec_ds.kind = DataKind::Continuous;
-    }
-    let info = DataInfo {
-        shape: train_ds.shape.clone(),
-        kind: spec_ds.kind,
-        dequantized: dequant,
-    };
 
     let (spec, mut model, mut params, mut opt, mut state) = if resume {
         dir.clean_uncommitted(cfg.keep_checkpoints)?;
@@ -448,7 +465,7 @@ fn train_model<M: Model>(
         (spec, model, params, opt, state)
     } else {
         dir.write_json("config.json", cfg)?;
-        let spec = M::spec(section, &spec_ds, cfg.scaling)?;
+        let spec = new_spec;
         device.seed(cfg.seed);
         let model = M::build(section, &spec, &device)?;
         let params = params::collect(&model)?; // also fixes the lazy initialisation order

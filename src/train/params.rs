@@ -75,6 +75,42 @@ pub fn collect<M: Module>(m: &M) -> Result<NamedParams> {
     }
 }
 
+/// The name and shape of every float parameter of `m`, read without initialising any: a model
+/// built from a configuration (whose parameters are lazy) can be measured before a byte of its
+/// size exists.
+pub fn shapes<M: Module>(m: &M) -> BTreeMap<String, Vec<usize>> {
+    struct Shapes {
+        path: Vec<String>,
+        out: BTreeMap<String, Vec<usize>>,
+    }
+    impl ModuleVisitor for Shapes {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let shape = param.lazy_shape().dims::<D>().to_vec();
+            self.out.insert(self.path.join("."), shape);
+        }
+    }
+    let mut s = Shapes {
+        path: vec![],
+        out: BTreeMap::new(),
+    };
+    m.visit(&mut s);
+    s.out
+}
+
+/// Scalar parameters of shapes from [`shapes`], as f64 (no overflow however absurd the sizes).
+pub fn lazy_count<M: Module>(m: &M) -> f64 {
+    shapes(m)
+        .values()
+        .map(|s| s.iter().map(|&d| d as f64).product::<f64>())
+        .sum()
+}
+
 /// The gradient of every parameter that has one.
 pub fn collect_grads<M: Module>(m: &M, grads: &Gradients) -> Result<NamedParams> {
     let mut v = Collect {
