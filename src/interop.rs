@@ -162,8 +162,11 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
     })?;
     cfg.validate()
         .map_err(|e| bad(format!("its '{META_CONFIG}' metadata: {e}")))?;
-    let mf: crate::train::run::ModelFile = serde_json::from_str(model)
-        .map_err(|e| bad(format!("its '{META_MODEL}' metadata is not a model.json: {e}")))?;
+    let mf: crate::train::run::ModelFile = serde_json::from_str(model).map_err(|e| {
+        bad(format!(
+            "its '{META_MODEL}' metadata is not a model.json: {e}"
+        ))
+    })?;
     if mf.model != cfg.model.kind() {
         return Err(bad(format!(
             "its '{META_MODEL}' metadata is of a {} model, its config of a {}",
@@ -179,12 +182,11 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
         type Output = Result<NamedParams>;
         fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
             let (torch, file, spec) = (self.0, self.1, self.2);
-            let spec: M::Spec = serde_json::from_value(spec.clone()).map_err(|e| {
-                Error::Checkpoint {
+            let spec: M::Spec =
+                serde_json::from_value(spec.clone()).map_err(|e| Error::Checkpoint {
                     path: file.into(),
                     msg: format!("its '{META_MODEL}' metadata: the model spec does not fit: {e}"),
-                }
-            })?;
+                })?;
             let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
             let want = params::shapes(&m);
             let mut got = NamedParams::new();
@@ -255,11 +257,17 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
         stage.claim()?;
         write_atomic(&stage.file("config.json"), config.as_bytes())?;
         write_atomic(&stage.file("model.json"), model.as_bytes())?;
-        struct Save<'a>(&'a RunDir, &'a NamedParams, &'a serde_json::Value, u64);
+        struct Save<'a>(
+            &'a RunDir,
+            &'a NamedParams,
+            &'a serde_json::Value,
+            u64,
+            &'a RunConfig,
+        );
         impl ModelVisitor for Save<'_> {
             type Output = Result<usize>;
             fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
-                let (dir, got, spec, step) = (self.0, self.1, self.2, self.3);
+                let (dir, got, spec, step, cfg) = (self.0, self.1, self.2, self.3, self.4);
                 let spec: M::Spec = serde_json::from_value(spec.clone())
                     .map_err(|e| Error::Config(format!("model spec: {e}")))?;
                 let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
@@ -272,12 +280,13 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
                     order: crate::data::BatchOrder::new(0),
                     elapsed_secs: 0.0,
                     examples_seen: 0,
+                    config: Some(cfg.clone()),
                 };
                 dir.save_checkpoint(&p, &opt, &p, &state, 1)?;
                 Ok(got.len())
             }
         }
-        let n = cfg.model.visit(Save(&stage, &got, &mf.spec, step))?;
+        let n = cfg.model.visit(Save(&stage, &got, &mf.spec, step, &cfg))?;
         std::fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
         let parent = target
             .parent()

@@ -31,7 +31,12 @@ pub fn memory_limit() -> (u64, &'static str) {
     #[cfg(unix)]
     {
         // SAFETY: sysconf reads system constants.
-        let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
         if pages > 0 && size > 0 {
             return (
                 (pages as u64).saturating_mul(size as u64) / 4 * 3,

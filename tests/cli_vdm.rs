@@ -5,6 +5,12 @@ mod common;
 
 use common::{elbo, nll_with_threads, ok, ok_threads};
 
+/// How far above the true NLL of ring8 the NCSN test's model may be, in nats: measured 1.35 ±
+/// 0.095 (the bound, loose: the network saw only 10 noise levels) and 0.76 ± 0.079 (the ODE),
+/// each limit that plus 4 standard errors. A lost or doubled term moves them by more.
+const NCSN_BOUND_GAP: f64 = 1.75;
+const NCSN_ODE_GAP: f64 = 1.1;
+
 #[test]
 fn unet_vdm_train_eval_sample_on_mnist10k() {
     let tmp = tempfile::tempdir().unwrap();
@@ -201,17 +207,22 @@ fn trained_mlp_vdm_gets_close_to_the_true_nll_of_a_mixture() {
         "64",
     ]))
     .unwrap();
-    let (gap, mc) = (
+    let (gap, gap_se) = (
         j["gap_nats"].as_f64().unwrap(),
-        j["mc_se"].as_f64().unwrap(),
+        j["gap_se"].as_f64().unwrap(),
     );
     let per_dim_gap = gap / 2.0;
     eprintln!(
-        "blobs2 after 3000 steps: gap {gap:.4} nats ({per_dim_gap:.4} nats/dim), mc se {mc:.4}"
+        "blobs2 after 3000 steps: gap {gap:.4} ± {gap_se:.4} nats ({per_dim_gap:.4} nats/dim)"
     );
-    // A bound: not below the truth beyond Monte-Carlo error. Close: within 0.1 nats/dim after
-    // this short run (measured 0.034 nats/dim, MC se 0.023 per dim; BENCHMARKS.md has longer runs).
-    assert!(gap > -4.0 * mc, "bound below the true NLL: gap {gap}");
+    // A bound: E[−ELBO] ≥ E[−log p_θ] ≥ E[−log p_data] (cross-entropy ≥ entropy), so the mean
+    // of the paired differences −ELBO(x) − (−log p_data(x)) is not below 0 beyond 4 of its
+    // standard errors (which include the Monte-Carlo noise). Close: within 0.1 nats/dim after
+    // this short run (measured 0.034 nats/dim; BENCHMARKS.md has longer runs).
+    assert!(
+        gap > -4.0 * gap_se,
+        "bound below the true NLL: gap {gap} ± {gap_se}"
+    );
     assert!(per_dim_gap < 0.1, "gap {per_dim_gap} nats/dim");
 
     // The exact likelihood along the probability-flow ODE (M37) of the same model, on 300
@@ -229,30 +240,64 @@ fn trained_mlp_vdm_gets_close_to_the_true_nll_of_a_mixture() {
     ]))
     .unwrap();
     let o = &j["ode"];
-    let ode_gap = o["gap_nats"].as_f64().unwrap();
-    let (ode_nll, neg_elbo, mc) = (
+    let (ode_gap, ode_gap_se) = (
+        o["gap_nats"].as_f64().unwrap(),
+        o["gap_se"].as_f64().unwrap(),
+    );
+    let (ode_nll, neg_elbo) = (
         o["nll_nats"].as_f64().unwrap(),
         j["neg_elbo_nats"].as_f64().unwrap(),
-        j["mc_se"].as_f64().unwrap(),
     );
     eprintln!(
-        "ODE NLL {ode_nll:.4} (gap to the truth {ode_gap:.4}), −ELBO {neg_elbo:.4} ± {mc:.4}"
+        "ODE NLL {ode_nll:.4} (gap to the truth {ode_gap:.4} ± {ode_gap_se:.4}), −ELBO {neg_elbo:.4}"
     );
-    // The ODE's density is a different model of the same network (a deterministic flow), so
-    // not a bound; trained, it is near the truth: within 0.1 nats/dim, as the ELBO is. D = 2:
-    // the divergence is exact, so the ODE has no Monte-Carlo error, and the ELBO is not below
-    // it by more than 4 of its own Monte-Carlo standard errors plus the solver's tolerance
-    // (1e-3 nats; measured on the oracle at 1e-5 for rtol 1e-6).
+    // The ODE's density is a normalised density of its own (a deterministic flow of the
+    // prior): its expected NLL under the data is at least the data's entropy, so its paired gap
+    // to the truth is not below 0 beyond 4 standard errors, or the solver or the divergence is
+    // wrong. D = 2: the divergence is exact. Trained, it is near the truth: within 0.1 nats/dim.
     assert_eq!(
         o["divergence"].as_str().unwrap().split(' ').next(),
         Some("exact")
     );
-    assert!(o["nfe"].as_f64().unwrap() > 10.0);
-    assert!(ode_gap.abs() / 2.0 < 0.1, "ODE gap {ode_gap}");
     assert!(
-        neg_elbo > ode_nll - 4.0 * mc - 1e-3,
-        "−ELBO {neg_elbo} vs ODE {ode_nll}"
+        ode_gap > -4.0 * ode_gap_se,
+        "ODE below the truth: {ode_gap} ± {ode_gap_se}"
     );
+    assert!(ode_gap.abs() / 2.0 < 0.1, "ODE gap {ode_gap}");
+    // Error control: a looser tolerance takes fewer evaluations for nearly the same answer
+    // (measured on 50 examples: the NFE falls by more than half from rtol 1e-5 to 1e-3, the NLL
+    // moves by under 0.01 nats; 0.05 allowed).
+    let at = |tol: &str| -> (f64, f64) {
+        let j: serde_json::Value = serde_json::from_str(&ok(&[
+            "eval",
+            r,
+            "--json",
+            "--limit",
+            "50",
+            "--t-samples",
+            "2",
+            "--method",
+            "ode",
+            "--rtol",
+            tol,
+            "--atol",
+            tol,
+        ]))
+        .unwrap();
+        (
+            j["ode"]["nfe"].as_f64().unwrap(),
+            j["ode"]["nll_nats"].as_f64().unwrap(),
+        )
+    };
+    let ((loose_nfe, loose), (tight_nfe, tight)) = (at("1e-3"), at("1e-5"));
+    eprintln!(
+        "ODE NFE at rtol 1e-3 / 1e-5: {loose_nfe:.0} / {tight_nfe:.0}; NLL {loose:.4} / {tight:.4}"
+    );
+    assert!(
+        2.0 * loose_nfe < tight_nfe,
+        "NFE {loose_nfe} vs {tight_nfe}"
+    );
+    assert!((loose - tight).abs() < 0.05, "NLL {loose} vs {tight}");
 }
 
 #[test]
@@ -537,17 +582,32 @@ fn ncsn_trains_by_score_matching_and_annealed_langevin_finds_every_mode() {
         "ode",
     ]))
     .unwrap();
-    let (bound, ode, truth) = (
-        j["nll_nats"].as_f64().unwrap(),
-        j["ode"]["nll_nats"].as_f64().unwrap(),
-        j["true_nll_nats"].as_f64().unwrap(),
+    let g = |v: &serde_json::Value| {
+        (
+            v["gap_nats"].as_f64().unwrap(),
+            v["gap_se"].as_f64().unwrap(),
+        )
+    };
+    let ((gap, gap_se), (ode_gap, ode_se)) = (g(&j), g(&j["ode"]));
+    let truth = j["true_nll_nats"].as_f64().unwrap();
+    eprintln!(
+        "ncsn ring8 (true NLL {truth:.3}): −ELBO gap {gap:.3} ± {gap_se:.3}, ODE gap {ode_gap:.3} ± {ode_se:.3}"
     );
-    eprintln!("ncsn ring8: −ELBO {bound:.3}, ODE NLL {ode:.3}, true {truth:.3}");
+    // Both are normalised models' NLLs (the ELBO a bound on one): not below the truth beyond 4
+    // standard errors of the paired differences.
     assert!(
-        bound > truth - 0.2 && bound < truth + 3.0,
-        "{bound} vs {truth}"
+        gap > -4.0 * gap_se,
+        "bound below the truth: {gap} ± {gap_se}"
     );
-    assert!(ode > truth - 0.3 && ode < truth + 2.0, "{ode} vs {truth}");
+    assert!(
+        ode_gap > -4.0 * ode_se,
+        "ODE below the truth: {ode_gap} ± {ode_se}"
+    );
+    // How close, measured (see NCSN_BOUND_GAP).
+    assert!(
+        gap < NCSN_BOUND_GAP && ode_gap < NCSN_ODE_GAP,
+        "{gap} {ode_gap}"
+    );
 }
 
 #[test]

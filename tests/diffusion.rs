@@ -139,14 +139,16 @@ fn ddim_steps_match_diffusers() {
             f64::NEG_INFINITY
         };
         let replay = Replay(tensor(&eps));
-        let xs = Ddim { eta: 0.0 }.step(
-            &replay,
-            tensor(&x_t),
-            gamma_t,
-            gamma_s,
-            None,
-            &mut seeded(0),
-        ).unwrap();
+        let xs = Ddim { eta: 0.0 }
+            .step(
+                &replay,
+                tensor(&x_t),
+                gamma_t,
+                gamma_s,
+                None,
+                &mut seeded(0),
+            )
+            .unwrap();
         let xs: Vec<f32> = xs.into_data().try_to_vec().unwrap();
         let (w0, wp) = (vec(&s["x0_hat"]), vec(&s["x_prev_without_noise"]));
         for i in 0..d {

@@ -271,7 +271,7 @@ class Ncsn(nn.Module):
         self.sigma_max = cfg["sigma_max"] or (2.0 if image else 3.0)
         self.sigma_min = cfg["sigma_min"] or (0.02 if image else 0.01)
         self.levels, self.steps = cfg["levels"], cfg["langevin_steps"]
-        self.eta = cfg["step_size"] or 0.2 * self.sigma_min**2
+        self.eta = cfg["step_size"] or 0.1 * self.sigma_min**2
         vcfg = {
             "schedule": {"kind": "linear-gamma", "gamma_min": 2 * math.log(self.sigma_min),
                          "gamma_max": 2 * math.log(self.sigma_max), "steps": 1000},

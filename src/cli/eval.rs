@@ -59,7 +59,12 @@ pub struct EvalArgs {
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, requires = "quality")]
     pub steps: Option<usize>,
     /// DDIM's η for the --quality samples (0: deterministic).
-    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0, requires = "quality")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        default_value_t = 0.0,
+        requires = "quality"
+    )]
     pub eta: f64,
     /// What to compute: `elbo`, the bound term by term; `ode`, also the exact likelihood along
     /// the probability-flow ODE (M37) of a diffusion run on the same examples, beside its ELBO

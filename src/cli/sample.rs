@@ -52,7 +52,13 @@ pub struct SampleArgs {
     /// Guidance weight w ≥ 0 with --class. Classifier-free (M43), for a class-conditional run:
     /// ε̃ = (1 + w) ε(z, c) − w ε(z, ∅). With --classifier (M42): the score plus
     /// w ∇log p(c | z_t) (w = 1 is Bayes' conditional; CFG's w matches classifier w + 1).
-    #[arg(allow_negative_numbers = true, long, value_name = "W", default_value_t = 0.0, requires = "class")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "W",
+        default_value_t = 0.0,
+        requires = "class"
+    )]
     pub guidance: f64,
     /// Classifier guidance (M42) by the noisy classifier in RUN (trained with `elbo train
     /// --model noisy-classifier` on the same data), towards --class, with weight --guidance.

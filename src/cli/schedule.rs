@@ -23,7 +23,12 @@ pub struct ScheduleArgs {
     #[arg(allow_negative_numbers = true, long, default_value_t = -13.3, allow_hyphen_values = true)]
     pub gamma_min: f64,
     /// γ(1) of linear-gamma and cosine-log-snr.
-    #[arg(allow_negative_numbers = true, long, default_value_t = 5.0, allow_hyphen_values = true)]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        default_value_t = 5.0,
+        allow_hyphen_values = true
+    )]
     pub gamma_max: f64,
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,

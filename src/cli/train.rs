@@ -112,7 +112,32 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
     let mut saved = None;
     // A run killed before it wrote its configuration holds nothing to resume: --resume then
     // starts it again from the settings given here (the library says so).
+    // A run whose config.json was deleted continues with the configuration its checkpoint
+    // recorded (said so), never with defaults.
+    let recorded = a
+        .out
+        .as_ref()
+        .filter(|o| a.resume && !RunDir::new(o).file("config.json").is_file())
+        .and_then(|o| RunDir::new(o).recorded_config());
+    if let (Some(_), Some(o)) = (&recorded, &a.out) {
+        eprintln!(
+            "note: {} has no config.json; continuing with the configuration its checkpoint \
+             recorded (and writing it back)",
+            o.display()
+        );
+    }
+    if let (true, None, Some(o)) = (a.resume, &recorded, &a.out) {
+        let d = RunDir::new(o);
+        if !d.file("config.json").is_file() && d.committed().ok().flatten().is_some() {
+            anyhow::bail!(
+                "{}: has a checkpoint but no config.json, and the checkpoint (written by an \
+                 older elbo) does not record the configuration; restore config.json to resume",
+                o.display()
+            );
+        }
+    }
     let no_saved_config = a.resume
+        && recorded.is_none()
         && a.out.as_ref().is_some_and(|o| {
             let d = RunDir::new(o);
             !d.file("config.json").is_file()
@@ -127,7 +152,10 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         if !dir.is_run() {
             dir.check()?;
         }
-        let mut c = dir.config()?;
+        let mut c = match recorded {
+            Some(c) => c,
+            None => dir.config()?,
+        };
         saved = Some(c.clone());
         if let Some(p) = &a.config {
             c.apply_file(p)?;

@@ -91,7 +91,9 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
             Entry::Other(what) => {
                 return Err(Error::format(
                     &p,
-                    format!("is {what}, not a regular file; a folder of images holds only image files"),
+                    format!(
+                        "is {what}, not a regular file; a folder of images holds only image files"
+                    ),
                 ))
             }
             Entry::File => {}
@@ -220,7 +222,12 @@ pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> R
                 let mut s: Vec<String> = v
                     .iter()
                     .take(3)
-                    .map(|p| p.file_name().unwrap_or_default().to_string_lossy().to_string())
+                    .map(|p| {
+                        p.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .to_string()
+                    })
                     .collect();
                 if v.len() > 3 {
                     s.push(format!("… {} in all", v.len()));
@@ -280,7 +287,10 @@ pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> R
         });
     }
     // Headers first: sizes, colour, and the total, before a pixel is decoded.
-    let headers: Vec<Header> = files.iter().map(|(f, _)| header(f)).collect::<Result<_>>()?;
+    let headers: Vec<Header> = files
+        .iter()
+        .map(|(f, _)| header(f))
+        .collect::<Result<_>>()?;
     let out_dims = |hd: &Header| match size {
         Some(n) => (n, n),
         None => (hd.w, hd.h),

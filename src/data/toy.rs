@@ -116,6 +116,19 @@ impl Mixture {
         log_sum_exp(&logs)
     }
 
+    /// Exact log p(x | k): the density of component `k` alone (the class-conditional density
+    /// of a labelled draw).
+    pub fn log_density_given(&self, x: &[f64], k: usize) -> f64 {
+        let d = x.len() as f64;
+        let s2 = self.stds[k] * self.stds[k];
+        let sq: f64 = x
+            .iter()
+            .zip(&self.means[k])
+            .map(|(a, m)| (a - m) * (a - m))
+            .sum();
+        -0.5 * d * (std::f64::consts::TAU * s2).ln() - 0.5 * sq / s2
+    }
+
     /// `n` draws, row-major `[n, D]`.
     pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<f32> {
         self.sample_labeled(n, rng).0

@@ -101,11 +101,14 @@ mod tests {
     use crate::sample::{sample_loop, Ancestral};
     use burn::tensor::{Device, TensorData};
 
-    fn oracles(name: &str) -> (Mixture, LabelledMixtureOracle, MixtureClassOracle) {
+    fn oracles(
+        name: &str,
+        process: Process,
+    ) -> (Mixture, LabelledMixtureOracle, MixtureClassOracle) {
         let m = Mixture::named(name).unwrap();
         let o = |m: &Mixture| MixtureOracle {
             mixture: m.clone(),
-            process: Process::VariancePreserving,
+            process,
         };
         (
             m.clone(),
@@ -118,52 +121,58 @@ mod tests {
     fn classifier_free_w_is_classifier_guidance_w_plus_one_with_exact_scores() {
         // (1 + w) ε(z, c) − w ε(z) = ε(z) − (1 + w) σ ∇log p(c | z) when ε(z, c) and ε(z) are the
         // exact conditional and marginal denoisers (M41): checked at random z over the whole
-        // noise range, to f32 rounding (1e-4 relative to 1 + |ε|).
-        let (m, lab, cls) = oracles("grid9");
-        let dev = Device::flex();
-        let b = 64;
-        let z = randn(&mut seeded(1), [b, 2], &dev) * 1.5;
-        let g: Vec<f32> = (0..b).map(|i| -8.0 + 14.0 * i as f32 / b as f32).collect();
-        let gamma = Tensor::<1>::from_data(TensorData::new(g, [b]), &dev);
-        let labels: Vec<u32> = (0..b as u32).map(|i| i % m.weights.len() as u32).collect();
-        // w = 0 is the conditional model itself, and no label its null class, exactly.
-        let at = |d: &dyn Denoiser, c: Cond| -> Vec<f32> {
-            eps_hat(d, z.clone(), gamma.clone(), c)
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
-        };
-        let w0 = Guided {
-            den: &lab,
-            w: 0.0,
-            null: m.weights.len() as u32,
-        };
-        assert_eq!(at(&w0, Some(&labels)), at(&lab, Some(&labels)));
-        let null = vec![m.weights.len() as u32; b];
-        assert_eq!(at(&w0, None), at(&lab, Some(&null)));
-        for w in [0.0, 0.5, 2.0] {
-            let cfg = Guided {
+        // noise range, to f32 rounding (1e-4 relative to 1 + |ε|), for the variance-preserving
+        // and the variance-exploding process (σ up to e^{3.5} = 33 there).
+        for process in [Process::VariancePreserving, Process::VarianceExploding] {
+            let (m, lab, cls) = oracles("grid9", process);
+            let dev = Device::flex();
+            let b = 64;
+            let z = randn(&mut seeded(1), [b, 2], &dev) * 1.5;
+            let g: Vec<f32> = (0..b).map(|i| -8.0 + 14.0 * i as f32 / b as f32).collect();
+            let gamma = Tensor::<1>::from_data(TensorData::new(g, [b]), &dev);
+            let labels: Vec<u32> = (0..b as u32).map(|i| i % m.weights.len() as u32).collect();
+            // w = 0 is the conditional model itself, and no label its null class, exactly.
+            let at = |d: &dyn Denoiser, c: Cond| -> Vec<f32> {
+                eps_hat(d, z.clone(), gamma.clone(), c)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap()
+            };
+            let w0 = Guided {
                 den: &lab,
-                w,
+                w: 0.0,
                 null: m.weights.len() as u32,
             };
-            let cg = ClassifierGuided {
-                den: &lab,
-                classifier: &cls,
-                w: w + 1.0,
-            };
-            let a: Vec<f32> = cfg
-                .predict(z.clone(), gamma.clone(), Some(&labels))
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            let c: Vec<f32> = cg
-                .predict(z.clone(), gamma.clone(), Some(&labels))
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            for (x, y) in a.iter().zip(&c) {
-                assert!((x - y).abs() < 1e-4 * (1.0 + x.abs()), "w {w}: {x} vs {y}");
+            assert_eq!(at(&w0, Some(&labels)), at(&lab, Some(&labels)));
+            let null = vec![m.weights.len() as u32; b];
+            assert_eq!(at(&w0, None), at(&lab, Some(&null)));
+            for w in [0.0, 0.5, 2.0] {
+                let cfg = Guided {
+                    den: &lab,
+                    w,
+                    null: m.weights.len() as u32,
+                };
+                let cg = ClassifierGuided {
+                    den: &lab,
+                    classifier: &cls,
+                    w: w + 1.0,
+                };
+                let a: Vec<f32> = cfg
+                    .predict(z.clone(), gamma.clone(), Some(&labels))
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                let c: Vec<f32> = cg
+                    .predict(z.clone(), gamma.clone(), Some(&labels))
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                for (x, y) in a.iter().zip(&c) {
+                    assert!(
+                        (x - y).abs() < 1e-4 * (1.0 + x.abs()),
+                        "{process:?} w {w}: {x} vs {y}"
+                    );
+                }
             }
         }
     }

@@ -250,14 +250,35 @@ pub struct EvalReport {
     /// Binary inputs were binarised once with the evaluation seed.
     #[serde(default)]
     pub binarized: bool,
-    /// The adaptive time sampling reached its cap with mc_se above its target.
+    /// The bound's final Monte-Carlo standard error is above its target.
     #[serde(default)]
     pub mc_target_missed: bool,
-    /// For data with a known density (toy sets): the true NLL and the bound's gap to it.
+    /// The target of the Monte-Carlo standard error, nats per example (diffusion bounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mc_target: Option<f64>,
+    /// What the bound bounds: `−log p(x)`, or `−log p(x | y)` for a class-conditional model
+    /// evaluated with its labels.
+    #[serde(default = "unconditional_target")]
+    pub bounds: String,
+    /// For data with a known density (toy sets): the true value of what the bound bounds
+    /// (−log p(x | y) for a conditional run) and the bound's gap to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub true_nll_nats: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap_nats: Option<f64>,
+    /// A conditional run on data with a known density: the true −log p(x), and the gap of the
+    /// null-class bound (which bounds it) to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_unconditional_nll_nats: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconditional_gap_nats: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconditional_gap_se: Option<f64>,
+    /// The standard error of `gap_nats` over examples, from the paired differences
+    /// bound(x) − (true value at x) (Monte-Carlo noise included): a bound is not below the truth
+    /// beyond a few of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_se: Option<f64>,
     /// Where the diffusion loss per time was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diffusion_loss_by_time: Option<String>,
@@ -293,6 +314,9 @@ impl EvalReport {
         bound: String,
     ) -> EvalReport {
         let per = |v: f64| unit.per_dim(v, dim);
+        let bounds = head.bounds().to_string();
+        let (true_target, true_nll, conditional) =
+            (head.true_target(), head.true_nll, head.conditional);
         let mut r = EvalReport {
             model: head.model,
             data: head.data,
@@ -324,8 +348,14 @@ impl EvalReport {
             decoder: None,
             binarized: false,
             mc_target_missed: false,
+            mc_target: None,
+            bounds,
             true_nll_nats: None,
             gap_nats: None,
+            true_unconditional_nll_nats: None,
+            unconditional_gap_nats: None,
+            unconditional_gap_se: None,
+            gap_se: None,
             diffusion_loss_by_time: None,
             active_units: None,
             quality: None,
@@ -345,9 +375,12 @@ impl EvalReport {
                 (r.nats_per_dim, r.nats_per_dim_se, r.nats_per_dim_mc_se) = (v, se, mc)
             }
         }
-        if let Some(t) = head.true_nll {
+        if let Some(t) = true_target {
             r.true_nll_nats = Some(t);
             r.gap_nats = Some(nll.mean - t);
+        }
+        if conditional {
+            r.true_unconditional_nll_nats = true_nll;
         }
         r
     }
@@ -361,6 +394,10 @@ impl EvalReport {
     }
 }
 
+fn unconditional_target() -> String {
+    "−log p(x)".into()
+}
+
 /// What every report states about the evaluated run and data.
 struct Head {
     model: String,
@@ -368,7 +405,38 @@ struct Head {
     split: Split,
     n: usize,
     step: Option<u64>,
+    /// Data of known density: the mean true −log p(x).
     true_nll: Option<f64>,
+    /// Per example, −log p(x) (data of known density): what the null-class bound's gap pairs
+    /// with.
+    true_rows: Option<Vec<f64>>,
+    /// Per example, the true value of what the bound bounds.
+    target_rows: Option<Vec<f64>>,
+    /// The run is class-conditional and evaluated with the data's labels: its bounds are on
+    /// −log p(x | y).
+    conditional: bool,
+    /// Data of known density with labels: the mean true −log p(x | y).
+    true_cond_nll: Option<f64>,
+}
+
+impl Head {
+    /// What the run's bound (and ODE likelihood) bound.
+    fn bounds(&self) -> &'static str {
+        if self.conditional {
+            "−log p(x | y)"
+        } else {
+            "−log p(x)"
+        }
+    }
+
+    /// The true value of what the bound bounds, where the data's density is known.
+    fn true_target(&self) -> Option<f64> {
+        if self.conditional {
+            self.true_cond_nll
+        } else {
+            self.true_nll
+        }
+    }
 }
 
 /// An evaluation: the report, and the diffusion loss per time where the bound has one.
@@ -392,12 +460,20 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
     opts.validate()?;
     dir.check()?;
     let cfg = dir.config()?;
+    if opts.ode.is_some() && !cfg.model.is_diffusion() {
+        return Err(Error::Config(format!(
+            "--method ode needs a diffusion model; {} is a {} run",
+            dir.path.display(),
+            cfg.model.kind()
+        )));
+    }
     struct Visit<'a>(&'a RunDir, &'a EvalOptions, &'a dyn Progress);
     impl ModelVisitor for Visit<'_> {
         type Output = Result<Evaluation>;
         fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
             let loaded = load_model::<M>(self.0, section, &self.1.device)?;
             let data = eval_data(self.0, &loaded, self.1)?;
+            let head_truth = data.head.true_rows.clone();
             let spec = data.head.data.clone();
             let units = active_units(&loaded.model, &data, self.1)?;
             let unconditional = null_class_bound(&loaded.model, &data, self.1)?;
@@ -413,9 +489,14 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
             }?;
             e.report.active_units = units;
             e.report.ode = ode;
-            if let Some(s) = unconditional {
+            if let Some(v) = unconditional {
+                let s = Stat::of(&v);
                 e.report.unconditional_nll_nats = Some(s.mean);
                 e.report.unconditional_nll_se = Some(s.se);
+                if let Some(g) = paired_gap(&v, head_truth.as_deref()) {
+                    e.report.unconditional_gap_nats = Some(g.mean);
+                    e.report.unconditional_gap_se = Some(g.se);
+                }
             }
             if let Some(n) = self.1.quality {
                 e.report.quality = Some(sample_quality(&loaded, &spec, n, self.1, self.2)?);
@@ -426,12 +507,26 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
     cfg.model.visit(Visit(dir, opts, progress))
 }
 
+/// The gap of per-example values to the truth at the same examples: mean and standard error of
+/// the paired differences (`None` without a truth, or for unmatched lengths).
+pub(crate) fn paired_gap(values: &[f64], truth: Option<&[f64]>) -> Option<Stat> {
+    let t = truth?;
+    (t.len() == values.len() && !t.is_empty()).then(|| {
+        let d: Vec<f64> = values.iter().zip(t).map(|(v, t)| v - t).collect();
+        Stat::of(&d)
+    })
+}
+
 /// Time samples per example of the null-class bound (a fixed count: it is a companion figure).
 const NULL_CLASS_T_SAMPLES: usize = 16;
 
 /// For a class-conditional diffusion model, the continuous-time bound of the same network with
 /// every label dropped to the null class (M43): what the label is worth, in nats.
-fn null_class_bound<M: Model>(model: &M, d: &EvalData, opts: &EvalOptions) -> Result<Option<Stat>> {
+fn null_class_bound<M: Model>(
+    model: &M,
+    d: &EvalData,
+    opts: &EvalOptions,
+) -> Result<Option<Vec<f64>>> {
     let Some(dm) = model.diffusion() else {
         return Ok(None);
     };
@@ -469,7 +564,7 @@ fn null_class_bound<M: Model>(model: &M, d: &EvalData, opts: &EvalOptions) -> Re
             crate::elbo::to_f64(e.recon + e.prior + e.diffusion)
         },
     )?;
-    Ok(Some(Stat::of(&parts.concat())))
+    Ok(Some(parts.concat()))
 }
 
 /// Examples the active units are measured on (Burda et al. use the test set; 1,000 keep the
@@ -550,13 +645,29 @@ fn eval_data<M: Model>(dir: &RunDir, l: &Loaded<M>, opts: &EvalOptions) -> Resul
     } else {
         Unit::NatsPerDim
     };
-    let true_nll = ds.mixture.as_ref().map(|m| {
-        let v: Vec<f64> =
-            ds.x.chunks_exact(ds.dim())
-                .map(|r| -m.log_density(&r.iter().map(|&v| v as f64).collect::<Vec<_>>()))
-                .collect();
-        Stat::of(&v).mean
+    let rows64 = |r: &[f32]| r.iter().map(|&v| v as f64).collect::<Vec<_>>();
+    let true_rows: Option<Vec<f64>> = ds.mixture.as_ref().map(|m| {
+        ds.x.chunks_exact(ds.dim())
+            .map(|r| -m.log_density(&rows64(r)))
+            .collect()
     });
+    let true_nll = true_rows.as_ref().map(|v| Stat::of(v).mean);
+    let conditional = ds.labels.is_some() && l.model.diffusion().is_some_and(|d| d.classes() > 0);
+    let cond_rows: Option<Vec<f64>> = match (&ds.mixture, &ds.labels) {
+        (Some(m), Some(y)) if conditional => Some(
+            ds.x.chunks_exact(ds.dim())
+                .zip(y)
+                .map(|(r, &k)| -m.log_density_given(&rows64(r), k as usize))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let true_cond_nll = cond_rows.as_ref().map(|v| Stat::of(v).mean);
+    let target_rows = if conditional {
+        cond_rows
+    } else {
+        true_rows.clone()
+    };
     let step = dir.state().ok().map(|s| s.step);
     let head = Head {
         model: l.cfg.model.kind().to_string(),
@@ -565,6 +676,10 @@ fn eval_data<M: Model>(dir: &RunDir, l: &Loaded<M>, opts: &EvalOptions) -> Resul
         n: ds.n,
         step,
         true_nll,
+        true_rows,
+        target_rows,
+        conditional,
+        true_cond_nll,
     };
     Ok(EvalData {
         ds,

@@ -100,7 +100,11 @@ impl Default for ClassifierSettings {
 /// the working directory), and so does a relative `$XDG_CACHE_HOME` or `$HOME`, as the XDG
 /// specification says.
 pub fn cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = var("ELBO_CACHE_DIR") {
         return Some(d);
     }

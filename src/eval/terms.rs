@@ -33,6 +33,7 @@ pub(super) fn evaluate<M: Model>(
         done = k;
     })?;
     progress.finish();
+    let total_rows = per.last().map(|(_, v)| v.clone()).unwrap_or_default();
     let mut stats = summarize(&per);
     let total = stats.pop().map(|(_, s)| s).unwrap_or(Stat {
         mean: f64::NAN,
@@ -43,6 +44,9 @@ pub(super) fn evaluate<M: Model>(
         None => None,
         Some(k) => Some(importance_weighted(model, rows, dim, k, opts, progress)?),
     };
+    let gap_rows = iw.clone().unwrap_or(total_rows);
+    let iw = iw.map(|v| Stat::of(&v));
+    let target = d.head.target_rows.clone();
     let bound = match opts.iw {
         Some(k) => format!("importance-weighted bound L_{k} (M4)"),
         None => "ELBO (M2)".to_string(),
@@ -57,6 +61,9 @@ pub(super) fn evaluate<M: Model>(
         None,
         bound,
     );
+    if let Some(g) = super::paired_gap(&gap_rows, target.as_deref()) {
+        (r.gap_nats, r.gap_se) = (Some(g.mean), Some(g.se));
+    }
     r.iw = opts.iw;
     r.neg_iw_bound_nats = iw.map(|s| s.mean);
     r.binarized = d.binarize.is_some();
@@ -74,7 +81,7 @@ fn importance_weighted<M: Model>(
     k: usize,
     opts: &EvalOptions,
     progress: &dyn Progress,
-) -> Result<Stat> {
+) -> Result<Vec<f64>> {
     let n = rows.len() / dim.max(1);
     if !opts.force && n > 0 {
         // The rate of this model on one example, from a probe of up to 200 samples.
@@ -112,6 +119,5 @@ fn importance_weighted<M: Model>(
         Ok(v)
     })?;
     progress.finish();
-    let vals: Vec<f64> = parts.concat().into_iter().map(|l| -l).collect();
-    Ok(Stat::of(&vals))
+    Ok(parts.concat().into_iter().map(|l| -l).collect())
 }

@@ -124,7 +124,15 @@ impl Default for VdmConfig {
 }
 
 impl ModelSettings for VdmConfig {
-    const SIZE_KEYS: &'static [&'static str] = &["mlp.hidden", "mlp.blocks", "mlp.embed", "unet.channels", "unet.embed", "unet.attention", "schedule_units"];
+    const SIZE_KEYS: &'static [&'static str] = &[
+        "mlp.hidden",
+        "mlp.blocks",
+        "mlp.embed",
+        "unet.channels",
+        "unet.embed",
+        "unet.attention",
+        "schedule_units",
+    ];
 
     const DIFFUSION: bool = true;
 
@@ -689,24 +697,21 @@ impl DiffusionModel for Vdm {
                     .into(),
             ));
         }
-        let [b, d] = x.dims();
-        let (xm, offset) = match self.spec.kind {
-            DataKind::Image8 => {
-                let u: Vec<f32> = (0..b * d).map(|_| rng.gen::<f32>() - 0.5).collect();
-                let u = Tensor::<2>::from_data(TensorData::new(u, [b, d]), &x.device());
-                let delta = 2.0 / 255.0;
-                ((x + u) * delta - 1.0, -(d as f64) * f64::ln(delta))
-            }
-            DataKind::Continuous => (self.to_model_space(x), self.log_jacobian()),
-        };
         let sched = self.schedule();
         let (g0, g1) = (sched.gamma_f64(0.0), sched.gamma_f64(1.0));
-        let r = crate::diffusion::ode::log_density(self, xm, g0, g1, cond, opts, rng)?;
-        Ok(crate::diffusion::ode::OdeNll {
-            nll: r.log_p.iter().map(|lp| offset - lp).collect(),
-            se: r.se,
-            nfe: r.nfe,
-        })
+        match self.spec.kind {
+            DataKind::Image8 => crate::diffusion::ode::image8_nll(self, x, g0, g1, cond, opts, rng),
+            DataKind::Continuous => {
+                let offset = self.log_jacobian();
+                let xm = self.to_model_space(x);
+                let r = crate::diffusion::ode::log_density(self, xm, g0, g1, cond, opts, rng)?;
+                Ok(crate::diffusion::ode::OdeNll {
+                    nll: r.log_p.iter().map(|lp| offset - lp).collect(),
+                    se: r.se,
+                    nfe: r.nfe,
+                })
+            }
+        }
     }
 }
 

@@ -50,53 +50,69 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
         ));
     }
     let unit = r.unit.label();
+    let what = format!("bound on {}", r.bounds);
     out.push(match (r.mc_se, r.unit) {
         (Some(mc), Unit::NatsPerDim | Unit::BitsPerBinaryPixel) => format!(
-            "NLL bound: {:.4} ± {:.4} nats ({:.4} {unit}; Monte-Carlo se {mc:.4} nats)",
+            "NLL {what}: {:.4} ± {:.4} nats ({:.4} {unit}; Monte-Carlo se {mc:.4} nats)",
             r.nll_nats,
             r.nll_se,
             r.per_dim()
         ),
         (Some(_), _) => format!(
-            "NLL bound: {:.4} {unit} (Monte-Carlo se {:.4}; over examples {:.4})",
+            "NLL {what}: {:.4} {unit} (Monte-Carlo se {:.4}; over examples {:.4})",
             r.per_dim(),
             r.bits_per_dim_mc_se.unwrap_or(f64::NAN),
             r.bits_per_dim_se.unwrap_or(f64::NAN)
         ),
         (None, _) => format!(
-            "NLL bound: {:.3} ± {:.3} nats ({:.4} {unit})",
+            "NLL {what}: {:.3} ± {:.3} nats ({:.4} {unit})",
             r.nll_nats,
             r.nll_se,
             r.per_dim()
         ),
     });
     if r.mc_target_missed {
-        out.push(
-            "warning: the time samples reached their cap (or the time budget) with the \
-             Monte-Carlo error above its target; `elbo eval DIR --t-samples N` takes more"
-                .into(),
-        );
+        out.push(format!(
+            "warning: the bound's Monte-Carlo standard error, {:.4} nats, is above its target of \
+             {:.4} nats ({} time samples per example); `elbo eval DIR --t-samples N` with a \
+             larger N lowers it",
+            r.mc_se.unwrap_or(f64::NAN),
+            r.mc_target.unwrap_or(f64::NAN),
+            r.t_samples.unwrap_or(0)
+        ));
     }
     if let (Some(t), Some(g)) = (r.true_nll_nats, r.gap_nats) {
         out.push(format!(
-            "true NLL of this data: {t:.4} nats; gap {g:.4} nats"
+            "true {} of this data: {t:.4} nats; gap {g:.4}{} nats",
+            r.bounds,
+            r.gap_se.map(|s| format!(" ± {s:.4}")).unwrap_or_default()
         ));
     }
     if let (Some(u), Some(se)) = (r.unconditional_nll_nats, r.unconditional_nll_se) {
         out.push(format!(
-            "the same network without labels (its null class, M43): −ELBO {u:.4} ± {se:.4} nats \
-             ({:.4} {}); the label is worth {:.4} nats",
+            "the same network without labels (its null class, M43), a bound on −log p(x): \
+             −ELBO {u:.4} ± {se:.4} nats ({:.4} {}); the label is worth {:.4} nats{}",
             r.unit.per_dim(u, dim_of_report(r)),
             r.unit.label(),
-            u - r.neg_elbo_nats
+            u - r.neg_elbo_nats,
+            match (r.true_unconditional_nll_nats, r.unconditional_gap_nats) {
+                (Some(t), Some(g)) => format!(
+                    "; true −log p(x) {t:.4} nats, gap {g:.4}{} nats",
+                    r.unconditional_gap_se
+                        .map(|s| format!(" ± {s:.4}"))
+                        .unwrap_or_default()
+                ),
+                _ => String::new(),
+            }
         ));
     }
     if let Some(o) = &r.ode {
         let unit = o.unit.label();
         out.push(format!(
-            "ODE likelihood (probability-flow ODE, M37) on the same {} examples: −log p(x) = \
+            "ODE likelihood (probability-flow ODE, M37) on the same {} examples: {} = \
              {:.4} ± {:.4} nats ({:.4} ± {:.4} {unit}{})",
             o.n,
+            r.bounds,
             o.nll_nats,
             o.nll_se,
             o.per_dim,
@@ -116,7 +132,11 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
             r.per_dim(),
             r.neg_elbo_nats - o.nll_nats,
             o.gap_nats
-                .map(|g| format!("; ODE NLL − true NLL = {g:+.4} nats"))
+                .map(|g| format!(
+                    "; ODE − true {} = {g:+.4}{} nats",
+                    r.bounds,
+                    o.gap_se.map(|s| format!(" ± {s:.4}")).unwrap_or_default()
+                ))
                 .unwrap_or_default()
         ));
         out.push(format!(

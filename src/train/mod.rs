@@ -449,7 +449,18 @@ fn train_model<M: Model>(
                 ),
             });
         }
-        let (params, opt, state) = dir.load_checkpoint()?;
+        let (params, opt, mut state) = dir.load_checkpoint()?;
+        if let Some(recorded) = &state.config {
+            cfg.check_resume(recorded).map_err(|e| Error::Checkpoint {
+                path: dir.path.clone(),
+                msg: format!(
+                    "its checkpoint of step {} records the configuration the run was trained \
+                     with, and this resume differs from it (was config.json edited?): {e}",
+                    state.step
+                ),
+            })?;
+        }
+        state.config = Some(cfg.clone());
         if cfg.steps < state.step {
             return Err(Error::Config(format!(
                 "--steps {} is below the run's step {}: a run cannot be shortened (its checkpoint \
@@ -476,6 +487,7 @@ fn train_model<M: Model>(
             order: BatchOrder::new(cfg.seed),
             elapsed_secs: 0.0,
             examples_seen: 0,
+            config: Some(cfg.clone()),
         };
         let mf = ModelFile {
             model: cfg.model.kind(),

@@ -97,6 +97,11 @@ pub struct TrainState {
     pub order: BatchOrder,
     pub elapsed_secs: f64,
     pub examples_seen: u64,
+    /// The run's configuration when the checkpoint was written: a resume checks what defines
+    /// the run against it (a hand-edited or deleted `config.json` cannot change it unseen).
+    /// Absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::train::RunConfig>,
 }
 
 const MARKER: &str = ".elbo-run";
@@ -357,6 +362,11 @@ impl RunDir {
     pub fn write_json<T: Serialize>(&self, name: &str, v: &T) -> Result<()> {
         let text = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&self.file(name), text.as_bytes())
+    }
+
+    /// The configuration the committed checkpoint recorded, if it has one.
+    pub fn recorded_config(&self) -> Option<RunConfig> {
+        self.state().ok().and_then(|s| s.config)
     }
 
     pub fn config(&self) -> Result<RunConfig> {
