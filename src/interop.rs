@@ -164,7 +164,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
         .map_err(|e| bad(format!("its '{META_CONFIG}' metadata: {e}")))?;
     let mf: crate::train::run::ModelFile = serde_json::from_str(model).map_err(|e| {
         bad(format!(
-            "its '{META_MODEL}' metadata is not a model.json: {e}"
+            "its '{META_MODEL}' metadata is not a valid model description ({e})"
         ))
     })?;
     if mf.model != cfg.model.kind() {

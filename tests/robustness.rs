@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{elbo, fails_with, ok};
+use common::{bounded, elbo, fails_with, ok};
 use elbo::train::checkpoint::load_tensors;
 use elbo::train::run::RunDir;
 
@@ -269,29 +269,6 @@ fn a_users_directory_is_never_written_into() {
         ],
         "'seed' cannot change",
     );
-}
-
-/// Run elbo with its address space limited to `gib` GiB: an allocation beyond that fails (and
-/// would abort with 134), so a refusal here is one that allocated less.
-fn bounded(gib: u64, args: &[&str]) -> (Output, Duration) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_elbo"));
-    c.args(args).env("NO_COLOR", "1");
-    // SAFETY: setrlimit between fork and exec, touching nothing but the child's own limits.
-    unsafe {
-        c.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: gib << 30,
-                rlim_max: gib << 30,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let t0 = Instant::now();
-    let o = c.output().unwrap();
-    (o, t0.elapsed())
 }
 
 #[test]

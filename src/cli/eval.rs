@@ -109,6 +109,19 @@ fn parse_secs(s: &str) -> Result<f64, String> {
 
 pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
     let dir = RunDir::new(&a.dir);
+    if a.method == Method::Ode {
+        if a.probes == 0 {
+            anyhow::bail!("--probes must be at least 1");
+        }
+        elbo::limits::check(a.probes <= elbo::limits::MAX_PROBES, a.force, || {
+            format!(
+                "--probes {}: every probe is one more copy of each example through the network \
+                 at every solver step (the limit is {} probes)",
+                a.probes,
+                elbo::limits::MAX_PROBES
+            )
+        })?;
+    }
     let opts = EvalOptions {
         data: a.data,
         split: a.split,

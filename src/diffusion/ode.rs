@@ -183,7 +183,7 @@ pub fn check_tolerances(rtol: f64, atol: f64) -> Result<()> {
     let ok = |v: f64| v.is_finite() && (MIN_TOL..1.0).contains(&v);
     if !ok(rtol) || !ok(atol) {
         return Err(Error::Config(format!(
-            "--rtol {rtol} and --atol {atol}: each must be from {MIN_TOL:e} to below 1 (the \
+            "--rtol {rtol:e} and --atol {atol:e}: each must be from {MIN_TOL:e} to below 1 (the \
              solver computes in f32, whose rounding, about 1e-7 of each value, swamps any finer \
              tolerance)"
         )));

@@ -100,11 +100,12 @@ impl Default for ClassifierSettings {
 /// the working directory), and so does a relative `$XDG_CACHE_HOME` or `$HOME`, as the XDG
 /// specification says.
 pub fn cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    cache_dir_from(|k| std::env::var_os(k))
+}
+
+/// [`cache_dir`] with the environment read through `env`.
+pub fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(d) = var("ELBO_CACHE_DIR") {
         return Some(d);
     }
@@ -480,6 +481,36 @@ pub fn quality(spec: &str, samples: &[f32], settings: ClassifierSettings) -> Res
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_empty_or_relative_cache_variable_is_not_the_working_directory() {
+        // ELBO_CACHE_DIR="" once wrote the classifier cache into the working directory.
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let home = Some(PathBuf::from("/home/u/.cache/elbo"));
+        assert_eq!(
+            cache_dir_from(env(&[("ELBO_CACHE_DIR", ""), ("HOME", "/home/u")])),
+            home
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("XDG_CACHE_HOME", "rel"), ("HOME", "/home/u")])),
+            home
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("ELBO_CACHE_DIR", "/c"), ("HOME", "/home/u")])),
+            Some(PathBuf::from("/c"))
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("HOME", ""), ("ELBO_CACHE_DIR", "")])),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

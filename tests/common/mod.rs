@@ -1,7 +1,9 @@
 //! Helpers shared by the command-line tests.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Run the elbo binary.
 pub fn elbo(args: &[&str]) -> Output {
@@ -62,4 +64,28 @@ pub fn fails_with(args: &[&str], want: &str) {
         "elbo {args:?}: stderr lacks '{want}':\n{err}"
     );
     assert!(!err.contains("panicked"), "elbo {args:?} panicked:\n{err}");
+}
+
+/// Run elbo with its address space limited to `gib` GiB: an allocation beyond that fails (and
+/// would abort with 134), so a refusal here is one that allocated less. Returns the output and
+/// how long it took.
+pub fn bounded(gib: u64, args: &[&str]) -> (Output, Duration) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_elbo"));
+    c.args(args).env("NO_COLOR", "1");
+    // SAFETY: setrlimit between fork and exec, touching nothing but the child's own limits.
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: gib << 30,
+                rlim_max: gib << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let o = c.output().unwrap();
+    (o, t0.elapsed())
 }
