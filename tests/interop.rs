@@ -175,5 +175,5 @@ fn bad_imports_are_refused_with_the_reason() {
     // Into a directory that holds something: refused.
     let o = elbo(&["import", file.to_str().unwrap(), "--out", r]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an empty directory"));
 }

@@ -39,6 +39,9 @@ pub fn replicate_se(est: &[Vec<f64>; 2]) -> f64 {
     var.sqrt() / n
 }
 
+/// The fraction of the target the sample count is planned for.
+const PLAN_MARGIN: f64 = 0.9;
+
 /// Estimate with `fixed` samples per replicate, or else with as many as a pilot round of `pilot`
 /// says will bring the standard error to `target` (at most [`CAP_PER_REPLICATE`]).
 /// `round(m, index)` runs one round of two replicates with m samples per example and returns
@@ -70,8 +73,11 @@ where
             let se0 = replicate_se(&round(m0, 0)?);
             let secs0 = clock.elapsed().as_secs_f64().max(1e-6);
             let shrink = after_pilot().clamp(0.05, 1.0);
-            // Var ∝ 1/m: m = m0 (se0/target)², rounded up (stratification only does better).
-            let want = (m0 as f64 * shrink * (se0 / target).powi(2)).ceil();
+            // Var ∝ 1/m: m = m0 (se0/(0.9 target))², rounded up (stratification only does
+            // better). Planned for 90% of the target, so that the final round's own noise (a
+            // few percent of the standard error with hundreds of examples) seldom leaves it
+            // above the target, where a warning says so.
+            let want = (m0 as f64 * shrink * (se0 / (PLAN_MARGIN * target)).powi(2)).ceil();
             let cap = match budget_secs {
                 // Work ∝ m: the pilot's m0 samples took secs0.
                 Some(b) => ((m0 as f64 * b / secs0).floor() as usize).clamp(1, CAP_PER_REPLICATE),
