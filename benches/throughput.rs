@@ -11,10 +11,10 @@ use elbo::data::DataKind;
 use elbo::models::vae::{Likelihood, Observation, Vae, VaeConfig, VaeSpec};
 use elbo::models::vdm::{NetworkKind, Vdm, VdmConfig, VdmSpec};
 use elbo::models::{Model, SampleOptions};
+use elbo::optim::{AdamW, OptimConfig};
+use elbo::params::{self, NamedParams};
 use elbo::rng::{seeded, Rng};
 use elbo::train::loss_and_grads;
-use elbo::train::optim::{AdamW, OptimConfig};
-use elbo::train::params::{self, NamedParams};
 
 /// One timed iteration and the examples it processes.
 type Iter = Box<dyn FnMut()>;

@@ -23,7 +23,7 @@ fn main() -> elbo::Result<()> {
             steps: Some(20),
             ..SampleOptions::ancestral(0, elbo::par::default_threads())
         };
-        let dir = elbo::train::run::RunDir::new(dir);
+        let dir = elbo::run::RunDir::new(dir);
         let s = elbo::eval::draw::draw(&dir, 16, &opts, false, &Device::flex(), &())?;
         println!(
             "16 samples of {} values each; the first: {:?}…",

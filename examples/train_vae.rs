@@ -8,8 +8,9 @@ use std::sync::atomic::AtomicBool;
 use burn::tensor::Device;
 use elbo::eval::{evaluate, EvalOptions};
 use elbo::models::ModelKind;
-use elbo::train::run::RunDir;
-use elbo::train::{train, RunConfig, TrainOptions};
+use elbo::run::RunConfig;
+use elbo::run::RunDir;
+use elbo::train::{train, TrainOptions};
 
 fn main() -> elbo::Result<()> {
     let steps: u64 = std::env::args()

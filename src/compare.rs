@@ -18,8 +18,9 @@ use crate::diffusion::elbo::ImageDecoder;
 use crate::eval::{EvalOptions, EvalReport, Progress};
 use crate::models::obs::ImageLikelihood;
 use crate::models::{ModelConfig, ModelKind, SampleOptions};
-use crate::train::run::RunDir;
-use crate::train::{RunConfig, TrainOptions};
+use crate::run::RunConfig;
+use crate::run::RunDir;
+use crate::train::TrainOptions;
 use crate::{Error, Result};
 
 /// Which representation of 8-bit images every model of a comparison scores.
@@ -279,9 +280,8 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
         rows,
         samples_png,
     };
-    let write = |name: &str, text: &str| {
-        crate::train::checkpoint::write_atomic(&opts.out.join(name), text.as_bytes())
-    };
+    let write =
+        |name: &str, text: &str| crate::fsio::write_atomic(&opts.out.join(name), text.as_bytes());
     write(
         "compare.json",
         &serde_json::to_string_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?,

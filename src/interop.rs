@@ -10,11 +10,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::fsio::{load_tensors, tensor_bytes, write_atomic};
 use crate::models::{Model, ModelVisitor};
-use crate::train::checkpoint::{load_tensors, tensor_bytes, write_atomic};
-use crate::train::params::{self, NamedParams, ParamValue};
-use crate::train::run::{RunDir, TrainState};
-use crate::train::RunConfig;
+use crate::params::{self, NamedParams, ParamValue};
+use crate::run::RunConfig;
+use crate::run::{RunDir, TrainState};
 use crate::{Error, Result};
 
 /// Enum variants that name a network choice, dropped from PyTorch names.
@@ -73,7 +73,7 @@ pub const META_MODEL: &str = "elbo_model";
 /// number of tensors.
 pub fn export(dir: &RunDir, out: &Path, parity_rows: usize) -> Result<usize> {
     dir.check()?;
-    crate::train::checkpoint::check_output_file(out)?;
+    crate::fsio::check_output_file(out)?;
     let p = dir.model_weights()?;
     let mut torch = to_torch(&p);
     if parity_rows > 0 {
@@ -162,7 +162,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
     })?;
     cfg.validate()
         .map_err(|e| bad(format!("its '{META_CONFIG}' metadata: {e}")))?;
-    let mf: crate::train::run::ModelFile = serde_json::from_str(model).map_err(|e| {
+    let mf: crate::run::ModelFile = serde_json::from_str(model).map_err(|e| {
         bad(format!(
             "its '{META_MODEL}' metadata is not a valid model description ({e})"
         ))
@@ -273,7 +273,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
                 let m = M::build(section, &spec, &burn::tensor::Device::flex())?;
                 let m = params::assign(m, got)?;
                 let p = params::collect(&m)?;
-                let opt = crate::train::optim::AdamW::new(&p);
+                let opt = crate::optim::AdamW::new(&p);
                 let state = TrainState {
                     step,
                     rng: crate::rng::derived(0, crate::rng::streams::TRAIN_NOISE),
@@ -292,7 +292,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        crate::train::checkpoint::sync_dir(parent)?;
+        crate::fsio::sync_dir(parent)?;
         Ok(n)
     })();
     if built.is_err() && staging.exists() {
@@ -507,6 +507,6 @@ fn load_model_on<M: Model>(
     dir: &RunDir,
     section: &M::Config,
     device: &burn::tensor::Device,
-) -> Result<crate::train::Loaded<M>> {
-    crate::train::load_model::<M>(dir, section, device)
+) -> Result<crate::run::Loaded<M>> {
+    crate::run::load_model::<M>(dir, section, device)
 }

@@ -290,7 +290,7 @@ pub struct IwPoint {
 /// The ELBO and L_K (M4) of a trained VAE or HVAE on its first `n` test examples, each K with
 /// its own noise stream; log-likelihoods in nats (higher is better).
 pub fn iw_curve(
-    dir: &crate::train::run::RunDir,
+    dir: &crate::run::RunDir,
     ks: &[usize],
     n: usize,
     seed: u64,
@@ -298,7 +298,7 @@ pub fn iw_curve(
 ) -> crate::Result<(crate::elbo::Stat, Vec<IwPoint>)> {
     use crate::models::{Model, ModelVisitor};
     struct Visit<'a> {
-        dir: &'a crate::train::run::RunDir,
+        dir: &'a crate::run::RunDir,
         ks: &'a [usize],
         n: usize,
         seed: u64,
@@ -307,7 +307,7 @@ pub fn iw_curve(
     impl ModelVisitor for Visit<'_> {
         type Output = crate::Result<(crate::elbo::Stat, Vec<IwPoint>)>;
         fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
-            let l = crate::train::load_model::<M>(self.dir, section, self.device)?;
+            let l = crate::run::load_model::<M>(self.dir, section, self.device)?;
             let ds = crate::data::load(&l.cfg.data, crate::data::Split::Test)?.head(self.n);
             let rows = l
                 .file

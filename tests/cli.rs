@@ -59,10 +59,7 @@ fn train_eval_sample_resume() {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     // The committed checkpoint is a folder of its own, and the top-level weights are its.
-    let (step, ck) = elbo::train::run::RunDir::new(&run)
-        .committed()
-        .unwrap()
-        .unwrap();
+    let (step, ck) = elbo::run::RunDir::new(&run).committed().unwrap().unwrap();
     assert_eq!(step, 40);
     for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
         assert!(ck.join(f).is_file(), "checkpoint lacks {f}");
@@ -85,7 +82,7 @@ fn train_eval_sample_resume() {
     assert_eq!(events.len(), 1);
     let ev = elbo::report::tensorboard::read(&events[0].path()).unwrap();
     assert_eq!(ev[0].file_version.as_deref(), Some("brain.Event:2"));
-    let metrics = elbo::train::run::RunDir::new(&run).metrics().unwrap();
+    let metrics = elbo::run::RunDir::new(&run).metrics().unwrap();
     for line in &metrics {
         let step = line["step"].as_i64().unwrap();
         for (tag, want) in elbo::report::tensorboard::scalars(line) {
@@ -164,10 +161,7 @@ fn train_eval_sample_resume() {
     let mut a = vec!["-q", "train", "--resume", "--out", r, "--steps", "60"];
     a.extend_from_slice(TINY);
     ok(&a);
-    assert_eq!(
-        elbo::train::run::RunDir::new(&run).state().unwrap().step,
-        60
-    );
+    assert_eq!(elbo::run::RunDir::new(&run).state().unwrap().step, 60);
     let inspect = ok(&["inspect", r]);
     assert!(
         inspect.contains("parameters") && inspect.contains("60 of 60"),
@@ -199,13 +193,8 @@ fn n_steps_then_resume_equals_2n_steps() {
     args.extend_from_slice(TINY);
     ok(&args);
     let load = |p: &Path, f: &str| {
-        let (_, ck) = elbo::train::run::RunDir::new(p)
-            .committed()
-            .unwrap()
-            .unwrap();
-        elbo::train::checkpoint::load_tensors(&ck.join(f))
-            .unwrap()
-            .0
+        let (_, ck) = elbo::run::RunDir::new(p).committed().unwrap().unwrap();
+        elbo::fsio::load_tensors(&ck.join(f)).unwrap().0
     };
     let (wa, wb) = (
         load(&a, "optimizer.safetensors"),
@@ -251,7 +240,7 @@ fn nan_loss_stops_naming_the_step_and_keeps_the_checkpoint() {
         .trim()
         .parse()
         .unwrap();
-    let state = elbo::train::run::RunDir::new(&run).state().unwrap();
+    let state = elbo::run::RunDir::new(&run).state().unwrap();
     assert_eq!(state.step, failed - 1);
     // And the message names that checkpoint.
     assert!(
@@ -492,7 +481,7 @@ fn the_top_level_help_names_the_run_directory_the_default_run_writes() {
     let help = ok(&["--help"]);
     let kind = elbo::models::ModelKind::default();
     // `default_run_dir` gives the first free runs/<model>-<data>-N; in a fresh checkout, -1.
-    let dir = elbo::train::run::default_run_dir(kind, "mnist10k");
+    let dir = elbo::run::default_run_dir(kind, "mnist10k");
     let prefix = format!("runs/{kind}-mnist10k-");
     assert!(dir.to_string_lossy().starts_with(&prefix), "{dir:?}");
     let name = format!("{prefix}1");

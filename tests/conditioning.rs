@@ -10,8 +10,9 @@ use elbo::elbo::Stat;
 use elbo::models::vdm::Vdm;
 use elbo::models::ModelConfig;
 use elbo::rng::seeded;
-use elbo::train::run::RunDir;
-use elbo::train::{self, RunConfig, TrainOptions};
+use elbo::run::RunConfig;
+use elbo::run::RunDir;
+use elbo::train::{self, TrainOptions};
 
 #[test]
 fn a_conditional_mlp_denoiser_prefers_the_right_label() {
@@ -49,7 +50,7 @@ fn a_conditional_mlp_denoiser_prefers_the_right_label() {
         panic!("not a VDM")
     };
     let dev = Device::flex();
-    let l = train::load_model::<Vdm>(&RunDir::new(&out), section, &dev).unwrap();
+    let l = elbo::run::load_model::<Vdm>(&RunDir::new(&out), section, &dev).unwrap();
     assert_eq!(l.spec.classes, 2, "blobs2 has two components");
     let ds = data::load("toy:blobs2", Split::Test).unwrap().head(500);
     let y = ds.labels.clone().unwrap();

@@ -740,7 +740,7 @@ fn learned_schedule_endpoints_get_gradients_from_the_elbo() {
     .unwrap();
     let loss = (e.recon + e.prior + e.diffusion).mean();
     let grads = loss.backward();
-    let g = elbo::train::params::collect_grads(&ls, &grads).unwrap();
+    let g = elbo::params::collect_grads(&ls, &grads).unwrap();
     // γ_0 and the range δ (hence γ_1) receive gradients through the reconstruction and prior terms.
     for k in ["gamma0", "delta"] {
         let v = g

@@ -76,13 +76,13 @@ fn with_metadata(
     to: &Path,
     edit: impl FnOnce(&mut serde_json::Value, &mut serde_json::Value),
 ) {
-    let (t, mut meta) = elbo::train::checkpoint::load_tensors(from).unwrap();
+    let (t, mut meta) = elbo::fsio::load_tensors(from).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(&meta["elbo_config"]).unwrap();
     let mut model: serde_json::Value = serde_json::from_str(&meta["elbo_model"]).unwrap();
     edit(&mut cfg, &mut model);
     meta.insert("elbo_config".into(), cfg.to_string());
     meta.insert("elbo_model".into(), model.to_string());
-    let b = elbo::train::checkpoint::tensor_bytes(to, &[("", &t)], meta).unwrap();
+    let b = elbo::fsio::tensor_bytes(to, &[("", &t)], meta).unwrap();
     std::fs::write(to, b).unwrap();
 }
 
@@ -477,7 +477,7 @@ fn a_resume_checks_the_configuration_its_checkpoint_recorded() {
         err.contains("no config.json; continuing with the configuration"),
         "{err}"
     );
-    let cfg = elbo::train::run::RunDir::new(&vae).config().unwrap();
+    let cfg = elbo::run::RunDir::new(&vae).config().unwrap();
     assert_eq!((cfg.data.as_str(), cfg.steps), ("toy:blobs2", 5));
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::{elbo, ok};
-use elbo::train::RunConfig;
+use elbo::run::RunConfig;
 
 #[test]
 fn exported_names_and_shapes_are_the_python_packages() {
@@ -29,7 +29,7 @@ fn exported_names_and_shapes_are_the_python_packages() {
 
 /// Every tensor of a safetensors file, by name: (shape, values).
 fn tensors(p: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let (t, _) = elbo::train::checkpoint::load_tensors(p).unwrap();
+    let (t, _) = elbo::fsio::load_tensors(p).unwrap();
     t.into_iter().map(|(k, v)| (k, (v.shape, v.data))).collect()
 }
 
@@ -75,7 +75,7 @@ fn export_then_import_gives_the_same_weights_and_bound() {
             .iter()
             .find(|(k, v)| k.ends_with(".weight") && v.0.len() == 2)
             .unwrap();
-        let burn = tensors(&elbo::train::run::RunDir::new(&run).model_weights_path());
+        let burn = tensors(&elbo::run::RunDir::new(&run).model_weights_path());
         let back = burn
             .iter()
             .find(|(k, _)| elbo::interop::torch_name(k) == *w.0)
@@ -89,7 +89,7 @@ fn export_then_import_gives_the_same_weights_and_bound() {
         let imported = tmp.path().join(format!("{name}-imported"));
         let i = imported.to_str().unwrap();
         ok(&["import", file.to_str().unwrap(), "--out", i]);
-        let again = tensors(&elbo::train::run::RunDir::new(&imported).model_weights_path());
+        let again = tensors(&elbo::run::RunDir::new(&imported).model_weights_path());
         assert_eq!(again, burn, "{name}: weights differ after the round trip");
         let bound = |d: &str| -> f64 {
             let mut a = vec!["eval", d, "--json", "--limit", "100"];
@@ -124,14 +124,13 @@ fn bad_imports_are_refused_with_the_reason() {
     ]);
     let file = tmp.path().join("v.safetensors");
     ok(&["export", r, "--out", file.to_str().unwrap()]);
-    let (t, meta) = elbo::train::checkpoint::load_tensors(&file).unwrap();
-    let write =
-        |name: &str, t: &elbo::train::params::NamedParams, meta: HashMap<String, String>| {
-            let p = tmp.path().join(name);
-            let b = elbo::train::checkpoint::tensor_bytes(&p, &[("", t)], meta).unwrap();
-            std::fs::write(&p, b).unwrap();
-            p
-        };
+    let (t, meta) = elbo::fsio::load_tensors(&file).unwrap();
+    let write = |name: &str, t: &elbo::params::NamedParams, meta: HashMap<String, String>| {
+        let p = tmp.path().join(name);
+        let b = elbo::fsio::tensor_bytes(&p, &[("", t)], meta).unwrap();
+        std::fs::write(&p, b).unwrap();
+        p
+    };
     let mut wrong_shape = t.clone();
     let k = wrong_shape
         .keys()

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{bounded, elbo, fails_with, ok};
-use elbo::train::checkpoint::load_tensors;
-use elbo::train::run::RunDir;
+use elbo::fsio::load_tensors;
+use elbo::run::RunDir;
 
 /// A small, fast, deterministic run: a VAE on a 2-D mixture, one thread.
 const RUN: &[&str] = &[

@@ -71,7 +71,7 @@ pub fn run(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
             "compare-{}-{}",
-            elbo::train::run::data_slug(&a.data),
+            elbo::run::data_slug(&a.data),
             a.representation.name()
         ))
     });

@@ -8,7 +8,7 @@ use clap::Args;
 use elbo::data::Split;
 use elbo::diffusion::ode::{Divergence, OdeOptions};
 use elbo::eval::{EvalOptions, Evaluation};
-use elbo::train::run::RunDir;
+use elbo::run::RunDir;
 
 use super::{BarProgress, Global};
 
@@ -161,17 +161,17 @@ pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
 pub fn evaluate(dir: &RunDir, opts: &EvalOptions, g: &Global) -> anyhow::Result<Evaluation> {
     let mut e = elbo::eval::evaluate(dir, opts, &BarProgress::new(g))?;
     let dim = dir.model_file()?.data.dim();
-    elbo::report::eval::write_loss_by_time(&dir.path, &mut e, dim)?;
+    elbo::eval::report::write_loss_by_time(&dir.path, &mut e, dim)?;
     if let Some(q) = &e.report.quality {
         // The latest measurement, for `elbo inspect`.
         let path = dir.file("quality.json");
-        elbo::train::checkpoint::write_atomic(&path, serde_json::to_string_pretty(q)?.as_bytes())?;
+        elbo::fsio::write_atomic(&path, serde_json::to_string_pretty(q)?.as_bytes())?;
     }
     Ok(e)
 }
 
 pub fn print_report(e: &Evaluation) {
-    for l in elbo::report::eval::lines(&e.report) {
+    for l in elbo::eval::report::lines(&e.report) {
         println!("{l}");
     }
 }

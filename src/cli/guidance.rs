@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 use elbo::eval::guidance::{markdown, sweep, GuidanceOptions};
 use elbo::models::SampleOptions;
+use elbo::run::RunDir;
 use elbo::sample::SamplerKind;
-use elbo::train::run::RunDir;
 
 use super::{BarProgress, Global};
 
@@ -65,8 +65,8 @@ pub fn run(a: GuidanceArgs, g: &Global) -> anyhow::Result<i32> {
     let (report, samples) = sweep(&dir, &opts, &BarProgress::new(g))?;
     let stem = format!("guidance-{}", report.kind);
     let md = markdown(&report);
-    elbo::train::checkpoint::write_atomic(&dir.file(&format!("{stem}.md")), md.as_bytes())?;
-    elbo::train::checkpoint::write_atomic(
+    elbo::fsio::write_atomic(&dir.file(&format!("{stem}.md")), md.as_bytes())?;
+    elbo::fsio::write_atomic(
         &dir.file(&format!("{stem}.json")),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;

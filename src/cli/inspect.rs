@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use elbo::eval::Unit;
 use elbo::report::plot::{line_plot, Series};
-use elbo::train::run::RunDir;
+use elbo::run::RunDir;
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

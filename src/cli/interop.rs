@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use elbo::train::run::RunDir;
+use elbo::run::RunDir;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {

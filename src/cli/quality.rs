@@ -61,7 +61,7 @@ pub fn run(a: QualityArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let what = format!("{} samples of {}", q.samples.n, a.data);
-    for l in elbo::report::eval::quality_lines(&q, &what) {
+    for l in elbo::eval::report::quality_lines(&q, &what) {
         println!("{l}");
     }
     println!("  ({})", q.note);

@@ -10,8 +10,8 @@ use elbo::data::npy::npy_header_f32;
 use elbo::limits::MAX_GRID_IMAGES;
 use elbo::models::SampleOptions;
 use elbo::report::grid::{save_grid, save_scatter};
+use elbo::run::RunDir;
 use elbo::sample::SamplerKind;
-use elbo::train::run::RunDir;
 
 use super::{BarProgress, Global};
 
@@ -171,7 +171,9 @@ fn sample_options(a: &SampleArgs, class: Option<u32>) -> anyhow::Result<SampleOp
 fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Result<i32> {
     let mf = dir.model_file()?;
     let classes = match &a.classifier {
-        Some(c) => elbo::train::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes(),
+        Some(c) => {
+            elbo::models::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes()
+        }
         None => mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize,
     };
     if classes == 0 {
@@ -197,7 +199,7 @@ fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Resul
             out.display()
         );
     }
-    elbo::train::checkpoint::check_output_file(&out)?;
+    elbo::fsio::check_output_file(&out)?;
     elbo::limits::check(
         ext != "png" || per * classes <= MAX_GRID_IMAGES,
         a.force,
@@ -222,7 +224,7 @@ fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Resul
         for v in &values {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        elbo::train::checkpoint::write_atomic(&out, &bytes)?;
+        elbo::fsio::write_atomic(&out, &bytes)?;
     } else if let Some((h, w)) = hw {
         let v: Vec<f32> = values.iter().map(|x| x / white).collect();
         elbo::report::grid::save_grid_cols(&out, &v, n, per, h, w, 2)?;
@@ -276,7 +278,7 @@ fn write_samples(
     if ext != "png" && ext != "npy" {
         anyhow::bail!("{}: the output must end in .png or .npy", out.display());
     }
-    elbo::train::checkpoint::check_output_file(&out)?;
+    elbo::fsio::check_output_file(&out)?;
     if ext == "png" && hw.is_none() && d != 2 {
         anyhow::bail!(
             "{}: a PNG needs image or 2-D data; use a .npy file",

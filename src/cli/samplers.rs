@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use elbo::eval::samplers::{default_settings, markdown, plot, sweep, Setting};
+use elbo::run::RunDir;
 use elbo::sample::SamplerKind;
-use elbo::train::run::RunDir;
 
 use super::{BarProgress, Global};
 
@@ -45,8 +45,8 @@ pub fn run(a: SamplersArgs, g: &Global) -> anyhow::Result<i32> {
         &BarProgress::new(g),
     )?;
     let md = markdown(&s);
-    elbo::train::checkpoint::write_atomic(&dir.file("samplers.md"), md.as_bytes())?;
-    elbo::train::checkpoint::write_atomic(
+    elbo::fsio::write_atomic(&dir.file("samplers.md"), md.as_bytes())?;
+    elbo::fsio::write_atomic(
         &dir.file("samplers.json"),
         serde_json::to_string_pretty(&s)?.as_bytes(),
     )?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::Args;
 use elbo::diffusion::schedule::{table, ScheduleConfig, ScheduleKind, ScheduleRow};
 use elbo::diffusion::NoiseSchedule;
-use elbo::train::run::RunDir;
+use elbo::run::RunDir;
 
 use super::Global;
 

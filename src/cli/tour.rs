@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use elbo::report::plot::{line_plot, Series};
-use elbo::train::run::RunDir;
+use elbo::run::RunDir;
 
 use super::Global;
 

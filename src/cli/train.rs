@@ -9,8 +9,9 @@ use anyhow::Context;
 use clap::Args;
 use elbo::eval::EvalOptions;
 use elbo::models::ModelKind;
-use elbo::train::run::{default_run_dir, RunDir};
-use elbo::train::{self, RunConfig, TrainOptions};
+use elbo::run::RunConfig;
+use elbo::run::{default_run_dir, RunDir};
+use elbo::train::{self, TrainOptions};
 
 use super::{eval, sample, Global, EXIT_INTERRUPTED, EXIT_TERMINATED};
 
@@ -31,7 +32,7 @@ pub struct TrainArgs {
     /// --set): `quality` trains a VDM that draws clean digits on mnist10k in under an hour on
     /// 2 cores (presets/quality.toml in the repository).
     #[arg(long, value_enum, conflicts_with = "resume")]
-    pub preset: Option<elbo::train::config::Preset>,
+    pub preset: Option<elbo::run::config::Preset>,
     /// Override one setting, e.g. --set vae.latent=32 --set optim.lr=3e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -141,7 +142,7 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         && a.out.as_ref().is_some_and(|o| {
             let d = RunDir::new(o);
             !d.file("config.json").is_file()
-                && (d.is_run() || d.status().ok() == Some(elbo::train::run::DirStatus::Empty))
+                && (d.is_run() || d.status().ok() == Some(elbo::run::DirStatus::Empty))
         });
     let (mut cfg, out) = if a.resume && !no_saved_config {
         let out = a

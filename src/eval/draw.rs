@@ -9,8 +9,8 @@ use burn::module::Module;
 use super::Progress;
 use crate::limits::{self, MAX_SAMPLE_BYTES, MAX_SAMPLE_STEPS, MAX_SECONDS};
 use crate::models::{Model, ModelVisitor, SampleOptions};
-use crate::train::load_model;
-use crate::train::run::{ModelFile, RunDir};
+use crate::run::load_model;
+use crate::run::{ModelFile, RunDir};
 use crate::Result;
 
 /// Samples of a run: row-major `[n, D]` in data units, with the value of a white pixel (1 for
@@ -93,7 +93,7 @@ pub fn draw_blocks(
             // input gradients need.
             let clf = match &self.opts.classifier {
                 Some(d) => Some(
-                    crate::train::noisy_classifier::load(d, &self.device.clone().autodiff())?
+                    crate::models::noisy_classifier::load(d, &self.device.clone().autodiff())?
                         .no_grad(),
                 ),
                 None => None,

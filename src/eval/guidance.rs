@@ -19,7 +19,7 @@ use super::quality::{self, ClassifierSettings, FEATURES};
 use super::Progress;
 use crate::data::{self, DataKind, Split};
 use crate::models::SampleOptions;
-use crate::train::run::RunDir;
+use crate::run::RunDir;
 use crate::{Error, Result};
 
 /// What a sweep draws.
@@ -94,7 +94,7 @@ pub fn sweep(
     }
     let classes = match &opts.classifier {
         Some(c) => {
-            crate::train::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes()
+            crate::models::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes()
         }
         None => {
             let k = mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize;

@@ -16,33 +16,23 @@ pub mod draw;
 pub mod guidance;
 pub mod ode;
 pub mod quality;
+pub mod report;
 pub mod samplers;
 pub mod terms;
 
-use std::collections::BTreeMap;
+pub use report::EvalReport;
+use report::Head;
 
 use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Binarize, Dataset, Split};
 use crate::elbo::Stat;
 use crate::models::{Model, ModelVisitor};
-use crate::train::run::RunDir;
-use crate::train::{load_model, Loaded};
+pub use crate::progress::Progress;
+use crate::run::RunDir;
+use crate::run::{load_model, Loaded};
+pub use crate::units::Unit;
 use crate::{Error, Result};
-
-/// Told how far long work has come (a progress bar, or nothing).
-pub trait Progress: Sync {
-    /// A new stage of `total` units.
-    fn start(&self, _what: &str, _total: u64) {}
-    /// `n` more units done.
-    fn inc(&self, _n: u64) {}
-    /// The stage is over.
-    fn finish(&self) {}
-}
-
-/// No progress reporting.
-impl Progress for () {}
 
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
@@ -159,283 +149,6 @@ impl EvalOptions {
             )
         })?;
         Ok(())
-    }
-}
-
-/// The unit a per-dimension figure is reported in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    /// 8-bit images (discrete, or dequantised to a density): bits per 8-bit value.
-    BitsPerDim,
-    /// Binarised images: bits per binary pixel (not comparable with 8-bit bits/dim).
-    BitsPerBinaryPixel,
-    /// Other continuous data: nats per dimension.
-    NatsPerDim,
-}
-
-impl Unit {
-    /// Per-dimension value of `nats` per example over `dim` dimensions.
-    pub fn per_dim(self, nats: f64, dim: usize) -> f64 {
-        let d = dim.max(1) as f64;
-        match self {
-            Unit::BitsPerDim | Unit::BitsPerBinaryPixel => nats / (d * std::f64::consts::LN_2),
-            Unit::NatsPerDim => nats / d,
-        }
-    }
-
-    /// Its name in reports.
-    pub fn label(self) -> &'static str {
-        match self {
-            Unit::BitsPerDim => "bits/dim",
-            Unit::BitsPerBinaryPixel => "bits per binary pixel",
-            Unit::NatsPerDim => "nats/dim",
-        }
-    }
-}
-
-/// The result of an evaluation; its JSON is the contract of `elbo eval --json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EvalReport {
-    pub model: String,
-    pub data: String,
-    pub split: String,
-    /// Examples evaluated.
-    pub n: usize,
-    /// K of the importance-weighted bound, if computed.
-    pub iw: Option<usize>,
-    /// The training step of the weights.
-    pub step: Option<u64>,
-    /// The reported bound on −log p(x), nats per example (L_K when computed, else −ELBO).
-    pub nll_nats: f64,
-    pub nll_se: f64,
-    pub neg_elbo_nats: f64,
-    pub neg_elbo_se: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub neg_iw_bound_nats: Option<f64>,
-    /// Each term of the negative ELBO, nats per example.
-    pub terms: BTreeMap<String, f64>,
-    pub terms_se: BTreeMap<String, f64>,
-    /// The order in which the terms are printed.
-    #[serde(default)]
-    pub term_order: Vec<String>,
-    pub unit: Unit,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits_per_dim: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits_per_dim_se: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits_per_dim_mc_se: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits_per_binary_pixel: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits_per_binary_pixel_se: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nats_per_dim: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nats_per_dim_se: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nats_per_dim_mc_se: Option<f64>,
-    /// Diffusion bounds: Monte-Carlo standard error of the bound (nats per example).
-    pub mc_se: Option<f64>,
-    /// Diffusion bounds: T of the discrete-time bound, or null for continuous time.
-    pub t_steps: Option<u64>,
-    /// Diffusion bounds: time samples per example (both replicates).
-    pub t_samples: Option<usize>,
-    /// What bound this is, in words.
-    pub bound: String,
-    /// The decoder p(x | z_0) or p(x | z), in words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decoder: Option<String>,
-    /// Binary inputs were binarised once with the evaluation seed.
-    #[serde(default)]
-    pub binarized: bool,
-    /// The bound's final Monte-Carlo standard error is above its target.
-    #[serde(default)]
-    pub mc_target_missed: bool,
-    /// The target of the Monte-Carlo standard error, nats per example (diffusion bounds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mc_target: Option<f64>,
-    /// What the bound bounds: `−log p(x)`, or `−log p(x | y)` for a class-conditional model
-    /// evaluated with its labels.
-    #[serde(default = "unconditional_target")]
-    pub bounds: String,
-    /// For data with a known density (toy sets): the true value of what the bound bounds
-    /// (−log p(x | y) for a conditional run) and the bound's gap to it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub true_nll_nats: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gap_nats: Option<f64>,
-    /// A conditional run on data with a known density: the true −log p(x), and the gap of the
-    /// null-class bound (which bounds it) to it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub true_unconditional_nll_nats: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unconditional_gap_nats: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unconditional_gap_se: Option<f64>,
-    /// The standard error of `gap_nats` over examples, from the paired differences
-    /// bound(x) − (true value at x) (Monte-Carlo noise included): a bound is not below the truth
-    /// beyond a few of these.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gap_se: Option<f64>,
-    /// Where the diffusion loss per time was written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diffusion_loss_by_time: Option<String>,
-    /// Active units per stochastic layer (VAE, HVAE; Burda et al. 2016 §5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active_units: Option<Vec<crate::models::LayerUnits>>,
-    /// Sample quality, with `--quality`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality: Option<quality::Quality>,
-    /// A class-conditional diffusion model: the bound of the same network given no label (its
-    /// null class, M43), nats per example, with its standard error over examples.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unconditional_nll_nats: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unconditional_nll_se: Option<f64>,
-    /// The likelihood along the probability-flow ODE, with `--method ode`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ode: Option<ode::OdeReport>,
-}
-
-impl EvalReport {
-    /// A report with the bound `nll` (and `mc_se`, for Monte-Carlo bounds) in `unit` over `dim`
-    /// dimensions, and the terms in order; the per-dimension figures are computed here only.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        head: Head,
-        nll: Stat,
-        neg_elbo: Stat,
-        terms: &[(String, Stat)],
-        unit: Unit,
-        dim: usize,
-        mc_se: Option<f64>,
-        bound: String,
-    ) -> EvalReport {
-        let per = |v: f64| unit.per_dim(v, dim);
-        let bounds = head.bounds().to_string();
-        let (true_target, true_nll, conditional) =
-            (head.true_target(), head.true_nll, head.conditional);
-        let mut r = EvalReport {
-            model: head.model,
-            data: head.data,
-            split: head.split.to_string(),
-            n: head.n,
-            iw: None,
-            step: head.step,
-            nll_nats: nll.mean,
-            nll_se: nll.se,
-            neg_elbo_nats: neg_elbo.mean,
-            neg_elbo_se: neg_elbo.se,
-            neg_iw_bound_nats: None,
-            terms: terms.iter().map(|(k, s)| (k.clone(), s.mean)).collect(),
-            terms_se: terms.iter().map(|(k, s)| (k.clone(), s.se)).collect(),
-            term_order: terms.iter().map(|(k, _)| k.clone()).collect(),
-            unit,
-            bits_per_dim: None,
-            bits_per_dim_se: None,
-            bits_per_dim_mc_se: None,
-            bits_per_binary_pixel: None,
-            bits_per_binary_pixel_se: None,
-            nats_per_dim: None,
-            nats_per_dim_se: None,
-            nats_per_dim_mc_se: None,
-            mc_se,
-            t_steps: None,
-            t_samples: None,
-            bound,
-            decoder: None,
-            binarized: false,
-            mc_target_missed: false,
-            mc_target: None,
-            bounds,
-            true_nll_nats: None,
-            gap_nats: None,
-            true_unconditional_nll_nats: None,
-            unconditional_gap_nats: None,
-            unconditional_gap_se: None,
-            gap_se: None,
-            diffusion_loss_by_time: None,
-            active_units: None,
-            quality: None,
-            unconditional_nll_nats: None,
-            unconditional_nll_se: None,
-            ode: None,
-        };
-        let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
-        match unit {
-            Unit::BitsPerDim => {
-                (r.bits_per_dim, r.bits_per_dim_se, r.bits_per_dim_mc_se) = (v, se, mc)
-            }
-            Unit::BitsPerBinaryPixel => {
-                (r.bits_per_binary_pixel, r.bits_per_binary_pixel_se) = (v, se)
-            }
-            Unit::NatsPerDim => {
-                (r.nats_per_dim, r.nats_per_dim_se, r.nats_per_dim_mc_se) = (v, se, mc)
-            }
-        }
-        if let Some(t) = true_target {
-            r.true_nll_nats = Some(t);
-            r.gap_nats = Some(nll.mean - t);
-        }
-        if conditional {
-            r.true_unconditional_nll_nats = true_nll;
-        }
-        r
-    }
-
-    /// The bound per dimension in its unit.
-    pub fn per_dim(&self) -> f64 {
-        self.bits_per_dim
-            .or(self.bits_per_binary_pixel)
-            .or(self.nats_per_dim)
-            .unwrap_or(f64::NAN)
-    }
-}
-
-fn unconditional_target() -> String {
-    "−log p(x)".into()
-}
-
-/// What every report states about the evaluated run and data.
-struct Head {
-    model: String,
-    data: String,
-    split: Split,
-    n: usize,
-    step: Option<u64>,
-    /// Data of known density: the mean true −log p(x).
-    true_nll: Option<f64>,
-    /// Per example, −log p(x) (data of known density): what the null-class bound's gap pairs
-    /// with.
-    true_rows: Option<Vec<f64>>,
-    /// Per example, the true value of what the bound bounds.
-    target_rows: Option<Vec<f64>>,
-    /// The run is class-conditional and evaluated with the data's labels: its bounds are on
-    /// −log p(x | y).
-    conditional: bool,
-    /// Data of known density with labels: the mean true −log p(x | y).
-    true_cond_nll: Option<f64>,
-}
-
-impl Head {
-    /// What the run's bound (and ODE likelihood) bound.
-    fn bounds(&self) -> &'static str {
-        if self.conditional {
-            "−log p(x | y)"
-        } else {
-            "−log p(x)"
-        }
-    }
-
-    /// The true value of what the bound bounds, where the data's density is known.
-    fn true_target(&self) -> Option<f64> {
-        if self.conditional {
-            self.true_cond_nll
-        } else {
-            self.true_nll
-        }
     }
 }
 
@@ -638,13 +351,7 @@ fn eval_data<M: Model>(dir: &RunDir, l: &Loaded<M>, opts: &EvalOptions) -> Resul
     }
     let binarize = M::binarize(&l.section, &l.spec);
     let rows = l.file.data.eval_rows(&ds, binarize, opts.seed);
-    let unit = if binarize.is_some() {
-        Unit::BitsPerBinaryPixel
-    } else if l.file.data.is_image() {
-        Unit::BitsPerDim
-    } else {
-        Unit::NatsPerDim
-    };
+    let unit = Unit::of(l.file.data.is_image(), binarize.is_some());
     let rows64 = |r: &[f32]| r.iter().map(|&v| v as f64).collect::<Vec<_>>();
     let true_rows: Option<Vec<f64>> = ds.mixture.as_ref().map(|m| {
         ds.x.chunks_exact(ds.dim())

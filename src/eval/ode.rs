@@ -16,8 +16,8 @@ use crate::diffusion::ode::{Divergence, OdeOptions};
 use crate::elbo::Stat;
 use crate::models::Model;
 use crate::rng::{chunk, streams};
-use crate::train::load_model;
-use crate::train::run::RunDir;
+use crate::run::load_model;
+use crate::run::RunDir;
 use crate::{Error, Result};
 
 /// What `elbo eval --method ode` adds to the report.

@@ -21,8 +21,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Dataset, Split};
-use crate::train::optim::{AdamW, OptimConfig};
-use crate::train::params;
+use crate::optim::{AdamW, OptimConfig};
+use crate::params;
 use crate::{Error, Result};
 
 /// Features the Fréchet distance is computed in.
@@ -163,7 +163,7 @@ fn classifier_of(
         ))
     });
     if let Some(f) = file.as_ref().filter(|f| f.is_file()) {
-        if let Ok((p, _)) = crate::train::checkpoint::load_tensors(f) {
+        if let Ok((p, _)) = crate::fsio::load_tensors(f) {
             if let Ok(m) = params::assign(Classifier::new(hw, classes, &device), &p) {
                 let acc = accuracy(&m, test)?;
                 return Ok((m, acc));
@@ -175,7 +175,7 @@ fn classifier_of(
         // The cache is a convenience: a directory that cannot be written only costs a retrain.
         if std::fs::create_dir_all(f.parent().unwrap_or(f)).is_ok() {
             if let Ok(p) = params::collect(&m) {
-                let _ = crate::train::checkpoint::save_tensors(f, &[("", &p)], Default::default());
+                let _ = crate::fsio::save_tensors(f, &[("", &p)], Default::default());
             }
         }
     }

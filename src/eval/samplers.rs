@@ -11,8 +11,8 @@ use super::quality::{self, ClassifierSettings, QualityFigures};
 use super::Progress;
 use crate::data::DataKind;
 use crate::models::SampleOptions;
+use crate::run::RunDir;
 use crate::sample::SamplerKind;
-use crate::train::run::RunDir;
 use crate::{Error, Result};
 
 /// One configuration: a sampler and its steps (or, for RK45, its tolerance).

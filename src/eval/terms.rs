@@ -7,8 +7,8 @@ use crate::data::batches::row_block;
 use crate::elbo::Stat;
 use crate::limits::{self, MAX_SECONDS};
 use crate::models::Model;
+use crate::models::{elbo_rows, summarize};
 use crate::rng::{chunk, derived, streams};
-use crate::train::{elbo_rows, summarize};
 use crate::{Error, Result};
 
 /// Evaluate an ELBO-bound model on the prepared rows.

@@ -20,10 +20,11 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub use registry::{ModelConfig, ModelKind, ModelVisitor};
 
+use crate::data::batches::row_block;
 use crate::data::{Binarize, DataKind, Dataset, Scaling};
 use crate::diffusion::elbo::{Decoder, DiffusionEstimate, ElboOptions};
 use crate::diffusion::Cond;
-use crate::elbo::ElboTerms;
+use crate::elbo::{ElboTerms, Stat};
 use crate::rng::Rng;
 use crate::sample::SamplerKind;
 use crate::Result;
@@ -217,7 +218,7 @@ pub fn count_active(means: Vec<Tensor<2>>) -> Result<Vec<LayerUnits>> {
 /// and the gradient) per output unit of every 2-D weight, read from lazy shapes (Burn keeps a
 /// Linear weight as `[in, out]`).
 pub fn dense_activations<M: Module>(m: &M) -> f64 {
-    crate::train::params::shapes(m)
+    crate::params::shapes(m)
         .iter()
         .filter(|(_, s)| s.len() == 2)
         .map(|(_, s)| 3.0 * s[1] as f64)
@@ -256,7 +257,7 @@ pub fn footprint<M: Model>(
     let m = M::build(section, spec, &Device::flex())?;
     Ok((
         Footprint {
-            params: crate::train::params::lazy_count(&m),
+            params: crate::params::lazy_count(&m),
             activations_per_example: m.activations_per_example(),
         },
         m.size_keys(),
@@ -471,4 +472,45 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         }
         Ok(out)
     }
+}
+
+/// Per-example ELBO terms of a model on `rows` (`n` × `dim`, with `labels` where the data have
+/// them), in batches, as (name, values). The last entry is the total (−ELBO, nats).
+#[allow(clippy::too_many_arguments)]
+pub fn elbo_rows<M: Model>(
+    model: &M,
+    rows: &[f32],
+    labels: Option<&[u32]>,
+    dim: usize,
+    batch: usize,
+    device: &Device,
+    rng: &mut Rng,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<(String, Vec<f64>)>> {
+    let n = rows.len() / dim;
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let b = batch.min(n - start);
+        let x = row_block(rows, start, b, dim, device);
+        let y = labels.map(|l| &l[start..start + b]);
+        let terms = model.eval_terms(x, y, rng)?;
+        let mut r = terms.to_rows()?;
+        r.push(("total".into(), crate::elbo::to_f64(terms.total())?));
+        if out.is_empty() {
+            out = r;
+        } else {
+            for (o, (_, v)) in out.iter_mut().zip(r) {
+                o.1.extend(v);
+            }
+        }
+        start += b;
+        progress(start);
+    }
+    Ok(out)
+}
+
+/// Summaries (mean ± standard error) of per-example rows.
+pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
+    rows.iter().map(|(n, v)| (n.clone(), Stat::of(v))).collect()
 }

@@ -6,13 +6,14 @@
 //!
 //! Images go through a small CNN (3×3 convolutions of 32, 64, 64 channels, the last two with
 //! stride 2, a 128-wide layer), vectors through an MLP (two layers of 128); SiLU throughout, so
-//! the input gradient is smooth. Training, and loading a trained one, are
-//! `crate::train::noisy_classifier`'s.
+//! the input gradient is smooth. Training it is `crate::train::noisy_classifier`'s.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{log_softmax, silu};
+use std::path::Path;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,32 @@ pub struct NoisyClassifierMeta {
     pub gamma_hi: f64,
     /// Test accuracy at t = 0, 0.25, 0.5, 0.75, 1 (pairs of t and accuracy).
     pub accuracy_by_t: Vec<(f64, f64)>,
+}
+
+/// Load the classifier in `dir` onto `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<NoisyClassifier> {
+    let meta_path = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Config(format!(
+                "{}: not a noisy classifier's directory (no {META_FILE}; train one with \
+                 `elbo train --model noisy-classifier`)",
+                dir.display()
+            ))
+        } else {
+            Error::io(&meta_path, e)
+        }
+    })?;
+    let meta: NoisyClassifierMeta = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: meta_path.clone(),
+        msg: e.to_string(),
+    })?;
+    let weights = dir.join("model.safetensors");
+    let (p, _) = crate::fsio::load_tensors(&weights)?;
+    crate::params::assign(NoisyClassifier::new(meta, device)?, &p).map_err(|e| Error::Checkpoint {
+        path: weights,
+        msg: e.to_string(),
+    })
 }
 
 #[derive(Module, Debug)]

@@ -1,7 +1,6 @@
-//! What people read and look at: evaluation reports as text, sample grids, training curves and
-//! the diffusion loss per time.
+//! Pictures and logs people look at, for any caller: sample grids and strips, line plots, and
+//! TensorBoard event files. Knows nothing of models, runs or evaluations.
 
-pub mod eval;
 pub mod grid;
 pub mod plot;
 pub mod tensorboard;

@@ -244,7 +244,7 @@ pub fn truncate(dir: &Path, step: u64) -> Result<()> {
             };
             out.extend(record(&data));
         }
-        crate::train::checkpoint::write_atomic(&p, &out)?;
+        crate::fsio::write_atomic(&p, &out)?;
     }
     Ok(())
 }

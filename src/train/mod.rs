@@ -3,12 +3,7 @@
 //! held-out evaluation, atomic checkpoints, `metrics.jsonl`, a progress bar, and a clean stop on
 //! a NaN loss (naming the step) or on Ctrl-C (saving first).
 
-pub mod checkpoint;
-pub mod config;
 pub mod noisy_classifier;
-pub mod optim;
-pub mod params;
-pub mod run;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,58 +11,14 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-pub use config::RunConfig;
-use optim::AdamW;
-use params::NamedParams;
-use run::{DataInfo, DirStatus, ModelFile, RunDir, TrainState};
+use crate::optim::AdamW;
+use crate::params::{self, NamedParams};
+use crate::run::{DataInfo, DirStatus, ModelFile, RunConfig, RunDir, TrainState};
 
-use crate::data::batches::row_block;
 use crate::data::{self, batches, BatchOrder, Binarize, DataKind, Split};
-use crate::elbo::Stat;
-use crate::models::{Model, ModelVisitor};
+use crate::models::{elbo_rows, summarize, Model, ModelVisitor};
 use crate::rng::{derived, streams, Rng};
 use crate::{Error, Result};
-
-/// Per-example ELBO terms of a model on `rows` (`n` × `dim`, with `labels` where the data have
-/// them), in batches, as (name, values). The last entry is the total (−ELBO, nats).
-#[allow(clippy::too_many_arguments)]
-pub fn elbo_rows<M: Model>(
-    model: &M,
-    rows: &[f32],
-    labels: Option<&[u32]>,
-    dim: usize,
-    batch: usize,
-    device: &Device,
-    rng: &mut Rng,
-    mut progress: impl FnMut(usize),
-) -> Result<Vec<(String, Vec<f64>)>> {
-    let n = rows.len() / dim;
-    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let b = batch.min(n - start);
-        let x = row_block(rows, start, b, dim, device);
-        let y = labels.map(|l| &l[start..start + b]);
-        let terms = model.eval_terms(x, y, rng)?;
-        let mut r = terms.to_rows()?;
-        r.push(("total".into(), crate::elbo::to_f64(terms.total())?));
-        if out.is_empty() {
-            out = r;
-        } else {
-            for (o, (_, v)) in out.iter_mut().zip(r) {
-                o.1.extend(v);
-            }
-        }
-        start += b;
-        progress(start);
-    }
-    Ok(out)
-}
-
-/// Summaries (mean ± standard error) of per-example rows.
-pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
-    rows.iter().map(|(n, v)| (n.clone(), Stat::of(v))).collect()
-}
 
 /// The batch's training loss, its −ELBO (the same unless the objective is another, e.g. L_simple),
 /// and the gradients of the loss. With `threads` > 1 the batch is split into that many
@@ -271,55 +222,6 @@ pub struct TrainOutcome {
     pub examples_per_sec: f64,
 }
 
-/// A run's `model.json` and the model spec in it.
-pub fn model_spec_of<M: Model>(dir: &RunDir) -> Result<(ModelFile, M::Spec)> {
-    model_spec_from_dir::<M>(dir)
-}
-
-fn model_spec_from_dir<M: Model>(dir: &RunDir) -> Result<(ModelFile, M::Spec)> {
-    let mf = dir.model_file()?;
-    let spec: M::Spec = serde_json::from_value(mf.spec.clone()).map_err(|e| {
-        Error::format(
-            dir.file("model.json"),
-            format!("model spec does not fit: {e}"),
-        )
-    })?;
-    Ok((mf, spec))
-}
-
-/// A run's model, loaded: its configuration, `model.json`, spec, and EMA weights.
-pub struct Loaded<M: Model> {
-    pub cfg: RunConfig,
-    pub file: ModelFile,
-    pub spec: M::Spec,
-    pub section: M::Config,
-    pub model: M,
-}
-
-/// Load the evaluation (EMA) weights of a run into a model on `device`, with the settings
-/// `section` (the run's own, as its [`crate::models::ModelConfig`] holds them).
-pub fn load_model<M: Model>(
-    dir: &RunDir,
-    section: &M::Config,
-    device: &Device,
-) -> Result<Loaded<M>> {
-    dir.check()?;
-    let cfg = dir.config()?;
-    let (file, spec) = model_spec_from_dir::<M>(dir)?;
-    let model = M::build(section, &spec, device)?;
-    let model = params::assign(model, &dir.model_weights()?).map_err(|e| Error::Checkpoint {
-        path: dir.file("model.safetensors"),
-        msg: e.to_string(),
-    })?;
-    Ok(Loaded {
-        cfg,
-        file,
-        spec,
-        section: section.clone(),
-        model,
-    })
-}
-
 /// Train (or resume) the model `cfg` names: the dispatch from a configuration to its model type.
 pub fn train(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     struct Train<'a>(&'a RunConfig, &'a TrainOptions<'a>);
@@ -374,7 +276,7 @@ fn train_model<M: Model>(
     // The model's size, from its configuration (a resumed run's own spec), before anything is
     // written or allocated.
     let new_spec = M::spec(section, &spec_ds, cfg.scaling)?;
-    let sized_spec = match (opts.resume, model_spec_from_dir::<M>(&dir)) {
+    let sized_spec = match (opts.resume, crate::run::model_spec_of::<M>(&dir)) {
         (true, Ok((_, s))) => s,
         _ => new_spec.clone(),
     };
@@ -439,7 +341,7 @@ fn train_model<M: Model>(
 
     let (spec, mut model, mut params, mut opt, mut state) = if resume {
         dir.clean_uncommitted(cfg.keep_checkpoints)?;
-        let (mf, spec) = model_spec_from_dir::<M>(&dir)?;
+        let (mf, spec) = crate::run::model_spec_of::<M>(&dir)?;
         if mf.data != info {
             return Err(Error::Checkpoint {
                 path: dir.file("model.json"),
@@ -510,13 +412,7 @@ fn train_model<M: Model>(
         ),
         _ => train_ds.x.clone(),
     };
-    let unit = if binarize.is_some() {
-        crate::eval::Unit::BitsPerBinaryPixel
-    } else if info.is_image() {
-        crate::eval::Unit::BitsPerDim
-    } else {
-        crate::eval::Unit::NatsPerDim
-    };
+    let unit = crate::units::Unit::of(info.is_image(), binarize.is_some());
     let eval_ds = test_ds.head(cfg.eval_examples);
     let eval_x = info.eval_rows(&eval_ds, binarize, cfg.seed);
     let eval_y = eval_ds.labels.clone();

@@ -8,41 +8,15 @@ use rand::Rng as _;
 
 use crate::data::{self, DataKind, Dataset, Scaling, Split};
 use crate::diffusion::{NoiseSchedule, Process, ScheduleKind};
-use crate::eval::Progress;
 use crate::models::noisy_classifier::{
     NoisyClassifier, NoisyClassifierConfig, NoisyClassifierMeta, META_FILE,
 };
 use crate::models::vdm::VdmSpec;
+use crate::optim::{AdamW, OptimConfig};
+use crate::params;
+use crate::progress::Progress;
 use crate::rng::{randn, seeded};
-use crate::train::optim::{AdamW, OptimConfig};
-use crate::train::params;
 use crate::{Error, Result};
-
-/// Load the classifier in `dir` onto `device`.
-pub fn load(dir: &Path, device: &Device) -> Result<NoisyClassifier> {
-    let meta_path = dir.join(META_FILE);
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Config(format!(
-                "{}: not a noisy classifier's directory (no {META_FILE}; train one with \
-                 `elbo train --model noisy-classifier`)",
-                dir.display()
-            ))
-        } else {
-            Error::io(&meta_path, e)
-        }
-    })?;
-    let meta: NoisyClassifierMeta = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-        path: meta_path.clone(),
-        msg: e.to_string(),
-    })?;
-    let weights = dir.join("model.safetensors");
-    let (p, _) = crate::train::checkpoint::load_tensors(&weights)?;
-    params::assign(NoisyClassifier::new(meta, device)?, &p).map_err(|e| Error::Checkpoint {
-        path: weights,
-        msg: e.to_string(),
-    })
-}
 
 /// Train a noisy classifier on `cfg.data` and save it in `out` (its meta and weights).
 pub fn train(
@@ -129,14 +103,14 @@ pub fn train(
         .iter()
         .map(|&t| Ok((t, accuracy(&m, sched.as_ref(), &test, t)?)))
         .collect::<Result<_>>()?;
-    crate::train::checkpoint::save_tensors(
+    crate::fsio::save_tensors(
         &out.join("model.safetensors"),
         &[("", &p)],
         Default::default(),
     )?;
     let text = serde_json::to_string_pretty(&m.meta)
         .map_err(|e| Error::Invalid(format!("writing {META_FILE}: {e}")))?;
-    crate::train::checkpoint::write_atomic(&out.join(META_FILE), text.as_bytes())?;
+    crate::fsio::write_atomic(&out.join(META_FILE), text.as_bytes())?;
     Ok(m)
 }
 
@@ -204,7 +178,7 @@ fn accuracy(
 
 /// The first free `runs/noisy-classifier-<data>-N`.
 pub fn default_dir(data: &str) -> PathBuf {
-    let clean = crate::train::run::data_slug(data);
+    let clean = crate::run::data_slug(data);
     (1..)
         .map(|i| Path::new("runs").join(format!("noisy-classifier-{clean}-{i}")))
         .find(|p| !p.exists())

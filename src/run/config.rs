@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::optim::OptimConfig;
 use crate::models::{ModelConfig, ModelKind};
+use crate::optim::OptimConfig;
 use crate::{Error, Result};
 
 /// Every setting of a training run. In files it reads `model = "vdm"` with the model's own
@@ -251,7 +251,7 @@ impl RunConfig {
     /// Apply `key=value` (dotted key; value parsed as JSON when it parses, as a string otherwise).
     ///
     /// ```
-    /// let mut cfg = elbo::train::RunConfig::default(); // a VDM on mnist10k
+    /// let mut cfg = elbo::run::RunConfig::default(); // a VDM on mnist10k
     /// cfg.set("vdm.unet.channels=[32,64]")?;
     /// cfg.set("steps=1000")?;
     /// assert_eq!(cfg.steps, 1000);

@@ -24,14 +24,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{
+use super::config::RunConfig;
+use crate::data::{BatchOrder, DataKind};
+use crate::fsio::{
     crash_point, load_tensors, sync_dir, take_prefix, tensor_bytes, write_atomic, write_synced,
 };
-use super::config::RunConfig;
-use super::optim::AdamW;
-use super::params::NamedParams;
-use crate::data::{BatchOrder, DataKind};
 use crate::models::ModelKind;
+use crate::optim::AdamW;
+use crate::params::NamedParams;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -101,7 +101,7 @@ pub struct TrainState {
     /// the run against it (a hand-edited or deleted `config.json` cannot change it unseen).
     /// Absent in checkpoints written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<crate::train::RunConfig>,
+    pub config: Option<crate::run::RunConfig>,
 }
 
 const MARKER: &str = ".elbo-run";

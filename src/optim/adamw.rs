@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::params::NamedParams;
+use crate::params::NamedParams;
 use crate::{Error, Result};
 
 /// Optimiser settings.
@@ -199,7 +199,7 @@ impl AdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::params::ParamValue;
+    use crate::params::ParamValue;
 
     fn one(v: f32) -> NamedParams {
         [(

@@ -48,7 +48,7 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::params::{NamedParams, ParamValue};
+use crate::params::{NamedParams, ParamValue};
 use crate::{Error, Result};
 
 /// Check a path a user named for a file elbo will write (atomically, by a rename over it): its
