@@ -177,7 +177,7 @@ fn build(case: &str, threads: usize) -> Option<(Iter, f64)> {
                         steps: Some(1),
                         ..SampleOptions::ancestral(seed, threads)
                     };
-                    let _ = model.draw(64, &opts, &|| ()).expect("sample");
+                    let _ = model.draw(64, &opts, None, &|| ()).expect("sample");
                 }),
                 64.0 / 200.0,
             )

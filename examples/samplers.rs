@@ -10,24 +10,27 @@ use elbo::data::toy::Mixture;
 use elbo::diffusion::oracle::MixtureOracle;
 use elbo::diffusion::schedule::LinearGamma;
 use elbo::diffusion::{Process, Schedule};
-use elbo::models::SampleOptions;
 use elbo::rng::{randn, seeded};
 use elbo::sample::{
-    sample_loop, Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, Sampler, SamplerKind,
+    sample_loop, Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, SampleOptions, Sampler,
+    SamplerKind,
 };
 
 fn main() -> elbo::Result<()> {
     if let Some(dir) = std::env::args().nth(1) {
         let opts = SampleOptions {
-            sampler: Some(SamplerKind::DpmSolverPp),
+            sampler: SamplerKind::named("dpm-solver++"),
             steps: Some(20),
             ..SampleOptions::ancestral(0, elbo::par::default_threads())
         };
-        let dir = elbo::run::RunDir::new(dir);
-        let s = elbo::eval::draw::draw(&dir, 16, &opts, false, &Device::flex(), &())?;
+        // The run, opened once: draw from it as often as needed.
+        let run = elbo::run::open(&elbo::run::RunDir::new(dir), &Device::flex())?;
+        let s = elbo::eval::draw::draw(run.as_ref(), 16, &opts, None, false, &())?;
         println!(
-            "16 samples of {} values each; the first: {:?}…",
-            s.file.data.dim(),
+            "16 samples of {} values each by {} ({:.0} NFE each); the first: {:?}…",
+            run.file().data.dim(),
+            s.sampler,
+            s.nfe,
             &s.values[..8]
         );
         return Ok(());
@@ -81,7 +84,7 @@ fn main() -> elbo::Result<()> {
         let (mx, vx) = moments(&elbo::elbo::to_f32(x)?);
         println!(
             "{name:<18} mean x {mx:+.3}, var x {vx:.3}, {steps} steps ({} NFE)",
-            s.nfe(steps)
+            s.nfe(steps).unwrap_or(steps)
         );
     }
     Ok(())

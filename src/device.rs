@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// A compute device, as chosen on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceKind {
     /// Burn's Flex CPU backend (AVX-512 matrix kernels where the CPU has them).
@@ -15,6 +15,11 @@ pub enum DeviceKind {
     /// NVIDIA GPU through Burn's CUDA backend (needs a build with `--features cuda`).
     Cuda,
 }
+
+crate::choice!(DeviceKind {
+    Cpu = "cpu": "Burn's Flex CPU backend",
+    Cuda = "cuda": "an NVIDIA GPU through Burn's CUDA backend (needs a build with --features cuda)",
+});
 
 /// The device, with or without autodiff.
 pub fn device(kind: DeviceKind, autodiff: bool) -> Result<Device> {

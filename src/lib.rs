@@ -29,7 +29,7 @@
 //! # Ok::<(), elbo::Error>(())
 //! ```
 
-pub mod compare;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod diffusion;
@@ -51,7 +51,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sample;
-pub mod tour;
+pub mod studies;
 pub mod train;
 pub mod units;
 

@@ -152,8 +152,9 @@ fn a_conditional_mlp_denoiser_prefers_the_right_label() {
             ..SampleOptions::ancestral(7, 1)
         };
         l.model
-            .draw(1000, &o, &|| ())
+            .draw(1000, &o, None, &|| ())
             .unwrap()
+            .values
             .chunks(2)
             .map(|p| [p[0] as f64, p[1] as f64])
             .collect()

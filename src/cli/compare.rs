@@ -1,12 +1,12 @@
 //! `elbo compare`: a VAE, a hierarchical VAE and a VDM on the same data, split and budget, one
-//! table of their bounds and samples. The work is `elbo::compare::compare`.
+//! table of their bounds and samples. The work is `elbo::studies::compare::compare`.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
-use elbo::compare::{CompareOptions, Representation};
+use elbo::studies::compare::{CompareOptions, Representation};
 
 use super::{BarProgress, Global, EXIT_INTERRUPTED};
 
@@ -25,7 +25,7 @@ pub struct CompareArgs {
     /// What every model scores: the 8-bit levels (bits/dim; the VAE and HVAE get a discretised
     /// logistic decoder) or dynamically binarised pixels (nats per image; the VDM gets a
     /// Bernoulli decoder). One table never mixes the two.
-    #[arg(long, value_enum, default_value_t = Representation::EightBit)]
+    #[arg(long, value_parser = super::choice::<Representation>(), default_value = "8bit")]
     pub representation: Representation,
     /// Wall-clock training budget of each model, minutes.
     #[arg(allow_negative_numbers = true, long, default_value_t = 20.0, value_parser = parse_minutes)]
@@ -92,7 +92,7 @@ pub fn run(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
         stop: &stop,
         note: &note,
     };
-    let r = match elbo::compare::compare(&opts, &BarProgress::new(g)) {
+    let r = match elbo::studies::compare::compare(&opts, &BarProgress::new(g)) {
         Err(elbo::Error::Interrupted { step }) => {
             eprintln!(
                 "interrupted at step {step}; checkpoint saved. Run the same command again to \
@@ -103,7 +103,7 @@ pub fn run(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
         }
         r => r?,
     };
-    print!("{}", elbo::compare::markdown(&r));
+    print!("{}", elbo::studies::compare::markdown(&r));
     eprintln!(
         "wrote {} and {}",
         out.join("compare.md").display(),

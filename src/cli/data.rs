@@ -11,7 +11,7 @@ pub struct DataArgs {
     /// toy:ring8|grid9|blobs2|gaussian.
     pub spec: String,
     /// Which split (single files: the last 10% of rows is the test split).
-    #[arg(long, value_enum, default_value_t = Split::All)]
+    #[arg(long, value_parser = super::choice::<Split>(), default_value = "all")]
     pub split: Split,
     /// Print one JSON object instead of text.
     #[arg(long)]

@@ -19,7 +19,7 @@ pub struct EvalArgs {
     /// Data to evaluate on (default: the run's own data); must have the run's shape.
     #[arg(long)]
     pub data: Option<String>,
-    #[arg(long, value_enum, default_value_t = Split::Test)]
+    #[arg(long, value_parser = super::choice::<Split>(), default_value = "test")]
     pub split: Split,
     /// Also compute the importance-weighted bound L_K with K samples (e.g. 5000; VAE).
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, value_name = "K")]
@@ -53,8 +53,8 @@ pub struct EvalArgs {
     #[arg(allow_negative_numbers = true, long, value_name = "SECS", value_parser = parse_secs)]
     pub time_budget: Option<f64>,
     /// Sampler of the --quality samples (default: the run's ancestral sampler).
-    #[arg(long, value_enum, requires = "quality")]
-    pub sampler: Option<elbo::sample::SamplerKind>,
+    #[arg(long, value_parser = super::sampler_name(), requires = "quality")]
+    pub sampler: Option<String>,
     /// Sampling steps of the --quality samples (default: the run's vdm.sample_steps).
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, requires = "quality")]
     pub steps: Option<usize>,
@@ -135,10 +135,16 @@ pub fn run(a: EvalArgs, g: &Global) -> anyhow::Result<i32> {
         force: a.force,
         quality: a.quality,
         budget_secs: a.time_budget,
-        sampler: a.sampler,
+        sampler: super::sampler_of(
+            a.sampler.as_deref(),
+            &elbo::sample::SamplerParams {
+                eta: a.eta,
+                rtol: a.rtol.unwrap_or(1e-3),
+                atol: a.atol.unwrap_or(1e-3),
+                ..Default::default()
+            },
+        )?,
         steps: a.steps,
-        eta: a.eta,
-        sampler_tol: (a.rtol.unwrap_or(1e-3), a.atol.unwrap_or(1e-3)),
         ode: (a.method == Method::Ode).then(|| {
             let dim = dir.model_file().map(|f| f.data.dim()).unwrap_or(usize::MAX);
             OdeOptions {

@@ -1,14 +1,13 @@
 //! `elbo guidance DIR`: guidance measured against its weight (accuracy of the asked class,
 //! FD-classifier, diversity), as a table, JSON and one picture of every class at every weight.
-//! The work is `elbo::eval::guidance::sweep`.
+//! The work is `elbo::studies::guidance::sweep`.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use elbo::eval::guidance::{markdown, sweep, GuidanceOptions};
-use elbo::models::SampleOptions;
 use elbo::run::RunDir;
-use elbo::sample::SamplerKind;
+use elbo::sample::{SampleOptions, SamplerParams};
+use elbo::studies::guidance::{markdown, sweep, GuidanceOptions};
 
 use super::{BarProgress, Global};
 
@@ -27,8 +26,8 @@ pub struct GuidanceArgs {
     /// Samples of each class at each weight.
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 50)]
     pub per_class: usize,
-    #[arg(long, value_enum, default_value_t = SamplerKind::Ancestral)]
-    pub sampler: SamplerKind,
+    #[arg(long, value_parser = super::sampler_name(), default_value = "ancestral")]
+    pub sampler: String,
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 100)]
     pub steps: usize,
     /// DDIM's η.
@@ -55,9 +54,14 @@ pub fn run(a: GuidanceArgs, g: &Global) -> anyhow::Result<i32> {
         per_class: a.per_class,
         classifier: a.classifier.clone(),
         sample: SampleOptions {
-            sampler: Some(a.sampler),
+            sampler: super::sampler_of(
+                Some(&a.sampler),
+                &SamplerParams {
+                    eta: a.eta,
+                    ..Default::default()
+                },
+            )?,
             steps: Some(a.steps),
-            eta: a.eta,
             ..SampleOptions::ancestral(a.seed, elbo::par::default_threads())
         },
         force: a.force,

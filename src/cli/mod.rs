@@ -40,7 +40,7 @@ rate) at more than 4 hours."
 )]
 pub struct Cli {
     /// Where tensors live.
-    #[arg(long, global = true, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, global = true, value_parser = choice::<DeviceKind>(), default_value = "cpu")]
     device: DeviceKind,
     /// No progress bars.
     #[arg(long, short, global = true)]
@@ -238,6 +238,37 @@ impl Drop for RemoveOnSignal {
             let _ = t.join();
         }
     }
+}
+
+/// A parser for a library choice ([`elbo::choice::Choice`]): its names as the possible values,
+/// each with its line of help.
+pub fn choice<T: elbo::choice::Choice + Clone>() -> impl clap::builder::TypedValueParser<Value = T>
+{
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        T::ALL
+            .iter()
+            .map(|v| PossibleValue::new(v.name()).help(v.help())),
+    )
+    .try_map(|s: String| T::from_name(&s).ok_or_else(|| format!("'{s}' is not a choice here")))
+}
+
+/// A parser for a sampler's name (the registry's names as the possible values).
+pub fn sampler_name() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(elbo::sample::SamplerKind::NAMES)
+}
+
+/// The sampler named `name` with the sampler flags' values (each checked, whichever sampler
+/// uses it), or none.
+pub fn sampler_of(
+    name: Option<&str>,
+    p: &elbo::sample::SamplerParams,
+) -> anyhow::Result<Option<elbo::sample::SamplerKind>> {
+    p.validate()?;
+    Ok(match name {
+        Some(n) => Some(elbo::sample::SamplerKind::parse(n, p)?),
+        None => None,
+    })
 }
 
 /// A whole number for an option (negative numbers reach this check, and its message, instead of

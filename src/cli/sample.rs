@@ -7,11 +7,12 @@ use clap::Args;
 use std::io::Write;
 
 use elbo::data::npy::npy_header_f32;
+use elbo::diffusion::guidance::ClassGradient;
 use elbo::limits::MAX_GRID_IMAGES;
-use elbo::models::SampleOptions;
 use elbo::report::grid::{save_grid, save_scatter};
+use elbo::run::OpenRun;
 use elbo::run::RunDir;
-use elbo::sample::SamplerKind;
+use elbo::sample::{SampleOptions, SamplerParams};
 
 use super::{BarProgress, Global};
 
@@ -29,8 +30,8 @@ pub struct SampleArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Sampler (diffusion models; the VAE samples in one decoder pass).
-    #[arg(long, value_enum)]
-    pub sampler: Option<SamplerKind>,
+    #[arg(long, value_parser = super::sampler_name())]
+    pub sampler: Option<String>,
     /// Sampling steps (diffusion models; default: the run's vdm.sample_steps).
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long)]
     pub steps: Option<usize>,
@@ -88,12 +89,32 @@ fn parse_class(s: &str) -> Result<ClassChoice, String> {
 
 pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
     let dir = RunDir::new(&a.dir);
-    if a.class == Some(ClassChoice::All) {
-        return sample_every_class(&a, &dir, g);
-    }
     dir.check()?;
     if a.n == Some(0) {
         anyhow::bail!("--n must be at least 1");
+    }
+    // Check every flag before any loading.
+    sample_options(
+        &a,
+        match a.class {
+            Some(ClassChoice::One(c)) => Some(c),
+            Some(ClassChoice::All) => Some(0),
+            None => None,
+        },
+    )?;
+    // The run and the classifier, each loaded once (the classifier on the autodiff device its
+    // input gradients need).
+    let run = elbo::run::open(&dir, &elbo::device::device(g.device, false)?)?;
+    let classifier = match &a.classifier {
+        Some(c) => Some(elbo::models::noisy_classifier::load(
+            c,
+            &elbo::device::device(g.device, true)?,
+        )?),
+        None => None,
+    };
+    let guide = classifier.as_ref().map(|c| c as &dyn ClassGradient);
+    if a.class == Some(ClassChoice::All) {
+        return sample_every_class(&a, run.as_ref(), guide, &dir, g);
     }
     let opts = sample_options(
         &a,
@@ -102,78 +123,58 @@ pub fn run(a: SampleArgs, g: &Global) -> anyhow::Result<i32> {
             _ => None,
         },
     )?;
-    let n = a.n.unwrap_or(if dir.model_file()?.data.dim() == 2 {
-        2000
-    } else {
-        64
-    });
-    let rows0 = elbo::sample::network_rows();
-    let p = write_samples(&dir, n, a.out.as_deref(), &opts, a.force, g)?;
-    // Measured: network rows evaluated while sampling, per sample.
-    let nfe = (elbo::sample::network_rows() - rows0) as f64 / n.max(1) as f64;
-    let what = match &dir.config()?.model {
-        elbo::models::ModelConfig::Vdm(v) => {
-            let steps = a.steps.unwrap_or(v.sample_steps).max(1);
-            let kind = a.sampler.unwrap_or(SamplerKind::Ancestral);
-            let tol = if kind == SamplerKind::Rk45 {
-                format!(", rtol {} atol {}", a.rtol, a.atol)
-            } else {
-                String::new()
-            };
-            Some(format!(
-                "{} sampler, {steps} steps{tol}",
-                kind.describe(a.eta)
-            ))
-        }
-        elbo::models::ModelConfig::Ncsn(c) => Some(match a.sampler {
-            None | Some(SamplerKind::AnnealedLangevin) => format!(
-                "annealed Langevin dynamics, {} levels × {} steps",
-                c.levels,
-                a.steps.unwrap_or(c.langevin_steps)
-            ),
-            Some(kind) => format!(
-                "{} sampler on the VE SDE, {} steps",
-                kind.describe(a.eta),
-                a.steps.unwrap_or(c.levels)
-            ),
-        }),
-        _ => None,
-    };
-    if let Some(w) = what {
-        eprintln!("{w}: {nfe:.0} network evaluations (NFE) per sample");
-    }
+    let n =
+        a.n.unwrap_or(if run.file().data.dim() == 2 { 2000 } else { 64 });
+    let (p, nfe, sampler) = write_samples(
+        run.as_ref(),
+        &dir,
+        n,
+        a.out.as_deref(),
+        &opts,
+        guide,
+        a.force,
+        g,
+    )?;
+    eprintln!("{sampler}: {nfe:.0} network evaluations (NFE) per sample");
     println!("{}", p.display());
     Ok(0)
 }
 
 /// The sampler settings of the flags, for `class`, checked.
 fn sample_options(a: &SampleArgs, class: Option<u32>) -> anyhow::Result<SampleOptions> {
-    let opts = SampleOptions {
-        sampler: a.sampler,
-        steps: a.steps,
+    let params = SamplerParams {
         eta: a.eta,
         snr: a.snr,
         rtol: a.rtol,
         atol: a.atol,
+    };
+    params.validate()?;
+    let opts = SampleOptions {
+        sampler: super::sampler_of(a.sampler.as_deref(), &params)?,
+        steps: a.steps,
         seed: a.seed,
         threads: elbo::par::default_threads(),
         class,
         guidance: a.guidance,
         first_chunk: 0,
-        classifier: a.classifier.clone(),
     };
     opts.validate()?;
     Ok(opts)
 }
 
 /// `--class all`: `--n` samples (default 8) of every class of a class-conditional run, one row
-/// per class in a PNG grid (or class after class in a .npy).
-fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Result<i32> {
-    let mf = dir.model_file()?;
-    let classes = match &a.classifier {
-        Some(c) => {
-            elbo::models::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes()
-        }
+/// per class in a PNG grid (or class after class in a .npy); the run and the classifier loaded
+/// once.
+fn sample_every_class(
+    a: &SampleArgs,
+    run: &dyn OpenRun,
+    classifier: Option<&dyn ClassGradient>,
+    dir: &RunDir,
+    g: &Global,
+) -> anyhow::Result<i32> {
+    let mf = run.file();
+    let classes = match classifier {
+        Some(c) => c.classes(),
         None => mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize,
     };
     if classes == 0 {
@@ -207,14 +208,12 @@ fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Resul
             format!("--n {per} for each of {classes} classes: {} images in one PNG (the limit is {MAX_GRID_IMAGES})", per * classes)
         },
     )?;
-    let device = elbo::device::device(g.device, false)?;
-    let rows0 = elbo::sample::network_rows();
     let mut values = Vec::new();
-    let mut white = 1.0;
+    let mut evaluations = 0.0;
     for c in 0..classes as u32 {
         let opts = sample_options(a, Some(c))?;
-        let s = elbo::eval::draw::draw(dir, per, &opts, a.force, &device, &BarProgress::new(g))?;
-        white = s.white;
+        let s = elbo::eval::draw::draw(run, per, &opts, classifier, a.force, &BarProgress::new(g))?;
+        evaluations += s.nfe * per as f64;
         values.extend(s.values);
     }
     let n = per * classes;
@@ -226,13 +225,14 @@ fn sample_every_class(a: &SampleArgs, dir: &RunDir, g: &Global) -> anyhow::Resul
         }
         elbo::fsio::write_atomic(&out, &bytes)?;
     } else if let Some((h, w)) = hw {
+        let white = run.white();
         let v: Vec<f32> = values.iter().map(|x| x / white).collect();
         elbo::report::grid::save_grid_cols(&out, &v, n, per, h, w, 2)?;
     }
-    let nfe = (elbo::sample::network_rows() - rows0) as f64 / n.max(1) as f64;
     eprintln!(
-        "{classes} classes × {per} samples (one row per class, guidance w = {}): {nfe:.0} network evaluations (NFE) per sample",
-        a.guidance
+        "{classes} classes × {per} samples (one row per class, guidance w = {}): {:.0} network evaluations (NFE) per sample",
+        a.guidance,
+        evaluations / n.max(1) as f64
     );
     println!("{}", out.display());
     Ok(0)
@@ -246,23 +246,25 @@ pub fn write_default_samples(
     g: &Global,
 ) -> anyhow::Result<PathBuf> {
     let opts = SampleOptions::ancestral(seed, elbo::par::default_threads());
-    let n = if dir.model_file()?.data.dim() == 2 {
-        2000
-    } else {
-        n
-    };
-    write_samples(dir, n, None, &opts, false, g)
+    let run = elbo::run::open(dir, &elbo::device::device(g.device, false)?)?;
+    let n = if run.file().data.dim() == 2 { 2000 } else { n };
+    Ok(write_samples(run.as_ref(), dir, n, None, &opts, None, false, g)?.0)
 }
 
+/// Samples of an opened run into `out` (default: the run's samples.png or samples.npy); returns
+/// the file, the network evaluations per sample and the sampler in words.
+#[allow(clippy::too_many_arguments)]
 fn write_samples(
+    run: &dyn OpenRun,
     dir: &RunDir,
     n: usize,
     out: Option<&Path>,
     opts: &SampleOptions,
+    classifier: Option<&dyn ClassGradient>,
     force: bool,
     g: &Global,
-) -> anyhow::Result<PathBuf> {
-    let mf = dir.model_file()?;
+) -> anyhow::Result<(PathBuf, f64, String)> {
+    let mf = run.file();
     let hw = mf.data.image_hw();
     let d = mf.data.dim();
     let out = match out {
@@ -292,7 +294,6 @@ fn write_samples(
             format!("--n {n}: a grid of {n} images in one PNG (the limit is {MAX_GRID_IMAGES}; a .npy takes any number)")
         },
     )?;
-    let device = elbo::device::device(g.device, false)?;
     if ext == "npy" {
         let parent = out
             .parent()
@@ -319,33 +320,34 @@ fn write_samples(
             Ok(())
         };
         let r = elbo::eval::draw::draw_blocks(
-            dir,
+            run,
             n,
             opts,
+            classifier,
             force,
-            &device,
             &BarProgress::new(g),
             &mut sink,
         );
-        let finished = r.and_then(|_| {
+        let finished = r.and_then(|drawn| {
             f.flush().map_err(|e| elbo::Error::io(&tmp, e))?;
             drop(f);
-            std::fs::rename(&tmp, &out).map_err(|e| elbo::Error::io(&out, e))
+            std::fs::rename(&tmp, &out).map_err(|e| elbo::Error::io(&out, e))?;
+            Ok(drawn)
         });
         if finished.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        finished?;
-        return Ok(out);
+        let (nfe, sampler) = finished?;
+        return Ok((out, nfe, sampler));
     }
-    let s = elbo::eval::draw::draw(dir, n, opts, force, &device, &BarProgress::new(g))?;
-    let (values, full) = (s.values, s.white);
+    let s = elbo::eval::draw::draw(run, n, opts, classifier, force, &BarProgress::new(g))?;
+    let full = s.white;
     match hw {
         Some((h, w)) => {
-            let v: Vec<f32> = values.iter().map(|x| x / full).collect();
+            let v: Vec<f32> = s.values.iter().map(|x| x / full).collect();
             save_grid(&out, &v, n, h, w, 2)?
         }
-        None => save_scatter(&out, &values, 600)?,
+        None => save_scatter(&out, &s.values, 600)?,
     }
-    Ok(out)
+    Ok((out, s.nfe, s.sampler))
 }

@@ -1,13 +1,12 @@
 //! `elbo samplers DIR`: sample quality against network evaluations for every sampler of a
 //! diffusion run (a table, JSON and a plot in the run directory). The work is
-//! `elbo::eval::samplers::sweep`.
+//! `elbo::studies::samplers::sweep`.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use elbo::eval::samplers::{default_settings, markdown, plot, sweep, Setting};
 use elbo::run::RunDir;
-use elbo::sample::SamplerKind;
+use elbo::studies::samplers::{default_settings, markdown, plot, sweep, Setting};
 
 use super::{BarProgress, Global};
 
@@ -20,8 +19,8 @@ pub struct SamplersArgs {
     pub n: usize,
     /// Only these samplers (comma-separated; default: all seven, each at 3–5 step counts from
     /// about 10 to 500 NFE).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub only: Vec<SamplerKind>,
+    #[arg(long, value_parser = super::sampler_name(), value_delimiter = ',')]
+    pub only: Vec<String>,
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -31,7 +30,7 @@ pub fn run(a: SamplersArgs, g: &Global) -> anyhow::Result<i32> {
     dir.check()?;
     let settings: Vec<Setting> = default_settings()
         .into_iter()
-        .filter(|s| a.only.is_empty() || a.only.contains(&s.sampler))
+        .filter(|s| a.only.is_empty() || a.only.iter().any(|o| o == s.sampler.name()))
         .collect();
     if settings.is_empty() {
         anyhow::bail!("--only: none of these samplers has settings in the sweep");

@@ -78,7 +78,7 @@ pub fn run(a: ScheduleArgs, g: &Global) -> anyhow::Result<i32> {
         let pts: Vec<(f64, f64)> = times.into_iter().zip(gammas).collect();
         table(ScheduleKind::LinearGamma, &RunSchedule(pts), a.steps)
     } else {
-        let kind: ScheduleKind = clap::ValueEnum::from_str(&a.kind, true).map_err(|_| {
+        let kind = <ScheduleKind as elbo::choice::Choice>::from_name(&a.kind).ok_or_else(|| {
             anyhow::anyhow!(
                 "--kind '{}': expected linear, cosine, linear-gamma, cosine-log-snr or a run directory",
                 a.kind

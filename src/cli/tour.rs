@@ -40,10 +40,10 @@ pub fn run(a: TourArgs, g: &Global) -> anyhow::Result<i32> {
         String::new(),
     ];
     let mut tours = Vec::new();
-    for (lg, x) in elbo::tour::tour_models() {
+    for (lg, x) in elbo::studies::tour::tour_models() {
         let points = if lg.latent_dim() == 1 { 20_001 } else { 801 };
-        let t = elbo::tour::linear_tour(&lg, &x, points);
-        text.extend(elbo::tour::linear_lines(&t, &lg));
+        let t = elbo::studies::tour::linear_tour(&lg, &x, points);
+        text.extend(elbo::studies::tour::linear_lines(&t, &lg));
         text.push(String::new());
         tours.push(t);
     }
@@ -62,7 +62,7 @@ pub fn run(a: TourArgs, g: &Global) -> anyhow::Result<i32> {
             a.n,
             dir.display()
         );
-        let (elbo_stat, points) = elbo::tour::iw_curve(&rd, &KS, a.n, 0, &device)?;
+        let (elbo_stat, points) = elbo::studies::tour::iw_curve(&rd, &KS, a.n, 0, &device)?;
         text.push(String::new());
         text.push(format!(
             "A trained model ({}), {} test examples: L_K (M4) rises towards log p(x) as K grows; \

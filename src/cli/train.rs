@@ -18,8 +18,8 @@ use super::{eval, sample, Global, EXIT_INTERRUPTED, EXIT_TERMINATED};
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Model to train.
-    #[arg(long, value_enum)]
-    pub model: Option<TrainModel>,
+    #[arg(long, value_parser = model_names())]
+    pub model: Option<String>,
     /// Data spec (see `elbo data --help`); default mnist10k, embedded in the binary.
     #[arg(long)]
     pub data: Option<String>,
@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// Start from a named settings file shipped with elbo (applied before --config, flags and
     /// --set): `quality` trains a VDM that draws clean digits on mnist10k in under an hour on
     /// 2 cores (presets/quality.toml in the repository).
-    #[arg(long, value_enum, conflicts_with = "resume")]
+    #[arg(long, value_parser = super::choice::<elbo::run::config::Preset>(), conflicts_with = "resume")]
     pub preset: Option<elbo::run::config::Preset>,
     /// Override one setting, e.g. --set vae.latent=32 --set optim.lr=3e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -60,34 +60,24 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
-/// What `elbo train` can train: a latent-variable model, or the noisy classifier that guides
-/// diffusion models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TrainModel {
-    /// Variational autoencoder (MATH.md §2).
-    Vae,
-    /// Hierarchical VAE with L stochastic layers (MATH.md §3).
-    Hvae,
-    /// Variational diffusion model (MATH.md §4–§6).
-    Vdm,
-    /// Noise-conditional score network: denoising score matching, annealed Langevin (MATH.md §7).
-    Ncsn,
-    /// A classifier of noisy inputs z_t over a diffusion's noise levels, for classifier
-    /// guidance (`elbo sample DIR --classifier RUN --class C --guidance W`; MATH.md M42). Takes
-    /// --data, --steps, --batch-size, --seed and --out only.
-    NoisyClassifier,
-}
+/// The noisy classifier's name among `--model`'s values (it is not a latent-variable model of
+/// the registry: it guides diffusion models).
+const NOISY_CLASSIFIER: &str = "noisy-classifier";
 
-impl TrainModel {
-    fn kind(self) -> Option<ModelKind> {
-        match self {
-            TrainModel::Vae => Some(ModelKind::Vae),
-            TrainModel::Hvae => Some(ModelKind::Hvae),
-            TrainModel::Vdm => Some(ModelKind::Vdm),
-            TrainModel::Ncsn => Some(ModelKind::Ncsn),
-            TrainModel::NoisyClassifier => None,
-        }
-    }
+/// `--model`'s values: every model of the registry, and the noisy classifier.
+fn model_names() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    use elbo::choice::Choice;
+    clap::builder::PossibleValuesParser::new(
+        ModelKind::ALL
+            .iter()
+            .map(|k| PossibleValue::new(k.name()).help(Choice::help(*k)))
+            .chain([PossibleValue::new(NOISY_CLASSIFIER).help(
+                "a classifier of noisy inputs z_t over a diffusion's noise levels, for \
+                 classifier guidance (elbo sample DIR --classifier RUN --class C --guidance W; \
+                 MATH.md M42); takes --data, --steps, --batch-size, --seed and --out only",
+            )]),
+    )
 }
 
 /// Seconds the held-out bound at the end of training may spend on its final round.
@@ -175,7 +165,7 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
         };
         (cfg, PathBuf::new())
     };
-    if let Some(m) = a.model.and_then(TrainModel::kind) {
+    if let Some(m) = a.model.as_deref().and_then(ModelKind::from_name) {
         cfg.set_model(m);
     }
     if let Some(d) = &a.data {
@@ -226,7 +216,7 @@ fn resolve(a: &TrainArgs) -> anyhow::Result<(RunConfig, PathBuf)> {
 }
 
 pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
-    if a.model == Some(TrainModel::NoisyClassifier) {
+    if a.model.as_deref() == Some(NOISY_CLASSIFIER) {
         return train_noisy_classifier(&a, g);
     }
     let (cfg, out) = resolve(&a)?;

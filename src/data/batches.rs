@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::rng::{derived, Rng};
 
 /// How 8-bit images become binary for a Bernoulli decoder (MATH.md §2, binarised MNIST).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Binarize {
     /// A fresh Bernoulli(intensity) draw every time a batch is drawn.

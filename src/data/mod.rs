@@ -16,6 +16,7 @@ pub mod embedded;
 pub mod folder;
 pub mod idx;
 pub mod npy;
+pub mod space;
 pub mod toy;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use batches::{BatchOrder, Binarize};
+pub use space::DataSpace;
 pub use toy::Mixture;
 
 use crate::{Error, Result};
@@ -41,7 +43,7 @@ pub enum Scaling {
 }
 
 /// Which part of a data set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Split {
     #[default]
@@ -49,6 +51,12 @@ pub enum Split {
     Test,
     All,
 }
+
+crate::choice!(Split {
+    Train = "train": "the training split",
+    Test = "test": "the held-out test split",
+    All = "all": "both",
+});
 
 impl std::fmt::Display for Split {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

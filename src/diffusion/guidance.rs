@@ -12,10 +12,25 @@ use burn::tensor::Tensor;
 use super::{eps_hat, Cond, Denoiser, Prediction, Process};
 
 /// ∇_z log p(c | z_t) of a classifier of noisy inputs, per row (M41, M42).
-pub trait ClassGradient {
+pub trait ClassGradient: Send + Sync {
     /// # Shapes
     /// `z_t`: `[B, D]` (model space), `gamma`: `[B]`, `labels`: B classes → `[B, D]`.
     fn grad_log_prob(&self, z_t: Tensor<2>, gamma: Tensor<1>, labels: &[u32]) -> Tensor<2>;
+
+    /// The classes it knows (labels 0 … classes − 1).
+    fn classes(&self) -> usize;
+
+    /// Refuse to guide a model of another data space or process (by default: any is fine).
+    fn check_compatible(
+        &self,
+        _space: &crate::data::DataSpace,
+        _process: Process,
+    ) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// A copy for another thread (tensors of the CPU backend are used by one thread at a time).
+    fn replica(&self) -> Box<dyn ClassGradient>;
 }
 
 /// A denoiser steered by a classifier of noisy inputs with weight `w` (M42). The denoiser is

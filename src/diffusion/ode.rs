@@ -274,14 +274,6 @@ pub fn dormand_prince(
     Ok((y, stats))
 }
 
-/// The prior variance v_1 of z_1 for a process: 1 (VP) or σ_1² (VE).
-pub fn prior_var(den: &dyn Denoiser, gamma1: f64) -> f64 {
-    match den.process() {
-        super::Process::VariancePreserving => 1.0,
-        super::Process::VarianceExploding => gamma1.exp(),
-    }
-}
-
 /// log p_{γ0}(x) of each row of `x` (model space, `[B, D]`, on an autodiff device) under the
 /// probability-flow ODE of `den` between γ0 (data end) and γ1 (noise end, prior N(0, v_1 I)).
 ///
@@ -372,7 +364,7 @@ pub fn log_density(
     let y0 = Tensor::cat(vec![x.detach(), Tensor::zeros([b, l], &device)], 1);
     let (y1, stats) = dormand_prince(&mut f, y0, 0.5 * gamma0, 0.5 * gamma1, opts.rtol, opts.atol)?;
     let (alpha1, _) = den.process().alpha_sigma_f64(gamma1);
-    let v1 = prior_var(den, gamma1);
+    let v1 = den.process().prior_var(gamma1);
     let xb1 = y1.clone().slice([0..b, 0..d]);
     let sq = crate::elbo::to_f64(xb1.square().sum_dim(1).reshape([b]))?;
     let integral = crate::elbo::to_f64(y1.slice([0..b, d..d + l]).reshape([b * l]))?;

@@ -39,6 +39,7 @@ impl Denoiser for GaussianOracle {
 
 /// (M32) Data Σ_k π_k N(m_k, s_k² I): the exact posterior mean E[x | z_t] through the
 /// responsibilities r_k(z); predicts x̂_0.
+#[derive(Clone)]
 pub struct MixtureOracle {
     pub mixture: Mixture,
     pub process: Process,
@@ -161,6 +162,7 @@ impl Denoiser for LabelledMixtureOracle {
 
 /// (M32, M41) The exact ∇log p(k | z_t) = ∇log p(z_t | k) − ∇log p(z_t) of a mixture's
 /// components: the oracle of classifier guidance.
+#[derive(Clone)]
 pub struct MixtureClassOracle(pub MixtureOracle);
 
 impl crate::diffusion::guidance::ClassGradient for MixtureClassOracle {
@@ -175,5 +177,13 @@ impl crate::diffusion::guidance::ClassGradient for MixtureClassOracle {
             g = g + s * (own - r.clone().narrow(1, j, 1));
         }
         g
+    }
+
+    fn classes(&self) -> usize {
+        self.0.mixture.weights.len()
+    }
+
+    fn replica(&self) -> Box<dyn crate::diffusion::guidance::ClassGradient> {
+        Box::new(self.clone())
     }
 }

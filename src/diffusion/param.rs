@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The network's output kind. The ELBO is the same quantity whichever is chosen: the output is
 /// converted to ε̂ exactly before the loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Prediction {
     /// ε̂ (DDPM's choice).
@@ -29,6 +29,13 @@ pub enum Prediction {
     /// v̂ (Salimans & Ho 2022).
     V,
 }
+
+crate::choice!(Prediction {
+    Eps = "eps": "ε̂ (DDPM's choice)",
+    X0 = "x0": "x̂_0",
+    Score = "score": "the score ŝ",
+    V = "v": "v̂ (Salimans & Ho 2022)",
+});
 
 /// (M19) ε̂ from x̂_0: ε̂ = (z − α x̂_0)/σ.
 pub fn eps_from_x0(

@@ -8,12 +8,21 @@
 //! | `alpha_bar`, `alpha_bar_prev` | ᾱ_t, ᾱ_{t−1} |
 //! | `x0`, `x_t`, `eps` | x_0, x_t, ε |
 
-use burn::tensor::activation::sigmoid;
+use burn::tensor::activation::sigmoid as sigmoid_t;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::schedule::sigmoid as sigmoid_f64;
 use crate::dist::softplus;
+
+/// sigmoid(x) = 1/(1 + e^{−x}), stable for any x.
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
 
 /// The forward process q(z_t | x) = N(α_t x, σ_t² I), with SNR = α_t²/σ_t² = e^{−γ_t} either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -27,11 +36,20 @@ pub enum Process {
 }
 
 impl Process {
+    /// The variance of the prior p(z_1) = N(0, v_1 I) at the noise end γ_1: 1 (VP) or
+    /// σ_1² = e^{γ_1} (VE).
+    pub fn prior_var(self, gamma1: f64) -> f64 {
+        match self {
+            Process::VariancePreserving => 1.0,
+            Process::VarianceExploding => gamma1.exp(),
+        }
+    }
+
     /// α and σ of noise levels γ `[B]`, as `[B, 1]` columns.
     pub fn alpha_sigma(self, gamma: Tensor<1>) -> (Tensor<2>, Tensor<2>) {
         let g = gamma.unsqueeze_dim::<2>(1);
         match self {
-            Process::VariancePreserving => (sigmoid(-g.clone()).sqrt(), sigmoid(g).sqrt()),
+            Process::VariancePreserving => (sigmoid_t(-g.clone()).sqrt(), sigmoid_t(g).sqrt()),
             Process::VarianceExploding => (g.clone().ones_like(), (g * 0.5).exp()),
         }
     }
@@ -39,7 +57,7 @@ impl Process {
     /// α and σ at one noise level, in f64. γ = −∞ is the clean end: (1, 0).
     pub fn alpha_sigma_f64(self, gamma: f64) -> (f64, f64) {
         match self {
-            Process::VariancePreserving => (sigmoid_f64(-gamma).sqrt(), sigmoid_f64(gamma).sqrt()),
+            Process::VariancePreserving => (sigmoid(-gamma).sqrt(), sigmoid(gamma).sqrt()),
             Process::VarianceExploding => (1.0, (0.5 * gamma).exp()),
         }
     }

@@ -15,18 +15,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::process::sigmoid;
 use crate::nn::monotone::LearnedSchedule;
 use crate::{Error, Result};
-
-/// sigmoid(x) = 1/(1 + e^{−x}), stable for any x.
-pub fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
 
 /// A noise schedule: γ(t) = −log SNR(t) on t ∈ [0, 1], increasing.
 pub trait NoiseSchedule {
@@ -205,7 +196,7 @@ impl NoiseSchedule for Discrete {
 }
 
 /// Which schedule, as a config or command-line choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScheduleKind {
     /// DDPM linear β (M23).
@@ -220,9 +211,16 @@ pub enum ScheduleKind {
     Learned,
     /// Chosen from the data when a model is built: cosine for 8-bit images (the better samples
     /// at equal time, BENCHMARKS.md §8), linear γ for vectors (the tighter bound).
-    #[value(skip)]
     Auto,
 }
+
+crate::choice!(ScheduleKind {
+    Linear = "linear": "DDPM linear β (M23)",
+    Cosine = "cosine": "cosine (M24)",
+    LinearGamma = "linear-gamma": "linear γ = −log SNR (M25), VDM's default",
+    CosineLogSnr = "cosine-log-snr": "the cosine schedule in continuous time over [gamma-min, gamma-max]",
+    Learned = "learned": "learned γ (M26): a monotone network with learned endpoints",
+});
 
 /// A schedule's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,11 +13,9 @@
 pub mod adaptive;
 pub mod diffusion;
 pub mod draw;
-pub mod guidance;
 pub mod ode;
 pub mod quality;
 pub mod report;
-pub mod samplers;
 pub mod terms;
 
 pub use report::EvalReport;
@@ -60,12 +58,9 @@ pub struct EvalOptions {
     /// Diffusion models, adaptive time samples: spend at most about this many seconds on the
     /// final round (the standard error reached is reported, and flagged if above the target).
     pub budget_secs: Option<f64>,
-    /// Sampler, steps and DDIM η of the quality samples (default: the run's own).
+    /// Sampler (with its settings) and steps of the quality samples (default: the run's own).
     pub sampler: Option<crate::sample::SamplerKind>,
     pub steps: Option<usize>,
-    pub eta: f64,
-    /// rtol and atol of the rk45 sampler of the quality samples.
-    pub sampler_tol: (f64, f64),
     /// Also the exact likelihood along the probability-flow ODE ([`ode`]).
     pub ode: Option<crate::diffusion::ode::OdeOptions>,
 }
@@ -87,8 +82,6 @@ impl Default for EvalOptions {
             budget_secs: None,
             sampler: None,
             steps: None,
-            eta: 0.0,
-            sampler_tol: (1e-3, 1e-3),
             ode: None,
         }
     }
@@ -96,14 +89,11 @@ impl Default for EvalOptions {
 
 impl EvalOptions {
     /// How the --quality samples are drawn.
-    pub fn sample_options(&self) -> crate::models::SampleOptions {
-        crate::models::SampleOptions {
-            sampler: self.sampler,
+    pub fn sample_options(&self) -> crate::sample::SampleOptions {
+        crate::sample::SampleOptions {
+            sampler: self.sampler.clone(),
             steps: self.steps,
-            eta: self.eta,
-            rtol: self.sampler_tol.0,
-            atol: self.sampler_tol.1,
-            ..crate::models::SampleOptions::ancestral(self.seed, self.threads)
+            ..crate::sample::SampleOptions::ancestral(self.seed, self.threads)
         }
     }
 
@@ -316,24 +306,17 @@ fn sample_quality<M: Model>(
         return Err(Error::Config("--quality needs at least 2 samples".into()));
     }
     let so = opts.sample_options();
-    progress.start("samples for quality", l.model.sample_work(n, &so));
-    let mut v = l.model.draw(n, &so, &|| progress.inc(1))?;
+    progress.start("samples for quality", l.model.draw_work(n, &so)?);
+    let d = l.model.draw(n, &so, None, &|| progress.inc(1))?;
     progress.finish();
+    let mut v = d.values;
     // Bernoulli means of binarised images are grey levels in [0, 1]: as 8-bit levels.
     if M::binarize(&l.section, &l.spec).is_some() {
         v.iter_mut().for_each(|x| *x *= 255.0);
     }
     let mut q = quality::quality(spec, &v, quality::ClassifierSettings::default())?;
     if l.model.diffusion().is_some() {
-        let name = opts
-            .sampler
-            .or(l.model.default_sampler())
-            .unwrap_or(crate::sample::SamplerKind::Ancestral)
-            .describe(opts.eta);
-        q.sampler = Some(match opts.steps {
-            Some(s) => format!("{name}, {s} steps"),
-            None => format!("{name}, the run's default steps"),
-        });
+        q.sampler = Some(d.sampler);
     }
     Ok(q)
 }

@@ -23,10 +23,11 @@ pub use registry::{ModelConfig, ModelKind, ModelVisitor};
 use crate::data::batches::row_block;
 use crate::data::{Binarize, DataKind, Dataset, Scaling};
 use crate::diffusion::elbo::{Decoder, DiffusionEstimate, ElboOptions};
+use crate::diffusion::guidance::ClassGradient;
 use crate::diffusion::Cond;
 use crate::elbo::{ElboTerms, Stat};
 use crate::rng::Rng;
-use crate::sample::SamplerKind;
+pub use crate::sample::driver::{Drawn, SampleOptions};
 use crate::Result;
 
 /// A latent-variable model: per-example terms of its ELBO, and samples. VAE, HVAE and VDM all
@@ -68,75 +69,8 @@ pub trait ModelSettings:
     const SIZE_KEYS: &'static [&'static str] = &[];
 }
 
-/// How a diffusion model draws samples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleOptions {
-    /// Sampler (`None`: the model's default; only diffusion models have a choice).
-    pub sampler: Option<SamplerKind>,
-    /// Sampler steps (`None`: the model's default).
-    pub steps: Option<usize>,
-    /// DDIM's η.
-    pub eta: f64,
-    /// The predictor–corrector sampler's signal-to-noise ratio.
-    pub snr: f64,
-    /// The RK45 sampler's relative and absolute tolerances.
-    pub rtol: f64,
-    pub atol: f64,
-    pub seed: u64,
-    pub threads: usize,
-    /// Class to draw, for a conditional model (`None`: unconditional).
-    pub class: Option<u32>,
-    /// Guidance weight w: classifier-free (M43; 0: the conditional model as trained), or of
-    /// the classifier in `classifier` (M42).
-    pub guidance: f64,
-    /// A noisy classifier's directory for classifier guidance (M42) towards `class`.
-    pub classifier: Option<std::path::PathBuf>,
-    /// Index of the first chunk (see [`Model::sample_chunk_rows`]): drawing samples in blocks
-    /// with consecutive offsets gives the same samples as one call.
-    pub first_chunk: u64,
-}
-
-impl SampleOptions {
-    /// Refuse settings no sampler can use, naming the flag.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
-        if self.steps == Some(0) {
-            return bad("--steps must be at least 1");
-        }
-        if !(self.eta >= 0.0 && self.eta.is_finite()) {
-            return bad("--eta must be a non-negative number");
-        }
-        if !(self.snr > 0.0 && self.snr.is_finite()) {
-            return bad("--snr must be a positive number");
-        }
-        crate::diffusion::ode::check_tolerances(self.rtol, self.atol)?;
-        if !(self.guidance >= 0.0 && self.guidance.is_finite()) {
-            return bad("--guidance must be a non-negative number");
-        }
-        if self.class.is_none() && self.guidance != 0.0 {
-            return bad("--guidance needs --class");
-        }
-        Ok(())
-    }
-
-    /// The model's default sampler and step count.
-    pub fn ancestral(seed: u64, threads: usize) -> Self {
-        SampleOptions {
-            sampler: None,
-            steps: None,
-            eta: 0.0,
-            snr: 0.16,
-            rtol: 1e-3,
-            atol: 1e-3,
-            seed,
-            threads,
-            class: None,
-            guidance: 0.0,
-            first_chunk: 0,
-            classifier: None,
-        }
-    }
-}
+/// Samples a decoder draws together (one noise stream each).
+const DECODER_CHUNK: usize = 4096;
 
 /// What the diffusion-bound evaluator needs of a diffusion model.
 pub trait DiffusionModel {
@@ -408,49 +342,39 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         None
     }
 
-    /// The sampler `draw` uses when none is named (diffusion models; `None` otherwise).
-    fn default_sampler(&self) -> Option<crate::sample::SamplerKind> {
-        None
-    }
-
     /// The diffusion view of the model, for models whose bound is a diffusion bound.
     fn diffusion(&self) -> Option<&dyn DiffusionModel> {
         None
     }
 
-    /// `n` samples steered towards `opts.class` by a noisy classifier (M42), loaded by the
-    /// caller onto an autodiff device; models other than variance-preserving diffusion refuse.
-    fn draw_guided(
-        &self,
-        _n: usize,
-        _opts: &SampleOptions,
-        _classifier: &crate::models::noisy_classifier::NoisyClassifier,
-        _progress: &(dyn Fn() + Sync),
-    ) -> Result<Vec<f32>> {
-        Err(crate::Error::Config(
-            "classifier guidance needs a VDM run (variance-preserving diffusion)".into(),
-        ))
+    /// Sampler steps of the small sample grids drawn during training (`None`: the model's
+    /// default, or no steps at all).
+    fn preview_steps(&self) -> Option<usize> {
+        None
     }
 
-    /// Units of work (one call of `progress`) that drawing `n` samples takes.
-    fn sample_work(&self, n: usize, _opts: &SampleOptions) -> u64 {
-        n as u64
+    /// Samples drawn together with one noise stream.
+    fn draw_chunk_rows(&self) -> usize {
+        DECODER_CHUNK
     }
 
-    /// Samples drawn together, each chunk with its own noise stream `rng::chunk(seed,
-    /// SAMPLE_NOISE, index)`, so that samples depend on the seed only.
-    fn sample_chunk_rows(&self) -> usize {
-        4096
+    /// Units of work (calls of `tick` in [`Model::draw`]) that drawing `n` samples takes.
+    fn draw_work(&self, n: usize, _opts: &SampleOptions) -> Result<u64> {
+        Ok(n.div_ceil(DECODER_CHUNK) as u64)
     }
 
-    /// `n` samples in data units, row-major `[n, D]`; `progress` is called once per unit of
-    /// [`Model::sample_work`]. By default [`LatentVariableModel::sample`] chunk by chunk.
+    /// `n` samples in data units, row-major `[n, D]`, with what drew them; `tick` is called
+    /// once per unit of [`Model::draw_work`]. By default [`LatentVariableModel::sample`] chunk
+    /// by chunk (a decoder pass each), each chunk with its own noise stream `rng::chunk(seed,
+    /// SAMPLE_NOISE, index)`, so that samples depend on the seed only. Diffusion models hand
+    /// themselves to the sampling driver ([`crate::sample::driver::draw`]).
     fn draw(
         &self,
         n: usize,
         opts: &SampleOptions,
-        progress: &(dyn Fn() + Sync),
-    ) -> Result<Vec<f32>> {
+        classifier: Option<&dyn ClassGradient>,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<Drawn> {
         if opts.sampler.is_some() || opts.steps.is_some() {
             return Err(crate::Error::Config(
                 "--sampler and --steps apply to diffusion models; this model samples in one \
@@ -458,7 +382,14 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
                     .into(),
             ));
         }
-        let per = self.sample_chunk_rows().max(1);
+        if opts.class.is_some() || classifier.is_some() {
+            return Err(crate::Error::Config(
+                "--class and --classifier apply to diffusion models; this model is \
+                 unconditional and samples in one decoder pass"
+                    .into(),
+            ));
+        }
+        let per = DECODER_CHUNK;
         let mut out = Vec::new();
         for (c, start) in (0..n).step_by(per).enumerate() {
             let rows = per.min(n - start);
@@ -468,9 +399,13 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
                 opts.first_chunk + c as u64,
             );
             out.extend(crate::elbo::to_f32(self.sample(rows, &mut rng)?)?);
-            (0..rows).for_each(|_| progress());
+            tick();
         }
-        Ok(out)
+        Ok(Drawn {
+            values: out,
+            nfe: 1.0,
+            sampler: "one decoder pass".into(),
+        })
     }
 }
 

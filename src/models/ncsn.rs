@@ -21,6 +21,8 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DataKind, Dataset, Scaling};
+use crate::diffusion::guidance::ClassGradient;
+use crate::diffusion::Denoiser;
 use crate::diffusion::{eps_hat, Cond, Prediction, Process, ScheduleConfig, ScheduleKind};
 use crate::elbo::ElboTerms;
 use crate::models::vdm::{NetworkKind, Objective, Vdm, VdmConfig, VdmSpec};
@@ -28,6 +30,7 @@ use crate::models::{DiffusionModel, LatentVariableModel, Model, ModelSettings, S
 use crate::nn::denoiser_mlp::MlpDenoiserConfig;
 use crate::nn::unet::UNetConfig;
 use crate::rng::{randn, Rng};
+use crate::sample::driver::{DiffusionSource, Drawn, Plan};
 use crate::sample::{AnnealedLangevin, SamplerKind};
 use crate::{Error, Result};
 
@@ -198,19 +201,8 @@ impl LatentVariableModel for Ncsn {
     }
 
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
-        let s = self.langevin(None);
-        self.vdm
-            .sample_with(n, &s, &self.level_gammas(), None, 0.0, rng, &mut |_| {})
-    }
-}
-
-impl Ncsn {
-    fn langevin(&self, steps: Option<usize>) -> AnnealedLangevin {
-        self.cfg.langevin(steps)
-    }
-
-    fn uses_langevin(opts: &SampleOptions) -> bool {
-        matches!(opts.sampler, None | Some(SamplerKind::AnnealedLangevin))
+        let plan = DiffusionSource::plan(self, None, None)?;
+        crate::sample::driver::walk(self, self, &plan, n, None, rng, &mut |_| {})
     }
 }
 
@@ -260,43 +252,77 @@ impl Model for Ncsn {
         Some(&self.vdm)
     }
 
-    fn default_sampler(&self) -> Option<SamplerKind> {
-        Some(SamplerKind::AnnealedLangevin)
+    /// Annealed Langevin at 20 steps per level, to keep the grids cheap.
+    fn preview_steps(&self) -> Option<usize> {
+        Some(20)
     }
 
-    fn sample_chunk_rows(&self) -> usize {
-        self.vdm.sample_chunk_rows()
+    fn draw_chunk_rows(&self) -> usize {
+        DiffusionSource::chunk_rows(self)
     }
 
-    fn sample_work(&self, n: usize, opts: &SampleOptions) -> u64 {
-        if Self::uses_langevin(opts) {
-            (n.div_ceil(self.sample_chunk_rows()) * self.cfg.levels) as u64
-        } else {
-            self.vdm.sample_work(n, opts)
-        }
+    fn draw_work(&self, n: usize, opts: &SampleOptions) -> Result<u64> {
+        crate::sample::driver::work(self, n, opts)
     }
 
-    /// Annealed Langevin dynamics at the levels by default (`--steps`: Langevin steps per
-    /// level); any other sampler walks the VE SDE or ODE of the same network.
     fn draw(
         &self,
         n: usize,
         opts: &SampleOptions,
-        progress: &(dyn Fn() + Sync),
-    ) -> Result<Vec<f32>> {
-        opts.validate()?;
-        if opts.class.is_some() {
-            return Err(Error::Config(
-                "--class needs a class-conditional model; an ncsn run is unconditional".into(),
-            ));
+        classifier: Option<&dyn ClassGradient>,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<Drawn> {
+        crate::sample::driver::draw(self, n, opts, classifier, tick)
+    }
+}
+
+/// The NCSN's network, as its VDM's.
+impl Denoiser for Ncsn {
+    fn prediction(&self) -> Prediction {
+        self.vdm.prediction()
+    }
+    fn process(&self) -> Process {
+        Denoiser::process(&self.vdm)
+    }
+    fn x0_bounds(&self) -> Option<(f64, f64)> {
+        self.vdm.x0_bounds()
+    }
+    fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, cond: Cond) -> Tensor<2> {
+        self.vdm.predict(z_t, gamma, cond)
+    }
+}
+
+impl DiffusionSource for Ncsn {
+    /// Annealed Langevin dynamics at the levels by default (`--steps`: Langevin steps per
+    /// level, default `ncsn.langevin_steps`, with the run's step size); any other sampler walks
+    /// the VE SDE or ODE of the same network over `steps` (default: the number of levels).
+    fn plan(&self, sampler: Option<&SamplerKind>, steps: Option<usize>) -> Result<Plan> {
+        match sampler {
+            None | Some(SamplerKind::AnnealedLangevin(_)) => Ok(Plan {
+                sampler: SamplerKind::AnnealedLangevin(self.cfg.langevin(steps)),
+                gammas: self.level_gammas(),
+            }),
+            Some(s) => Ok(Plan {
+                sampler: s.clone(),
+                gammas: self.vdm.gammas(steps.unwrap_or(self.cfg.levels).max(1)),
+            }),
         }
-        if Self::uses_langevin(opts) {
-            let s = self.langevin(opts.steps);
-            self.vdm
-                .draw_with(n, opts, &s, &self.level_gammas(), None, progress)
-        } else {
-            self.vdm.draw(n, opts, progress)
-        }
+    }
+
+    fn prior_var(&self) -> f64 {
+        DiffusionSource::prior_var(&self.vdm)
+    }
+
+    fn data_space(&self) -> &crate::data::DataSpace {
+        &self.vdm.spec
+    }
+
+    fn to_data(&self, x0: Tensor<2>) -> Tensor<2> {
+        self.vdm.to_data_space(x0)
+    }
+
+    fn device(&self) -> Device {
+        self.vdm.device()
     }
 }
 

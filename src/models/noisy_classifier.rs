@@ -18,9 +18,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataKind;
+use crate::data::DataSpace;
 use crate::diffusion::guidance::ClassGradient;
 use crate::diffusion::{Process, ScheduleConfig};
-use crate::models::vdm::VdmSpec;
 use crate::{Error, Result};
 
 /// The file that names a directory as a noisy classifier's.
@@ -57,7 +57,7 @@ impl NoisyClassifierConfig {
 pub struct NoisyClassifierMeta {
     pub config: NoisyClassifierConfig,
     /// The data as the diffusion models see them (the same standardisation for vectors).
-    pub spec: VdmSpec,
+    pub spec: DataSpace,
     /// γ(0) and γ(1) of its schedule: the input's γ is normalised over this range.
     pub gamma_lo: f64,
     pub gamma_hi: f64,
@@ -226,7 +226,7 @@ impl NoisyClassifier {
     }
 
     /// Whether it can guide a diffusion model of these data (same shape, classes and space).
-    pub fn check_compatible(&self, spec: &VdmSpec, process: Process) -> Result<()> {
+    pub fn check_compatible(&self, spec: &DataSpace, process: Process) -> Result<()> {
         let s = &self.meta.spec;
         if process != Process::VariancePreserving {
             return Err(Error::Config(
@@ -257,6 +257,18 @@ impl NoisyClassifier {
 /// ∇_z log p_φ(c | z_t) by autodiff, on the autodiff twin of the input's device. The classifier
 /// itself must live on an autodiff device (see [`NoisyClassifier::load`]).
 impl ClassGradient for NoisyClassifier {
+    fn classes(&self) -> usize {
+        self.meta.spec.classes
+    }
+
+    fn check_compatible(&self, space: &DataSpace, process: Process) -> Result<()> {
+        NoisyClassifier::check_compatible(self, space, process)
+    }
+
+    fn replica(&self) -> Box<dyn ClassGradient> {
+        Box::new(self.clone())
+    }
+
     fn grad_log_prob(&self, z_t: Tensor<2>, gamma: Tensor<1>, labels: &[u32]) -> Tensor<2> {
         let out_dev = z_t.device();
         let dev = match &self.net {

@@ -16,12 +16,24 @@ pub trait ModelVisitor {
 }
 
 macro_rules! registry {
-    ($( $(#[$doc:meta])* $variant:ident($model:ty) = $name:literal, )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident($model:ty) = $name:literal, )*) => {
         /// Which model (the default: the VDM).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "kebab-case")]
         pub enum ModelKind {
-            $( $(#[$doc])* $variant, )*
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl crate::choice::Choice for ModelKind {
+            const ALL: &'static [ModelKind] = &[$(ModelKind::$variant),*];
+            fn name(self) -> &'static str {
+                ModelKind::name(self)
+            }
+            fn help(self) -> &'static str {
+                match self {
+                    $(ModelKind::$variant => concat!($($doc),*).trim_ascii(),)*
+                }
+            }
         }
 
         impl ModelKind {

@@ -27,21 +27,18 @@ use crate::data::{DataKind, Dataset, Scaling};
 use crate::diffusion::elbo::{
     diffusion_elbo, Decoder, DiffusionEstimate, ElboOptions, ImageDecoder,
 };
-use crate::diffusion::guidance::{ClassifierGuided, Guided};
+use crate::diffusion::guidance::ClassGradient;
 use crate::diffusion::{
     Cond, Denoiser, NoiseSchedule, Prediction, Process, Schedule, ScheduleConfig, ScheduleKind,
 };
 use crate::elbo::ElboTerms;
-use crate::models::noisy_classifier::NoisyClassifier;
 use crate::models::{DiffusionModel, LatentVariableModel, Model, ModelSettings, SampleOptions};
 use crate::nn::denoiser_mlp::{MlpDenoiser, MlpDenoiserConfig};
 use crate::nn::monotone::LearnedSchedule;
 use crate::nn::unet::{UNet, UNetConfig};
-use crate::rng::{randn, Rng};
-use crate::sample::{
-    Ancestral, Ddim, DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector, Rk45, Sampler,
-    SamplerKind,
-};
+use crate::rng::Rng;
+use crate::sample::driver::{DiffusionSource, Drawn, Plan};
+use crate::sample::{Ancestral, SamplerKind};
 use crate::{Error, Result};
 
 /// What the model is trained on.
@@ -188,35 +185,8 @@ impl ModelSettings for VdmConfig {
     }
 }
 
-/// What the VDM learned about its data before training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VdmSpec {
-    pub kind: DataKind,
-    pub shape: Vec<usize>,
-    /// Standardisation of continuous data (empty for images).
-    pub shift: Vec<f32>,
-    pub scale: Vec<f32>,
-    /// Classes of a conditional model (0: unconditional).
-    #[serde(default)]
-    pub classes: usize,
-}
-
-impl VdmSpec {
-    /// Unconditional vectors of `d` values used as given (shift 0, scale 1).
-    pub fn unscaled(d: usize) -> Self {
-        VdmSpec {
-            kind: DataKind::Continuous,
-            shape: vec![d],
-            shift: vec![0.0; d],
-            scale: vec![1.0; d],
-            classes: 0,
-        }
-    }
-
-    pub fn dim(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
+/// What the VDM learned about its data before training: its data space.
+pub type VdmSpec = crate::data::DataSpace;
 
 /// The denoising network (one per model, so the size difference of the variants costs nothing).
 #[derive(Module, Debug)]
@@ -409,190 +379,11 @@ impl Vdm {
             .collect()
     }
 
-    /// `n` samples by a sampler over the γ grid `gammas`, in data units `[n, D]`: the
-    /// sampler's final x̂_0 (M19 at the last step), mapped to data units (images: the nearest
-    /// level). With `guidance` > 0 and labels, classifier-free guidance (M43).
-    #[allow(clippy::too_many_arguments)]
-    pub fn sample_with(
-        &self,
-        n: usize,
-        sampler: &dyn Sampler,
-        gammas: &[f64],
-        cond: Cond,
-        guidance: f64,
-        rng: &mut Rng,
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<Tensor<2>> {
-        // Classifier-free guidance (M43) wraps the network; w = 0 is the model itself.
-        let guided = Guided {
-            den: self,
-            w: guidance,
-            null: self.spec.classes as u32,
-        };
-        let den: &dyn Denoiser = if guidance > 0.0 { &guided } else { self };
-        self.sample_by(n, sampler, gammas, den, cond, rng, progress)
-    }
-
-    /// `n` samples of the denoiser `den` (this model, or a guided form of it) from this
-    /// model's prior over `gammas`, in data units.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sample_by(
-        &self,
-        n: usize,
-        sampler: &dyn Sampler,
-        gammas: &[f64],
-        den: &dyn Denoiser,
-        cond: Cond,
-        rng: &mut Rng,
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<Tensor<2>> {
-        let device = self.device();
-        let sched = self.schedule();
-        // z_1 from the prior p(z_1): N(0, I) (VP) or N(0, σ_1² I) (VE).
-        let (_, sigma1) = self.cfg.process.alpha_sigma_f64(sched.gamma_f64(1.0));
-        let prior_sd = match self.cfg.process {
-            Process::VariancePreserving => 1.0,
-            Process::VarianceExploding => sigma1,
-        };
-        let z1 = randn(rng, [n, self.spec.dim()], &device) * prior_sd;
-        let x0 = sampler.sample_path(den, gammas, z1, cond, rng, progress)?;
-        Ok(self.to_data_space(x0))
-    }
-
-    /// `n` samples as `Model::draw` draws them, steered by `classifier` (M42) when one is given
-    /// (on an autodiff device; `opts.classifier` names where it came from).
-    fn draw_by(
-        &self,
-        n: usize,
-        opts: &SampleOptions,
-        classifier: Option<&NoisyClassifier>,
-        progress: &(dyn Fn() + Sync),
-    ) -> Result<Vec<f32>> {
-        opts.validate()?;
-        let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
-        match (classifier, &opts.classifier) {
-            (Some(clf), _) => {
-                let c = opts.class.ok_or_else(|| {
-                    Error::Config(
-                        "--classifier needs --class C (the class to steer towards)".into(),
-                    )
-                })?;
-                let k = clf.classes();
-                if c as usize >= k {
-                    return Err(Error::Config(format!(
-                        "--class {c}: the classifier in {} knows classes 0 to {}",
-                        opts.classifier
-                            .as_ref()
-                            .map_or("use".into(), |d| d.display().to_string()),
-                        k - 1
-                    )));
-                }
-                clf.check_compatible(&self.spec, self.cfg.process)?;
-            }
-            (None, Some(dir)) => {
-                return Err(Error::Invalid(format!(
-                    "classifier guidance by {}: the classifier is loaded once by \
-                     elbo::eval::draw, which then calls Model::draw_guided",
-                    dir.display()
-                )))
-            }
-            (None, None) => {}
-        }
-        match opts.class {
-            Some(_) if classifier.is_some() => {}
-            Some(_) if self.spec.classes == 0 => {
-                return Err(Error::Config(
-                    "--class needs a class-conditional model (trained with vdm.conditional = true)"
-                        .into(),
-                ))
-            }
-            Some(c) if c as usize >= self.spec.classes => {
-                return Err(Error::Config(format!(
-                    "--class {c}: this model knows classes 0 to {}",
-                    self.spec.classes - 1
-                )))
-            }
-            _ => {}
-        }
-        let ddim = Ddim { eta: opts.eta };
-        let pc = PredictorCorrector { snr: opts.snr };
-        let rk45 = Rk45 {
-            rtol: opts.rtol,
-            atol: opts.atol,
-        };
-        let sampler: &(dyn Sampler + Sync) =
-            match opts.sampler.unwrap_or(SamplerKind::Ancestral) {
-                SamplerKind::Ancestral => &Ancestral,
-                SamplerKind::Ddim => &ddim,
-                SamplerKind::EulerMaruyama => &EulerMaruyama,
-                SamplerKind::Heun => &Heun,
-                SamplerKind::Pc => &pc,
-                SamplerKind::DpmSolverPp => &DpmSolverPp2M,
-                SamplerKind::Rk45 => &rk45,
-                SamplerKind::AnnealedLangevin => return Err(Error::Config(
-                    "--sampler annealed-langevin samples an ncsn run at its noise levels; a vdm \
-                     run's Langevin sampler is pc (ancestral predictor, Langevin corrector)"
-                        .into(),
-                )),
-            };
-        self.draw_with(n, opts, sampler, &self.gammas(steps), classifier, progress)
-    }
-
-    /// `n` samples by `sampler` over `gammas` in chunks spread over threads. Chunk i draws its
-    /// noise from `rng::chunk(seed, SAMPLE_NOISE, i)` and chunk sizes depend on `n` and D only,
-    /// so the samples depend on the seed, never on the thread count.
-    pub fn draw_with(
-        &self,
-        n: usize,
-        opts: &SampleOptions,
-        sampler: &(dyn Sampler + Sync),
-        gammas: &[f64],
-        classifier: Option<&NoisyClassifier>,
-        progress: &(dyn Fn() + Sync),
-    ) -> Result<Vec<f32>> {
-        let per = self.sample_chunk_rows();
-        let chunks = n.div_ceil(per);
-        // Classifier guidance (M42): one copy of the classifier per thread.
-        let states =
-            crate::par::replicas(&(self.clone(), classifier.cloned()), opts.threads, chunks);
-        let parts = crate::par::map_chunks(states, chunks, |(m, clf), i| {
-            let rows = per.min(n - i * per);
-            let labels = opts.class.map(|c| vec![c; rows]);
-            let mut rng = crate::rng::chunk(
-                opts.seed,
-                crate::rng::streams::SAMPLE_NOISE,
-                opts.first_chunk + i as u64,
-            );
-            let x = match clf {
-                Some(c) => {
-                    let den = ClassifierGuided {
-                        den: &*m,
-                        classifier: &*c,
-                        w: opts.guidance,
-                    };
-                    m.sample_by(
-                        rows,
-                        sampler,
-                        gammas,
-                        &den,
-                        labels.as_deref(),
-                        &mut rng,
-                        &mut |_| progress(),
-                    )?
-                }
-                None => m.sample_with(
-                    rows,
-                    sampler,
-                    gammas,
-                    labels.as_deref(),
-                    opts.guidance,
-                    &mut rng,
-                    &mut |_| progress(),
-                )?,
-            };
-            crate::elbo::to_f32(x)
-        })?;
-        Ok(parts.concat())
+    /// `n` samples by the model's default sampler (ancestral, `vdm.sample_steps` steps), in
+    /// data units.
+    fn sample_default(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
+        let plan = DiffusionSource::plan(self, None, None)?;
+        crate::sample::driver::walk(self, self, &plan, n, None, rng, &mut |_| {})
     }
 }
 
@@ -610,7 +401,6 @@ impl Denoiser for Vdm {
     }
 
     fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, cond: Cond) -> Tensor<2> {
-        crate::sample::count_network_rows(z_t.dims()[0]);
         // The network sees γ normalised to [0, 1] over the configured range; under the exploding
         // process z_t is scaled to unit variance first (z_t/√(1 + σ²); VP needs no scaling).
         let (lo, hi) = (self.cfg.schedule.gamma_min, self.cfg.schedule.gamma_max);
@@ -640,15 +430,7 @@ impl LatentVariableModel for Vdm {
     }
 
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
-        self.sample_with(
-            n,
-            &Ancestral,
-            &self.gammas(self.cfg.sample_steps.max(1)),
-            None,
-            0.0,
-            rng,
-            &mut |_| {},
-        )
+        self.sample_default(n, rng)
     }
 }
 
@@ -721,27 +503,17 @@ impl Model for Vdm {
 
     fn spec(cfg: &VdmConfig, train: &Dataset, scaling: Scaling) -> Result<VdmSpec> {
         let classes = if cfg.conditional {
-            let labels = train.labels.as_ref().ok_or_else(|| {
-                Error::Config(format!(
+            if train.labels.is_none() {
+                return Err(Error::Config(format!(
                     "vdm.conditional needs labelled data; '{}' has no labels",
                     train.spec
-                ))
-            })?;
-            labels.iter().max().map_or(0, |&m| m as usize + 1)
+                )));
+            }
+            crate::data::DataSpace::classes_of(train)
         } else {
             0
         };
-        let (shift, scale) = match train.kind {
-            DataKind::Image8 => (vec![], vec![]),
-            DataKind::Continuous => train.affine(scaling),
-        };
-        Ok(VdmSpec {
-            kind: train.kind,
-            shape: train.shape.clone(),
-            shift,
-            scale,
-            classes,
-        })
+        Ok(crate::data::DataSpace::of(train, scaling, classes))
     }
 
     fn build(cfg: &VdmConfig, spec: &VdmSpec, device: &Device) -> Result<Self> {
@@ -821,48 +593,72 @@ impl Model for Vdm {
         Some(self)
     }
 
-    fn default_sampler(&self) -> Option<SamplerKind> {
-        Some(SamplerKind::Ancestral)
+    /// 100 ancestral steps: on mnist10k DDIM's 50 deterministic steps drew FD-classifier 222
+    /// where these draw 107 (BENCHMARKS.md §8).
+    fn preview_steps(&self) -> Option<usize> {
+        Some(100)
     }
 
-    /// Rows per sampling chunk: 16 images of 28×28, more for smaller examples (at most 512).
-    fn sample_chunk_rows(&self) -> usize {
-        (12_544 / self.spec.dim().max(1)).clamp(1, 512)
+    fn draw_chunk_rows(&self) -> usize {
+        DiffusionSource::chunk_rows(self)
     }
 
-    fn sample_work(&self, n: usize, opts: &SampleOptions) -> u64 {
-        let steps = opts.steps.unwrap_or(self.cfg.sample_steps).max(1);
-        let chunks = n.div_ceil(self.sample_chunk_rows());
-        (chunks * steps) as u64
+    fn draw_work(&self, n: usize, opts: &SampleOptions) -> Result<u64> {
+        crate::sample::driver::work(self, n, opts)
     }
 
-    /// Samples in chunks spread over threads. Chunk i draws its noise from
-    /// `rng::chunk(seed, SAMPLE_NOISE, i)` and chunk sizes depend on `n` and D only, so the
-    /// samples depend on the seed, never on the thread count.
     fn draw(
         &self,
         n: usize,
         opts: &SampleOptions,
-        progress: &(dyn Fn() + Sync),
-    ) -> Result<Vec<f32>> {
-        self.draw_by(n, opts, None, progress)
+        classifier: Option<&dyn ClassGradient>,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<Drawn> {
+        crate::sample::driver::draw(self, n, opts, classifier, tick)
+    }
+}
+
+impl DiffusionSource for Vdm {
+    /// Any sampler but annealed Langevin (an ncsn run's), over `steps` of the schedule's
+    /// grid (default `vdm.sample_steps`); ancestral by default.
+    fn plan(&self, sampler: Option<&SamplerKind>, steps: Option<usize>) -> Result<Plan> {
+        let sampler = sampler
+            .cloned()
+            .unwrap_or(SamplerKind::Ancestral(Ancestral));
+        if let SamplerKind::AnnealedLangevin(_) = sampler {
+            return Err(Error::Config(
+                "--sampler annealed-langevin samples an ncsn run at its noise levels; a vdm \
+                 run's Langevin sampler is pc (ancestral predictor, Langevin corrector)"
+                    .into(),
+            ));
+        }
+        Ok(Plan {
+            sampler,
+            gammas: self.gammas(steps.unwrap_or(self.cfg.sample_steps).max(1)),
+        })
     }
 
-    fn draw_guided(
-        &self,
-        n: usize,
-        opts: &SampleOptions,
-        classifier: &NoisyClassifier,
-        progress: &(dyn Fn() + Sync),
-    ) -> Result<Vec<f32>> {
-        self.draw_by(n, opts, Some(classifier), progress)
+    fn prior_var(&self) -> f64 {
+        self.cfg.process.prior_var(self.schedule().gamma_f64(1.0))
+    }
+
+    fn data_space(&self) -> &crate::data::DataSpace {
+        &self.spec
+    }
+
+    fn to_data(&self, x0: Tensor<2>) -> Tensor<2> {
+        self.to_data_space(x0)
+    }
+
+    fn device(&self) -> Device {
+        Vdm::device(self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::seeded;
+    use crate::rng::{randn, seeded};
 
     #[test]
     fn auto_settings_follow_the_data_and_explicit_ones_are_kept() {

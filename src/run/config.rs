@@ -184,12 +184,16 @@ impl Default for RunConfig {
 }
 
 /// Named settings files shipped inside the binary (`presets/*.toml` in the repository).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     /// A VDM that draws clean digits on mnist10k in under an hour on 2 CPU cores
     /// (presets/quality.toml; BENCHMARKS.md §8).
     Quality,
 }
+
+crate::choice!(Preset {
+    Quality = "quality": "a VDM that draws clean digits on mnist10k in under an hour on 2 CPU cores (presets/quality.toml)",
+});
 
 impl Preset {
     /// The preset's TOML text.
@@ -436,7 +440,7 @@ mod tests {
     #[test]
     fn the_shipped_presets_are_valid_configurations() {
         // A typo in presets/*.toml (an unknown key, a bad value) must fail here, not for a user.
-        for p in <Preset as clap::ValueEnum>::value_variants() {
+        for p in <Preset as crate::choice::Choice>::ALL {
             let mut c = p.config().unwrap();
             c.resolve();
             c.resolve_for_data(crate::data::DataKind::Image8);

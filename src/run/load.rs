@@ -5,8 +5,10 @@ use burn::tensor::Device;
 
 use super::dir::{ModelFile, RunDir};
 use super::RunConfig;
-use crate::models::Model;
+use crate::diffusion::guidance::ClassGradient;
+use crate::models::{Model, ModelVisitor};
 use crate::params;
+use crate::sample::{Drawn, SampleOptions};
 use crate::{Error, Result};
 
 /// A run's `model.json` and the model spec in it.
@@ -52,4 +54,73 @@ pub fn load_model<M: Model>(
         section: section.clone(),
         model,
     })
+}
+
+/// A run opened once and drawn from many times: its model, whatever its kind, behind one
+/// interface (the sweeps and `elbo sample --class all` load each run once).
+pub trait OpenRun {
+    /// The run's configuration and `model.json`.
+    fn config(&self) -> &RunConfig;
+    fn file(&self) -> &ModelFile;
+    /// The value of a white pixel in its samples: 1 for the Bernoulli means of binarised
+    /// images, 255 for 8-bit levels.
+    fn white(&self) -> f32;
+    /// Samples drawn together with one noise stream (blocks of whole chunks draw the same
+    /// samples as one call).
+    fn chunk_rows(&self) -> usize;
+    /// Units of work (calls of `tick`) of a draw.
+    fn draw_work(&self, n: usize, opts: &SampleOptions) -> Result<u64>;
+    /// `n` samples (see [`Model::draw`]).
+    fn draw(
+        &self,
+        n: usize,
+        opts: &SampleOptions,
+        classifier: Option<&dyn ClassGradient>,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<Drawn>;
+}
+
+impl<M: Model> OpenRun for Loaded<M> {
+    fn config(&self) -> &RunConfig {
+        &self.cfg
+    }
+    fn file(&self) -> &ModelFile {
+        &self.file
+    }
+    fn white(&self) -> f32 {
+        if M::binarize(&self.section, &self.spec).is_some() {
+            1.0
+        } else {
+            255.0
+        }
+    }
+    fn chunk_rows(&self) -> usize {
+        self.model.draw_chunk_rows()
+    }
+    fn draw_work(&self, n: usize, opts: &SampleOptions) -> Result<u64> {
+        self.model.draw_work(n, opts)
+    }
+    fn draw(
+        &self,
+        n: usize,
+        opts: &SampleOptions,
+        classifier: Option<&dyn ClassGradient>,
+        tick: &(dyn Fn() + Sync),
+    ) -> Result<Drawn> {
+        self.model.draw(n, opts, classifier, tick)
+    }
+}
+
+/// Open the run in `dir` for drawing: its EMA weights loaded once onto `device`.
+pub fn open(dir: &RunDir, device: &Device) -> Result<Box<dyn OpenRun>> {
+    dir.check()?;
+    let cfg = dir.config()?;
+    struct Open<'a>(&'a RunDir, &'a Device);
+    impl ModelVisitor for Open<'_> {
+        type Output = Result<Box<dyn OpenRun>>;
+        fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+            Ok(Box::new(load_model::<M>(self.0, section, self.1)?))
+        }
+    }
+    cfg.model.visit(Open(dir, device))
 }

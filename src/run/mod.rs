@@ -9,4 +9,4 @@ pub mod load;
 
 pub use config::RunConfig;
 pub use dir::{data_slug, default_run_dir, DataInfo, DirStatus, ModelFile, RunDir, TrainState};
-pub use load::{load_model, model_spec_of, Loaded};
+pub use load::{load_model, model_spec_of, open, Loaded, OpenRun};

@@ -5,13 +5,23 @@
 
 use burn::tensor::Tensor;
 
-use super::{eps_x0_at, Sampler};
+use super::{eps_x0_at, Configure, Sampler, SamplerParams};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 use crate::Result;
 
 /// The ancestral (DDPM) sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ancestral;
+
+impl Configure for Ancestral {
+    fn configure(_: &SamplerParams) -> Self {
+        Ancestral
+    }
+    fn describe(&self) -> String {
+        "ancestral".into()
+    }
+}
 
 impl Sampler for Ancestral {
     fn step(

@@ -6,14 +6,32 @@
 
 use burn::tensor::Tensor;
 
-use super::{eps_x0_at, Sampler};
+use super::{eps_x0_at, Configure, Sampler, SamplerParams};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 use crate::Result;
 
 /// DDIM with stochasticity η.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ddim {
     pub eta: f64,
+}
+
+impl Configure for Ddim {
+    fn configure(p: &SamplerParams) -> Self {
+        Ddim { eta: p.eta }
+    }
+    fn validate(&self) -> Result<()> {
+        if !(self.eta >= 0.0 && self.eta.is_finite()) {
+            return Err(crate::Error::Config(
+                "--eta must be a non-negative number".into(),
+            ));
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        format!("DDIM (η = {})", self.eta)
+    }
 }
 
 /// (M39) σ_t of DDIM.

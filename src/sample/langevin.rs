@@ -6,12 +6,14 @@
 
 use burn::tensor::Tensor;
 
-use super::{eps_at, eps_x0_at, Sampler};
+use super::{eps_at, eps_x0_at, Configure, Sampler, SamplerParams};
 use crate::diffusion::{Cond, Denoiser};
 use crate::rng::{randn, Rng};
 use crate::Result;
 
-/// Annealed Langevin dynamics over the walk's levels.
+/// Annealed Langevin dynamics over the walk's levels. Its settings come from the model whose
+/// levels it walks (an ncsn run fills them in when it plans a draw); made from the caller's
+/// flags alone it has none yet (`per_level` 0: the model's default).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AnnealedLangevin {
     /// Langevin steps at each level (T; Song & Ermon: 100).
@@ -61,8 +63,28 @@ impl Sampler for AnnealedLangevin {
     }
 
     /// T steps per level and the final x̂_0.
-    fn nfe(&self, steps: usize) -> usize {
-        steps.max(1) * self.per_level + 1
+    fn nfe(&self, steps: usize) -> Option<usize> {
+        Some(steps.max(1) * self.per_level + 1)
+    }
+}
+
+impl Configure for AnnealedLangevin {
+    fn configure(_: &SamplerParams) -> Self {
+        AnnealedLangevin {
+            per_level: 0,
+            eta: 0.0,
+            sigma_last: 0.0,
+        }
+    }
+    fn describe(&self) -> String {
+        if self.per_level == 0 {
+            "annealed Langevin dynamics".into()
+        } else {
+            format!(
+                "annealed Langevin dynamics ({} steps per level)",
+                self.per_level
+            )
+        }
     }
 }
 
@@ -167,7 +189,7 @@ mod tests {
                 sigma_last: 1.0
             }
             .nfe(10),
-            1001
+            Some(1001)
         );
     }
 }

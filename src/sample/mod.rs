@@ -1,4 +1,8 @@
-//! Samplers: a step on an immutable time grid behind one trait, and one loop for all.
+//! Samplers: a step on an immutable time grid behind one trait ([`Sampler`]), one file each, and
+//! one registry of them ([`SamplerKind`], whose variants carry each sampler's own settings, as
+//! diffusers' schedulers do). The [`driver`] below draws samples of any diffusion model with any
+//! of them: the prior draw, chunks over threads with their own noise streams, guidance, and the
+//! count of network evaluations. A new sampler is one file here and one line in the registry.
 //!
 //! The grid is `steps` times walked from high noise to low, then one last step to the clean end
 //! (γ = −∞: α = 1, σ = 0), so sampling ends at the model's x̂_0, as diffusers does with
@@ -9,20 +13,29 @@
 
 pub mod ancestral;
 pub mod ddim;
+pub mod dpm_solver;
+pub mod driver;
+pub mod euler_maruyama;
+pub mod heun;
 pub mod langevin;
-pub mod sde;
+pub mod pc;
+pub mod rk45;
 
 use burn::tensor::{Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
 pub use ancestral::Ancestral;
 pub use ddim::Ddim;
+pub use dpm_solver::DpmSolverPp2M;
+pub use driver::{Drawn, SampleOptions};
+pub use euler_maruyama::EulerMaruyama;
+pub use heun::Heun;
 pub use langevin::AnnealedLangevin;
-pub use sde::{DpmSolverPp2M, EulerMaruyama, Heun, PredictorCorrector, Rk45};
+pub use pc::PredictorCorrector;
+pub use rk45::Rk45;
 
 use crate::diffusion::{Cond, Denoiser, Schedule};
 use crate::rng::Rng;
-use crate::Result;
+use crate::{Error, Result};
 
 /// One step of a reverse process.
 pub trait Sampler {
@@ -59,9 +72,171 @@ pub trait Sampler {
         Ok(z)
     }
 
-    /// Network evaluations for a walk of `steps` steps.
-    fn nfe(&self, steps: usize) -> usize {
-        steps.max(1)
+    /// Network evaluations for a walk of `steps` steps (`None` where the sampler chooses its
+    /// own steps, as RK45 does).
+    fn nfe(&self, steps: usize) -> Option<usize> {
+        Some(steps.max(1))
+    }
+}
+
+/// The settings a caller can give any sampler (the command line's `--eta`, `--snr`, `--rtol`,
+/// `--atol`); each sampler takes the ones it has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplerParams {
+    /// DDIM's η (0: deterministic).
+    pub eta: f64,
+    /// The predictor–corrector sampler's signal-to-noise ratio.
+    pub snr: f64,
+    /// RK45's relative and absolute tolerances.
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+impl Default for SamplerParams {
+    fn default() -> Self {
+        SamplerParams {
+            eta: 0.0,
+            snr: 0.16,
+            rtol: 1e-3,
+            atol: 1e-3,
+        }
+    }
+}
+
+impl SamplerParams {
+    /// Refuse values no sampler could use, naming the flag (whichever sampler is chosen: a bad
+    /// flag is an error, not silently unused).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eta >= 0.0 && self.eta.is_finite()) {
+            return Err(Error::Config("--eta must be a non-negative number".into()));
+        }
+        if !(self.snr > 0.0 && self.snr.is_finite()) {
+            return Err(Error::Config("--snr must be a positive number".into()));
+        }
+        crate::diffusion::ode::check_tolerances(self.rtol, self.atol)
+    }
+}
+
+/// A sampler as the registry holds it: made from the caller's settings, checked, described.
+pub trait Configure: Sampler + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+    /// This sampler with the caller's settings.
+    fn configure(p: &SamplerParams) -> Self;
+    /// Refuse settings it cannot use, naming the flag.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Its name and settings, in words.
+    fn describe(&self) -> String;
+}
+
+macro_rules! samplers {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
+        /// A sampler with its settings: one variant per sampler of the registry.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum SamplerKind {
+            $( $(#[$doc])* $variant($ty), )*
+        }
+
+        impl SamplerKind {
+            /// Every sampler's name, in registry order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// Its name (`--sampler NAME`).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(SamplerKind::$variant(_) => $name,)*
+                }
+            }
+
+            /// The sampler named `name`, with the caller's settings.
+            pub fn from_name(name: &str, p: &SamplerParams) -> Option<SamplerKind> {
+                $(
+                    if name == $name {
+                        return Some(SamplerKind::$variant(<$ty as Configure>::configure(p)));
+                    }
+                )*
+                None
+            }
+
+            /// The sampler itself.
+            pub fn sampler(&self) -> &(dyn Sampler + Sync) {
+                match self {
+                    $(SamplerKind::$variant(s) => s,)*
+                }
+            }
+
+            /// Refuse settings it cannot use, naming the flag.
+            pub fn validate(&self) -> Result<()> {
+                match self {
+                    $(SamplerKind::$variant(s) => s.validate(),)*
+                }
+            }
+
+            /// Its name and settings, in words.
+            pub fn describe(&self) -> String {
+                match self {
+                    $(SamplerKind::$variant(s) => s.describe(),)*
+                }
+            }
+        }
+    };
+}
+
+// The samplers. A new sampler: its file in this folder, and one line here.
+samplers! {
+    /// Ancestral sampling from p_θ(z_s | z_t) (M38).
+    Ancestral(ancestral::Ancestral) = "ancestral",
+    /// DDIM (M39); deterministic at η = 0.
+    Ddim(ddim::Ddim) = "ddim",
+    /// The reverse SDE by Euler–Maruyama (M35; first order: about 1,000 steps).
+    EulerMaruyama(euler_maruyama::EulerMaruyama) = "euler-maruyama",
+    /// Predictor–corrector: ancestral steps, each followed by one Langevin corrector step.
+    Pc(pc::PredictorCorrector) = "pc",
+    /// The probability-flow ODE (M36) by Heun's method (2 network evaluations per step).
+    Heun(heun::Heun) = "heun",
+    /// DPM-Solver++(2M) (M40): second-order multistep on the probability-flow ODE.
+    DpmSolverPp(dpm_solver::DpmSolverPp2M) = "dpm-solver++",
+    /// The probability-flow ODE (M36) by adaptive Runge–Kutta 4(5), which chooses its own steps.
+    Rk45(rk45::Rk45) = "rk45",
+    /// Annealed Langevin dynamics (M34) at an ncsn run's noise levels.
+    AnnealedLangevin(langevin::AnnealedLangevin) = "annealed-langevin",
+}
+
+impl SamplerKind {
+    /// The sampler named `name` with default settings.
+    pub fn named(name: &str) -> Option<SamplerKind> {
+        Self::from_name(name, &SamplerParams::default())
+    }
+
+    /// The sampler named `name`, or an error listing the names.
+    pub fn parse(name: &str, p: &SamplerParams) -> Result<SamplerKind> {
+        Self::from_name(name, p).ok_or_else(|| {
+            Error::Config(format!(
+                "no sampler '{name}'; the samplers are {}",
+                Self::NAMES.join(", ")
+            ))
+        })
+    }
+
+    /// Network evaluations of a walk of `steps` steps (`None`: the sampler chooses its own
+    /// steps, or they depend on the model; `elbo sample` reports the count it measured).
+    pub fn nfe(&self, steps: usize) -> Option<usize> {
+        self.sampler().nfe(steps)
+    }
+}
+
+/// A sampler is written and read by its name (its settings are the caller's flags).
+impl serde::Serialize for SamplerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SamplerKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        SamplerKind::named(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("no sampler '{name}'")))
     }
 }
 
@@ -71,88 +246,6 @@ pub fn step_pairs(gammas: &[f64]) -> impl Iterator<Item = (usize, f64, f64)> + '
         let gamma_s = gammas.get(k + 1).copied().unwrap_or(f64::NEG_INFINITY);
         (k, gamma_t, gamma_s)
     })
-}
-
-/// Sampler choice on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum SamplerKind {
-    /// Ancestral sampling from p_θ(z_s | z_t) (M38).
-    Ancestral,
-    /// DDIM (M39); deterministic at η = 0.
-    Ddim,
-    /// The reverse SDE by Euler–Maruyama (M35; first order: about 1,000 steps).
-    EulerMaruyama,
-    /// Predictor–corrector: ancestral steps, each followed by one Langevin corrector step
-    /// (signal-to-noise ratio `--snr`; 2 network evaluations per step).
-    Pc,
-    /// The probability-flow ODE (M36) by Heun's method (2 network evaluations per step).
-    Heun,
-    /// DPM-Solver++(2M) (M40): second-order multistep on the probability-flow ODE (10–50 steps).
-    #[value(name = "dpm-solver++")]
-    #[serde(rename = "dpm-solver++")]
-    DpmSolverPp,
-    /// The probability-flow ODE (M36) by adaptive Runge–Kutta 4(5) (Dormand–Prince) with
-    /// `--rtol/--atol`; it chooses its own steps (`--steps` sets only where it starts and ends).
-    Rk45,
-    /// Annealed Langevin dynamics (M34) at an ncsn run's noise levels, `--steps` Langevin steps
-    /// at each (default: the run's ncsn.langevin_steps).
-    AnnealedLangevin,
-}
-
-impl SamplerKind {
-    /// Network evaluations of a walk of `steps` steps by this sampler (`None` for RK45, which
-    /// chooses its own steps; `elbo sample` reports the count it measured).
-    pub fn nfe(self, steps: usize) -> Option<usize> {
-        match self {
-            SamplerKind::Heun => Some(Heun.nfe(steps)),
-            SamplerKind::Pc => Some(PredictorCorrector { snr: 0.16 }.nfe(steps)),
-            SamplerKind::Rk45 | SamplerKind::AnnealedLangevin => None,
-            _ => Some(steps.max(1)),
-        }
-    }
-
-    /// Its name, in words.
-    pub fn describe(self, eta: f64) -> String {
-        match self {
-            SamplerKind::Ancestral => "ancestral".into(),
-            SamplerKind::Ddim => format!("DDIM (η = {eta})"),
-            SamplerKind::EulerMaruyama => "Euler–Maruyama (reverse SDE)".into(),
-            SamplerKind::Heun => "Heun (probability-flow ODE)".into(),
-            SamplerKind::Pc => "predictor–corrector (ancestral + Langevin)".into(),
-            SamplerKind::DpmSolverPp => "DPM-Solver++(2M)".into(),
-            SamplerKind::Rk45 => "RK45 (probability-flow ODE, adaptive)".into(),
-            SamplerKind::AnnealedLangevin => "annealed Langevin dynamics".into(),
-        }
-    }
-}
-
-/// Rows evaluated by denoising networks in this process (every sampler step of every chunk):
-/// network evaluations per sample are a difference of two readings divided by the samples.
-static NETWORK_ROWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-thread_local! {
-    static UNCOUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Count `rows` rows through a denoising network (called by the networks' `predict`).
-pub fn count_network_rows(rows: usize) {
-    if !UNCOUNTED.with(|u| u.get()) {
-        NETWORK_ROWS.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Run `f` on this thread without counting its network rows (a timing probe).
-pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
-    UNCOUNTED.with(|u| u.set(true));
-    let r = f();
-    UNCOUNTED.with(|u| u.set(false));
-    r
-}
-
-/// Rows evaluated by denoising networks so far.
-pub fn network_rows() -> u64 {
-    NETWORK_ROWS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// ε̂ for a whole batch at one noise level γ.

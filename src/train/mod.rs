@@ -135,30 +135,13 @@ fn progress_grid<M: Model>(
     hw: [usize; 2],
     binary: bool,
 ) -> Result<()> {
-    // The model's own sampler (ancestral for a VDM, annealed Langevin for an NCSN, at 20 steps
-    // per level here to keep the grids cheap).
-    let sampler = m.default_sampler();
-    let steps = match sampler {
-        Some(crate::sample::SamplerKind::AnnealedLangevin) => Some(20),
-        Some(_) => Some(100),
-        None => None,
-    };
-    let opts = crate::models::SampleOptions {
-        sampler,
-        steps,
-        eta: 0.0,
-        snr: 0.16,
-        rtol: 1e-3,
-        atol: 1e-3,
-        seed: cfg.seed,
-        threads: cfg.threads,
-        class: None,
-        guidance: 0.0,
-        first_chunk: 0,
-        classifier: None,
+    // The model's own sampler, at the steps it names for a preview.
+    let opts = crate::sample::SampleOptions {
+        steps: m.preview_steps(),
+        ..crate::sample::SampleOptions::ancestral(cfg.seed, cfg.threads)
     };
     let n = 16;
-    let v = m.draw(n, &opts, &|| ())?;
+    let v = m.draw(n, &opts, None, &|| ())?.values;
     let white = if binary { 1.0 } else { 255.0 };
     let v: Vec<f32> = v.iter().map(|x| x / white).collect();
     let pdir = dir.file("progress");

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng as _;
 
-use crate::data::{self, DataKind, Dataset, Scaling, Split};
+use crate::data::{self, DataKind, DataSpace, Dataset, Scaling, Split};
 use crate::diffusion::{NoiseSchedule, Process, ScheduleKind};
 use crate::models::noisy_classifier::{
     NoisyClassifier, NoisyClassifierConfig, NoisyClassifierMeta, META_FILE,
 };
-use crate::models::vdm::VdmSpec;
 use crate::optim::{AdamW, OptimConfig};
 use crate::params;
 use crate::progress::Progress;
@@ -32,18 +31,7 @@ pub fn train(
             cfg.data
         ))
     })?;
-    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    let (shift, scale) = match train.kind {
-        DataKind::Image8 => (vec![], vec![]),
-        DataKind::Continuous => train.affine(Scaling::default()),
-    };
-    let spec = VdmSpec {
-        kind: train.kind,
-        shape: train.shape.clone(),
-        shift,
-        scale,
-        classes,
-    };
+    let spec = DataSpace::of(&train, Scaling::default(), DataSpace::classes_of(&train));
     let mut schedule = cfg.schedule.clone();
     if schedule.kind == ScheduleKind::Auto {
         schedule.kind = if train.kind == DataKind::Image8 {

@@ -24,16 +24,20 @@ use crate::train::TrainOptions;
 use crate::{Error, Result};
 
 /// Which representation of 8-bit images every model of a comparison scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Representation {
     /// The 256 levels: discrete likelihoods in bits/dim.
-    #[value(name = "8bit")]
     #[serde(rename = "8bit")]
     EightBit,
     /// Dynamically binarised pixels (Bernoulli decoders): nats per image.
     Binary,
 }
+
+crate::choice!(Representation {
+    EightBit = "8bit": "the 256 levels: discrete likelihoods in bits/dim",
+    Binary = "binary": "dynamically binarised pixels (Bernoulli decoders): nats per image",
+});
 
 impl Representation {
     pub fn name(self) -> &'static str {
@@ -320,7 +324,8 @@ fn evaluate_row(
     let grid = match image {
         Some((h, w)) => {
             let so = SampleOptions::ancestral(opts.seed, crate::par::default_threads());
-            let s = crate::eval::draw::draw(&rd, 36, &so, false, &eval_device, progress)?;
+            let run = crate::run::open(&rd, &eval_device)?;
+            let s = crate::eval::draw::draw(run.as_ref(), 36, &so, None, false, progress)?;
             let v: Vec<f32> = s.values.iter().map(|x| x / s.white).collect();
             let path = opts.out.join(format!("samples-{}.png", kind.name()));
             crate::report::grid::save_grid(&path, &v, 36, h, w, 2)?;

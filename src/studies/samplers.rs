@@ -6,48 +6,50 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::draw::draw;
-use super::quality::{self, ClassifierSettings, QualityFigures};
-use super::Progress;
 use crate::data::DataKind;
-use crate::models::SampleOptions;
+use crate::eval::draw::draw;
+use crate::eval::quality::{self, ClassifierSettings, QualityFigures};
+use crate::progress::Progress;
 use crate::run::RunDir;
-use crate::sample::SamplerKind;
+use crate::sample::{SampleOptions, SamplerKind, SamplerParams};
 use crate::{Error, Result};
 
-/// One configuration: a sampler and its steps (or, for RK45, its tolerance).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One configuration: a sampler with its settings, and its steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setting {
     pub sampler: SamplerKind,
     pub steps: usize,
-    /// RK45's rtol = atol (other samplers: unused).
+    /// RK45's rtol = atol (other samplers: 0).
     pub tol: f64,
 }
 
-/// The default sweep: about the NFE range 10–500 for each sampler.
+/// The default sweep: about the NFE range 10–500 for each sampler; RK45 at three tolerances.
 pub fn default_settings() -> Vec<Setting> {
     let mut v = Vec::new();
-    let mut add = |s: SamplerKind, steps: &[usize]| {
-        for &k in steps {
-            v.push(Setting {
-                sampler: s,
-                steps: k,
-                tol: 0.0,
-            })
+    let mut add = |name: &str, steps: &[usize], tol: f64| {
+        let p = SamplerParams {
+            rtol: if tol > 0.0 { tol } else { 1e-3 },
+            atol: if tol > 0.0 { tol } else { 1e-3 },
+            ..SamplerParams::default()
+        };
+        if let Some(s) = SamplerKind::from_name(name, &p) {
+            for &k in steps {
+                v.push(Setting {
+                    sampler: s.clone(),
+                    steps: k,
+                    tol,
+                })
+            }
         }
     };
-    add(SamplerKind::Ancestral, &[10, 20, 50, 100, 200]);
-    add(SamplerKind::Ddim, &[10, 20, 50, 100, 200]);
-    add(SamplerKind::EulerMaruyama, &[20, 50, 100, 200, 500]);
-    add(SamplerKind::Pc, &[10, 25, 50, 100]);
-    add(SamplerKind::Heun, &[5, 10, 25, 50]);
-    add(SamplerKind::DpmSolverPp, &[10, 20, 50]);
+    add("ancestral", &[10, 20, 50, 100, 200], 0.0);
+    add("ddim", &[10, 20, 50, 100, 200], 0.0);
+    add("euler-maruyama", &[20, 50, 100, 200, 500], 0.0);
+    add("pc", &[10, 25, 50, 100], 0.0);
+    add("heun", &[5, 10, 25, 50], 0.0);
+    add("dpm-solver++", &[10, 20, 50], 0.0);
     for tol in [1e-2, 1e-3, 1e-4] {
-        v.push(Setting {
-            sampler: SamplerKind::Rk45,
-            steps: 100,
-            tol,
-        });
+        add("rk45", &[100], tol);
     }
     v
 }
@@ -111,26 +113,23 @@ pub fn sweep(
     let reference = quality::moments(&quality::features(&clf, &test.x, d)?.0, quality::FEATURES);
     let train = crate::data::load(&cfg.data, crate::data::Split::Train)?;
     let real = quality::figures(&clf, &train.head(n.max(2)).x, d, &reference)?;
-    let device = burn::tensor::Device::flex();
+    // The run, opened once for every row.
+    let run = crate::run::open(dir, &burn::tensor::Device::flex())?;
     let mut rows = Vec::new();
     for s in settings {
         let o = SampleOptions {
-            sampler: Some(s.sampler),
+            sampler: Some(s.sampler.clone()),
             steps: Some(s.steps),
-            rtol: if s.tol > 0.0 { s.tol } else { 1e-3 },
-            atol: if s.tol > 0.0 { s.tol } else { 1e-3 },
             ..SampleOptions::ancestral(seed, threads)
         };
-        let rows0 = crate::sample::network_rows();
         let t0 = Instant::now();
-        let smp = draw(dir, n, &o, false, &device, progress)?;
+        let smp = draw(run.as_ref(), n, &o, None, false, progress)?;
         let seconds = t0.elapsed().as_secs_f64();
-        let nfe = (crate::sample::network_rows() - rows0) as f64 / n as f64;
         let scale = 255.0 / smp.white;
         let v: Vec<f32> = smp.values.iter().map(|x| x * scale).collect();
         rows.push(SamplerRow {
-            setting: *s,
-            nfe,
+            setting: s.clone(),
+            nfe: smp.nfe,
             figures: quality::figures(&clf, &v, d, &reference)?,
             seconds,
         });
@@ -154,11 +153,8 @@ pub fn markdown(s: &SamplerSweep) -> String {
         s.n, s.data
     );
     for r in &s.rows {
-        let name = match r.setting.sampler {
-            SamplerKind::Rk45 => format!("rk45 (rtol = atol = {:e})", r.setting.tol),
-            k => k.describe(0.0),
-        };
-        let steps = if r.setting.sampler == SamplerKind::Rk45 {
+        let name = r.setting.sampler.describe();
+        let steps = if r.setting.sampler.nfe(r.setting.steps).is_none() {
             "adaptive".to_string()
         } else {
             r.setting.steps.to_string()
@@ -181,13 +177,14 @@ pub fn markdown(s: &SamplerSweep) -> String {
 
 /// FD-classifier against NFE, one line per sampler (log NFE), to `path`.
 pub fn plot(s: &SamplerSweep, path: &std::path::Path) -> Result<()> {
-    let mut kinds: Vec<SamplerKind> = Vec::new();
+    // One line per sampler (by name: RK45's tolerances are points on its line).
+    let mut kinds: Vec<&'static str> = Vec::new();
     for r in &s.rows {
-        if !kinds.contains(&r.setting.sampler) {
-            kinds.push(r.setting.sampler);
+        if !kinds.contains(&r.setting.sampler.name()) {
+            kinds.push(r.setting.sampler.name());
         }
     }
-    let names: Vec<String> = kinds.iter().map(|k| k.describe(0.0)).collect();
+    let names: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     let series: Vec<crate::report::plot::Series> = kinds
         .iter()
         .zip(&names)
@@ -195,7 +192,7 @@ pub fn plot(s: &SamplerSweep, path: &std::path::Path) -> Result<()> {
             let mut points: Vec<(f64, f64)> = s
                 .rows
                 .iter()
-                .filter(|r| r.setting.sampler == *k)
+                .filter(|r| r.setting.sampler.name() == *k)
                 .map(|r| (r.nfe, r.figures.fd_classifier))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -1,5 +1,5 @@
 //! Guidance measured (MATH.md M41–M43): for each guidance weight w, `per_class` samples of every
-//! class, and what the project's clean classifier ([`super::quality`]) says of them:
+//! class, and what the project's clean classifier ([`crate::eval::quality`]) says of them:
 //!
 //! - **accuracy**: the fraction classified as the class they were asked for;
 //! - **FD-classifier** of all the samples together against the test split;
@@ -14,12 +14,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::draw::draw;
-use super::quality::{self, ClassifierSettings, FEATURES};
-use super::Progress;
 use crate::data::{self, DataKind, Split};
-use crate::models::SampleOptions;
+use crate::diffusion::guidance::ClassGradient;
+use crate::eval::draw::draw;
+use crate::eval::quality::{self, ClassifierSettings, FEATURES};
+use crate::progress::Progress;
 use crate::run::RunDir;
+use crate::sample::SampleOptions;
 use crate::{Error, Result};
 
 /// What a sweep draws.
@@ -92,10 +93,18 @@ pub fn sweep(
             "guidance is measured on labelled 8-bit images (by a CNN classifier); '{spec}' is not"
         )));
     }
-    let classes = match &opts.classifier {
-        Some(c) => {
-            crate::models::noisy_classifier::load(c, &burn::tensor::Device::flex())?.classes()
-        }
+    // The run and the classifier, loaded once for every row (the classifier on the autodiff
+    // device its input gradients need).
+    let run = crate::run::open(dir, &burn::tensor::Device::flex())?;
+    let guide = match &opts.classifier {
+        Some(c) => Some(crate::models::noisy_classifier::load(
+            c,
+            &burn::tensor::Device::flex().autodiff(),
+        )?),
+        None => None,
+    };
+    let classes = match &guide {
+        Some(c) => c.classes(),
         None => {
             let k = mf.spec.get("classes").and_then(|c| c.as_u64()).unwrap_or(0) as usize;
             if k == 0 {
@@ -113,8 +122,8 @@ pub fn sweep(
     let (clf, acc) = quality::classifier(&spec, ClassifierSettings::default())?;
     let (ft, _) = quality::features(&clf, &test.x, d)?;
     let reference = quality::moments(&ft, FEATURES);
-    let device = burn::tensor::Device::flex();
     let mut rows = Vec::new();
+    let mut drew = String::new();
     let mut all = Vec::new();
     for &w in &opts.weights {
         let mut values = Vec::with_capacity(classes * opts.per_class * d);
@@ -123,11 +132,18 @@ pub fn sweep(
             let o = SampleOptions {
                 class: Some(c),
                 guidance: w,
-                classifier: opts.classifier.clone(),
                 first_chunk: opts.sample.first_chunk + u64::from(c) * 1_000_000,
                 ..opts.sample.clone()
             };
-            let s = draw(dir, opts.per_class, &o, opts.force, &device, progress)?;
+            let s = draw(
+                run.as_ref(),
+                opts.per_class,
+                &o,
+                guide.as_ref().map(|g| g as &dyn ClassGradient),
+                opts.force,
+                progress,
+            )?;
+            drew = s.sampler;
             let scale = 255.0 / s.white;
             values.extend(s.values.iter().map(|v| v * scale));
         }
@@ -175,11 +191,6 @@ pub fn sweep(
     let (rf, _) = quality::features(&clf, &real, d)?;
     let real_n = (classes * opts.per_class).min(train.n);
     let real_fig = quality::figures(&clf, &train.head(real_n.max(2)).x, d, &reference)?;
-    let sampler = opts
-        .sample
-        .sampler
-        .unwrap_or(crate::sample::SamplerKind::Ancestral)
-        .describe(opts.sample.eta);
     let report = GuidanceReport {
         kind: if opts.classifier.is_some() {
             "classifier".into()
@@ -189,10 +200,7 @@ pub fn sweep(
         data: spec,
         classes,
         per_class: opts.per_class,
-        sampler: match opts.sample.steps {
-            Some(s) => format!("{sampler}, {s} steps"),
-            None => format!("{sampler}, the run's default steps"),
-        },
+        sampler: drew,
         rows,
         real_diversity: class_diversity(&rf, &real_labels, classes),
         real_fd_classifier: real_fig.fd_classifier,
