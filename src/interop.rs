@@ -339,91 +339,54 @@ pub fn torch_names_for(
 }
 
 /// A parity block for the Python twins (`bench/parity.py`): `n` test examples of the run, the
-/// noise of one ELBO draw, and the per-example terms elbo computes from exactly that noise, as
-/// tensors named `parity.*` (ignored by `elbo import` and `elbo_torch.load`).
+/// noise of one ELBO draw, and the per-example terms the model's own code computes from exactly
+/// that noise ([`Model::parity`]), as tensors named `parity.*` (ignored by `elbo import` and
+/// `elbo_torch.load`).
 pub fn parity(dir: &RunDir, n: usize, seed: u64) -> Result<NamedParams> {
-    use crate::models::{hvae::Hvae, vae::Vae, vdm::Vdm, ModelConfig};
-    use crate::rng::{randn, seeded};
-    use burn::tensor::Device;
     dir.check()?;
     let cfg = dir.config()?;
-    let dev = Device::flex();
-    let ds = crate::data::load(&cfg.data, crate::data::Split::Test)?.head(n.max(1));
-    let (b, d) = (ds.n, ds.dim());
-    let mut rng = seeded(seed);
-    let mut out = NamedParams::new();
-    let rows = |v: Vec<f32>, c: usize| rows_of(v, b, c, &dev);
-    match &cfg.model {
-        ModelConfig::Vae(section) => {
-            let l = load_model_on::<Vae>(dir, section, &dev)?;
-            let x = rows(
-                l.file
-                    .data
-                    .eval_rows(&ds, Vae::binarize(section, &l.spec), seed),
-                d,
-            );
-            let eps = randn(&mut rng, [b, l.model.spec.latent], &dev);
-            let q = l.model.encode(x.clone());
-            let z = q.rsample_with(eps.clone());
-            put(&mut out, "x", x.clone())?;
-            put(&mut out, "eps.0", eps)?;
-            put(
-                &mut out,
-                "term.reconstruction",
-                col(-l.model.log_likelihood(x, z)),
-            )?;
-            put(&mut out, "term.prior", col(q.kl_standard_normal()))?;
-        }
-        ModelConfig::Hvae(section) => {
-            let l = load_model_on::<Hvae>(dir, section, &dev)?;
-            let m = &l.model;
-            let x = rows(
-                l.file
-                    .data
-                    .eval_rows(&ds, Hvae::binarize(section, &l.spec), seed),
-                d,
-            );
-            put(&mut out, "x", x.clone())?;
-            let mut input = m.spec.obs.to_model_space(x.clone());
-            let mut chain = Vec::new();
-            for (i, &dz) in m.spec.latents.iter().enumerate() {
-                let q = m.q(i, input);
-                let eps = randn(&mut rng, [b, dz], &dev);
-                put(&mut out, &format!("eps.{i}"), eps.clone())?;
-                let z = q.rsample_with(eps);
-                input = z.clone();
-                chain.push((q, z));
+    struct Block<'a>(&'a RunDir, usize, u64);
+    impl ModelVisitor for Block<'_> {
+        type Output = Result<NamedParams>;
+        fn visit<M: Model>(self, section: &M::Config) -> Self::Output {
+            let (dir, n, seed) = (self.0, self.1, self.2);
+            let dev = burn::tensor::Device::flex();
+            let l = crate::run::load_model::<M>(dir, section, &dev)?;
+            let ds = crate::data::load(&l.cfg.data, crate::data::Split::Test)?.head(n.max(1));
+            let (b, d) = (ds.n, ds.dim());
+            let rows = l
+                .file
+                .data
+                .eval_rows(&ds, M::binarize(section, &l.spec), seed);
+            let x = rows_of(rows, b, d, &dev);
+            let classes = l.model.diffusion().map_or(0, |m| m.classes());
+            let labels = ds.labels.clone().filter(|_| classes > 0);
+            let mut rng = crate::rng::seeded(seed);
+            let block = l
+                .model
+                .parity(x.clone(), labels.as_deref(), &mut rng)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--parity: a {} run has no PyTorch twin to check against",
+                        l.cfg.model.kind()
+                    ))
+                })??;
+            let mut out = NamedParams::new();
+            put(&mut out, "x", x)?;
+            if let Some(y) = labels {
+                put(
+                    &mut out,
+                    "labels",
+                    rows_of(y.iter().map(|&v| v as f32).collect(), b, 1, &dev),
+                )?;
             }
-            let rec = -m
-                .spec
-                .obs
-                .log_prob(m.decoders[0].forward(chain[0].1.clone()), x);
-            put(&mut out, "term.reconstruction", col(rec))?;
-            for i in 0..m.layers() - 1 {
-                let p = m.p_below(i + 1, chain[i + 1].1.clone());
-                let neg_h = ((chain[i].0.log_var.clone() + (1.0 + crate::dist::LOG_2PI)) * -0.5)
-                    .sum_dim(1)
-                    .squeeze_dim::<1>(1);
-                let term = neg_h - p.log_prob(chain[i].1.clone());
-                put(&mut out, &format!("term.kl_z{}", i + 1), col(term))?;
+            for (name, t) in block {
+                put(&mut out, &name, t)?;
             }
-            let top = chain.len() - 1;
-            put(
-                &mut out,
-                "term.prior",
-                col(chain[top].0.kl_standard_normal()),
-            )?;
-        }
-        ModelConfig::Vdm(section) => {
-            let l = load_model_on::<Vdm>(dir, section, &dev)?;
-            vdm_parity(&l.model, &ds, &mut rng, &mut out)?;
-        }
-        ModelConfig::Ncsn(section) => {
-            let l = load_model_on::<crate::models::ncsn::Ncsn>(dir, section, &dev)?;
-            vdm_parity(&l.model.vdm, &ds, &mut rng, &mut out)?;
+            Ok(out)
         }
     }
-    Ok(out)
+    cfg.model.visit(Block(dir, n, seed))
 }
 
 /// Store a `[r, c]` tensor as `parity.<name>`.
@@ -439,74 +402,7 @@ fn put(out: &mut NamedParams, name: &str, t: burn::tensor::Tensor<2>) -> Result<
     Ok(())
 }
 
-/// A per-example vector `[n]` as a column `[n, 1]`.
-fn col(t: burn::tensor::Tensor<1>) -> burn::tensor::Tensor<2> {
-    let n = t.dims()[0];
-    t.reshape([n, 1])
-}
-
 /// Values as `[b, c]` rows on `dev`.
 fn rows_of(v: Vec<f32>, b: usize, c: usize, dev: &burn::tensor::Device) -> burn::tensor::Tensor<2> {
     burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(v, [b, c]), dev)
-}
-
-/// The VDM's terms from given t, ε and ε_0 (see [`parity`]).
-fn vdm_parity(
-    m: &crate::models::vdm::Vdm,
-    ds: &crate::data::Dataset,
-    rng: &mut crate::rng::Rng,
-    out: &mut NamedParams,
-) -> Result<()> {
-    use crate::rng::randn;
-    let dev = m.device();
-    let (b, d) = (ds.n, ds.dim());
-    let rows = |v: Vec<f32>, c: usize| rows_of(v, b, c, &dev);
-    let x = rows(ds.x.clone(), d);
-    let labels = if m.spec.classes > 0 {
-        ds.labels.clone()
-    } else {
-        None
-    };
-    let t: Vec<f64> = (0..b).map(|_| rand::Rng::gen::<f64>(rng)).collect();
-    let eps = randn(rng, [b, d], &dev);
-    let eps0 = randn(rng, [b, d], &dev);
-    let sched = m.schedule();
-    let xm = m.to_model_space(x.clone());
-    let (gamma, dgamma) = sched.gamma(&t, &dev);
-    let process = crate::diffusion::Denoiser::process(m);
-    let (alpha, sigma) = process.alpha_sigma(gamma.clone());
-    let z = xm.clone() * alpha + eps.clone() * sigma;
-    let e = crate::diffusion::eps_hat(m, z, gamma, labels.as_deref());
-    let diffusion = dgamma * (eps.clone() - e).square().sum_dim(1).squeeze_dim::<1>(1) * 0.5;
-    let (g0, g1) = sched.endpoints(&dev);
-    let decoder = m.decoder_kind();
-    let e0 = (decoder != crate::diffusion::elbo::Decoder::Gaussian).then(|| eps0.clone());
-    let mut recon = crate::diffusion::elbo::decoder_nll(xm.clone(), e0, g0, decoder);
-    if m.spec.kind == crate::data::DataKind::Continuous {
-        recon = recon + m.log_jacobian();
-    }
-    let prior = process.prior_kl(xm, g1);
-    put(out, "x", x)?;
-    if let Some(y) = labels {
-        put(
-            out,
-            "labels",
-            rows(y.iter().map(|&v| v as f32).collect(), 1),
-        )?;
-    }
-    put(out, "t", rows(t.iter().map(|&v| v as f32).collect(), 1))?;
-    put(out, "eps", eps)?;
-    put(out, "eps0", eps0)?;
-    put(out, "term.reconstruction", col(recon))?;
-    put(out, "term.prior", col(prior))?;
-    put(out, "term.diffusion", col(diffusion))?;
-    Ok(())
-}
-
-fn load_model_on<M: Model>(
-    dir: &RunDir,
-    section: &M::Config,
-    device: &burn::tensor::Device,
-) -> Result<crate::run::Loaded<M>> {
-    crate::run::load_model::<M>(dir, section, device)
 }

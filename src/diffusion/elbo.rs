@@ -273,7 +273,6 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
     rng: &mut Rng,
 ) -> Result<DiffusionEstimate> {
     let device = x.device();
-    let process = den.process();
     let [b, d] = x.dims();
     let n = opts.t_samples.max(1);
     let rows = b * n;
@@ -294,6 +293,66 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
         ),
         _ => None,
     };
+    let eps = randn(rng, [rows, d], &device);
+    let eps0 = match decoder {
+        Decoder::Gaussian => None,
+        _ => Some(randn(rng, [b, d], &device)),
+    };
+    diffusion_elbo_given(
+        den,
+        sched,
+        x,
+        decoder,
+        t_steps,
+        ElboNoise {
+            times,
+            weights,
+            eps,
+            eps0,
+        },
+        cond,
+    )
+}
+
+/// The noise of one estimate of the diffusion ELBO: the times (N per example, example-major)
+/// with their importance weights 1/p(t) (none: uniform), ε for the B·N rows, and ε_0 of the
+/// decoder's draw (none for the Gaussian decoder, whose expectation is exact).
+#[derive(Debug, Clone)]
+pub struct ElboNoise {
+    pub times: Vec<f64>,
+    pub weights: Option<Vec<f64>>,
+    pub eps: Tensor<2>,
+    pub eps0: Option<Tensor<2>>,
+}
+
+/// [`diffusion_elbo`] from given noise: the estimator itself, which the drawn estimate and a
+/// replay of recorded noise (PyTorch parity) share.
+pub fn diffusion_elbo_given<D: Denoiser + ?Sized>(
+    den: &D,
+    sched: &Schedule,
+    x: Tensor<2>,
+    decoder: Decoder,
+    t_steps: Option<u64>,
+    noise: ElboNoise,
+    cond: Cond,
+) -> Result<DiffusionEstimate> {
+    let device = x.device();
+    let process = den.process();
+    let [b, d] = x.dims();
+    let ElboNoise {
+        times,
+        weights,
+        eps,
+        eps0,
+    } = noise;
+    let rows = times.len();
+    if b == 0 || rows % b != 0 || eps.dims() != [rows, d] {
+        return Err(crate::Error::Shape(format!(
+            "diffusion ELBO noise: {rows} times and ε of {:?} for {b} examples of {d} values",
+            eps.dims()
+        )));
+    }
+    let n = rows / b;
 
     // Diffusion term on the B·N rows.
     let x_rep = x
@@ -302,7 +361,6 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
         .repeat_dim(1, n)
         .reshape([rows, d]);
     let labels = repeat_labels(cond, n);
-    let eps = randn(rng, [rows, d], &device);
     let (gamma, dgamma) = sched.gamma(&times, &device);
     let (alpha, sigma) = process.alpha_sigma(gamma.clone());
     let z_t = x_rep * alpha + eps.clone() * sigma;
@@ -331,10 +389,6 @@ pub fn diffusion_elbo<D: Denoiser + ?Sized>(
 
     // Endpoints. The decoder's mean is z_0/α_0 = x + e^{γ_0/2} ε_0 whatever the process.
     let (g0, g1) = sched.endpoints(&device);
-    let eps0 = match decoder {
-        Decoder::Gaussian => None,
-        _ => Some(randn(rng, [b, d], &device)),
-    };
     let recon = decoder_nll(x.clone(), eps0, g0, decoder);
     let prior = process.prior_kl(x, g1);
     Ok(DiffusionEstimate {

@@ -163,6 +163,14 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
     opts.validate()?;
     dir.check()?;
     let cfg = dir.config()?;
+    if opts.iw.is_some() && !cfg.model.has_importance_weighted() {
+        return Err(Error::Config(format!(
+            "--iw: {} is a {} run, which has no importance-weighted bound (the VAE and HVAE \
+             have one)",
+            dir.path.display(),
+            cfg.model.kind()
+        )));
+    }
     if opts.ode.is_some() && !cfg.model.is_diffusion() {
         return Err(Error::Config(format!(
             "--method ode needs a diffusion model; {} is a {} run",

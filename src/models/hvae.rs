@@ -28,7 +28,7 @@ use crate::dist::{std_normal_log_prob, DiagGaussian, LOG_2PI};
 use crate::elbo::{ElboTerms, ImportanceSampled};
 use crate::models::obs::{ImageLikelihood, Observation};
 use crate::models::{
-    count_active, warmup_weight, LatentVariableModel, LayerUnits, Model, ModelSettings,
+    count_active, warmup_weight, LatentVariableModel, LayerUnits, Model, ModelSettings, NoiseFn,
 };
 use crate::nn::{Activation, Mlp};
 use crate::rng::{randn, Rng};
@@ -75,6 +75,21 @@ impl Default for HvaeConfig {
 }
 
 impl ModelSettings for HvaeConfig {
+    const IMPORTANCE_WEIGHTED: bool = true;
+
+    fn binary_images(&self) -> bool {
+        self.images == ImageLikelihood::Bernoulli
+    }
+
+    fn set_binary_images(&mut self, binary: bool) -> bool {
+        self.images = if binary {
+            ImageLikelihood::Bernoulli
+        } else {
+            ImageLikelihood::Discretized
+        };
+        true
+    }
+
     const SIZE_KEYS: &'static [&'static str] = &["latents", "hidden", "depth"];
 
     fn validate(&self) -> Result<()> {
@@ -213,11 +228,21 @@ impl Hvae {
     /// One draw of the chain z_1 … z_L ~ q_φ(· | x) for x in data units: each layer's
     /// q and its draw.
     fn chain(&self, x: Tensor<2>, rng: &mut Rng) -> Vec<(DiagGaussian, Tensor<2>, Tensor<2>)> {
+        let dev = x.device();
+        self.chain_noised(x, &mut |_, dims| randn(rng, dims, &dev))
+    }
+
+    /// The chain with each layer's ε from `noise` (named `eps.l`, 0-based).
+    fn chain_noised(
+        &self,
+        x: Tensor<2>,
+        noise: &mut NoiseFn,
+    ) -> Vec<(DiagGaussian, Tensor<2>, Tensor<2>)> {
         let mut input = self.spec.obs.to_model_space(x);
         let mut out = Vec::with_capacity(self.layers());
         for l in 0..self.layers() {
             let q = self.q(l, input);
-            let eps = randn(rng, q.mean.dims(), &q.mean.device());
+            let eps = noise(&format!("eps.{l}"), q.mean.dims());
             let z = q.rsample_with(eps.clone());
             input = z.clone();
             out.push((q, eps, z));
@@ -229,7 +254,20 @@ impl Hvae {
 impl LatentVariableModel for Hvae {
     /// (M11) with one draw of the chain; see the module's documentation for each term.
     fn elbo(&self, x: Tensor<2>, _cond: Cond, rng: &mut Rng) -> Result<ElboTerms> {
-        let chain = self.chain(x.clone(), rng);
+        let dev = x.device();
+        self.elbo_noised(x, &mut |_, dims| randn(rng, dims, &dev))
+    }
+
+    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
+        self.sample_chain(n, rng)
+    }
+}
+
+impl Hvae {
+    /// (M11) with one draw of the chain, its ε from `noise`; see the module's documentation
+    /// for each term.
+    pub fn elbo_noised(&self, x: Tensor<2>, noise: &mut NoiseFn) -> Result<ElboTerms> {
+        let chain = self.chain_noised(x.clone(), noise);
         let top = self.layers() - 1;
         let reconstruction = -self
             .spec
@@ -250,7 +288,8 @@ impl LatentVariableModel for Hvae {
     }
 
     /// Ancestral: z_L ~ N(0, I), z_l ~ p_θ(z_l | z_{l+1}), then the observation model's picture.
-    fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
+    /// Ancestral samples of the generative chain z_L → … → z_1 → x.
+    fn sample_chain(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
         let dev = self.device();
         let mut z = randn(rng, [n, self.spec.latents[self.layers() - 1]], &dev);
         for l in (1..self.layers()).rev() {
@@ -305,6 +344,18 @@ impl Model for Hvae {
 
     fn build(cfg: &HvaeConfig, spec: &HvaeSpec, device: &Device) -> Result<Self> {
         Hvae::new(cfg, spec.clone(), device)
+    }
+
+    fn parity(
+        &self,
+        x: Tensor<2>,
+        _cond: Cond,
+        rng: &mut Rng,
+    ) -> Option<Result<Vec<(String, Tensor<2>)>>> {
+        let dev = x.device();
+        Some(crate::models::parity_block(&dev, rng, |noise| {
+            self.elbo_noised(x, noise)
+        }))
     }
 
     fn binarize(cfg: &HvaeConfig, spec: &HvaeSpec) -> Option<Binarize> {

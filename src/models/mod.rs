@@ -65,8 +65,61 @@ pub trait ModelSettings:
     /// Whether the model is a diffusion model (samplers, the ODE likelihood, guidance apply).
     const DIFFUSION: bool = false;
 
+    /// Whether the model has an importance-weighted bound L_K (M4; `eval --iw K`).
+    const IMPORTANCE_WEIGHTED: bool = false;
+
+    /// Whether these settings score 8-bit images binarised (a Bernoulli decoder: nats per
+    /// image) rather than as their 256 levels (bits/dim).
+    fn binary_images(&self) -> bool {
+        false
+    }
+
+    /// Score 8-bit images binarised (`true`) or as their levels; `false` where the model has
+    /// no such choice and stays as it is.
+    fn set_binary_images(&mut self, _binary: bool) -> bool {
+        false
+    }
+
     /// Dotted keys of the section that size the model (named when a size is refused).
     const SIZE_KEYS: &'static [&'static str] = &[];
+}
+
+/// Where a model's ELBO takes its noise: `noise(name, dims)` returns a standard normal draw of
+/// `dims` (a fresh one when training, a recorded one for parity).
+pub type NoiseFn<'a> = dyn FnMut(&str, [usize; 2]) -> Tensor<2> + 'a;
+
+/// A model's ELBO by `elbo_noised` with noise drawn from `rng` and recorded under its names,
+/// then the terms: the parity block of a model whose ELBO takes named noise.
+pub fn parity_block(
+    device: &Device,
+    rng: &mut Rng,
+    elbo_noised: impl FnOnce(&mut NoiseFn) -> Result<ElboTerms>,
+) -> Result<Vec<(String, Tensor<2>)>> {
+    let mut out: Vec<(String, Tensor<2>)> = Vec::new();
+    let terms = {
+        let mut noise = |name: &str, dims: [usize; 2]| {
+            let e = crate::rng::randn(rng, dims, device);
+            out.push((name.to_string(), e.clone()));
+            e
+        };
+        elbo_noised(&mut noise)?
+    };
+    out.extend(term_columns(terms));
+    Ok(out)
+}
+
+/// ELBO terms as `[B, 1]` columns named `term.NAME`.
+pub fn term_columns(t: ElboTerms) -> Vec<(String, Tensor<2>)> {
+    let col = |v: Tensor<1>| {
+        let n = v.dims()[0];
+        v.reshape([n, 1])
+    };
+    let mut out = vec![
+        ("term.reconstruction".to_string(), col(t.reconstruction)),
+        ("term.prior".to_string(), col(t.prior)),
+    ];
+    out.extend(t.layers.into_iter().map(|(k, v)| (format!("term.{k}"), col(v))));
+    out
 }
 
 /// Samples a decoder draws together (one noise stream each).
@@ -350,6 +403,19 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
     /// Sampler steps of the small sample grids drawn during training (`None`: the model's
     /// default, or no steps at all).
     fn preview_steps(&self) -> Option<usize> {
+        None
+    }
+
+    /// Parity with a PyTorch twin (`elbo export --parity`, `bench/parity.py`): the model's own
+    /// ELBO terms on `x` (data units) computed by its own code from noise drawn here from
+    /// `rng`, with that noise, as named `[B, ·]` tensors: the noise as the twin reads it
+    /// (`eps.0`, `t`, …) and each term as `term.NAME`. `None`: the model has no twin.
+    fn parity(
+        &self,
+        _x: Tensor<2>,
+        _cond: Cond,
+        _rng: &mut Rng,
+    ) -> Option<Result<Vec<(String, Tensor<2>)>>> {
         None
     }
 

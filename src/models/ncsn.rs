@@ -257,6 +257,16 @@ impl Model for Ncsn {
         Some(20)
     }
 
+    /// The VE diffusion's block (the bound is the VDM's of the same network).
+    fn parity(
+        &self,
+        x: Tensor<2>,
+        cond: Cond,
+        rng: &mut Rng,
+    ) -> Option<Result<Vec<(String, Tensor<2>)>>> {
+        Some(self.vdm.parity_block(x, cond, rng))
+    }
+
     fn draw_chunk_rows(&self) -> usize {
         DiffusionSource::chunk_rows(self)
     }

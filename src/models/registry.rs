@@ -111,6 +111,30 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether the model has an importance-weighted bound L_K (M4).
+            pub fn has_importance_weighted(&self) -> bool {
+                match self {
+                    $(ModelConfig::$variant(_) => {
+                        <<$model as Model>::Config as ModelSettings>::IMPORTANCE_WEIGHTED
+                    })*
+                }
+            }
+
+            /// Whether the settings score 8-bit images binarised (see
+            /// [`ModelSettings::binary_images`]).
+            pub fn binary_images(&self) -> bool {
+                match self {
+                    $(ModelConfig::$variant(c) => c.binary_images(),)*
+                }
+            }
+
+            /// Score 8-bit images binarised or as their levels, where the model can.
+            pub fn set_binary_images(&mut self, binary: bool) -> bool {
+                match self {
+                    $(ModelConfig::$variant(c) => c.set_binary_images(binary),)*
+                }
+            }
+
             /// Whether the model is a diffusion model (samplers, the ODE likelihood, guidance).
             pub fn is_diffusion(&self) -> bool {
                 match self {

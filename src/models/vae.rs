@@ -22,7 +22,7 @@ use crate::diffusion::Cond;
 use crate::dist::{std_normal_log_prob, DiagGaussian, LOG_2PI};
 use crate::elbo::{ElboTerms, ImportanceSampled};
 use crate::models::{count_active, warmup_weight, LayerUnits};
-use crate::models::{LatentVariableModel, Model, ModelSettings};
+use crate::models::{LatentVariableModel, Model, ModelSettings, NoiseFn};
 use crate::nn::{Activation, Mlp};
 use crate::rng::{randn, Rng};
 use crate::{Error, Result};
@@ -52,6 +52,21 @@ pub struct VaeConfig {
 }
 
 impl ModelSettings for VaeConfig {
+    const IMPORTANCE_WEIGHTED: bool = true;
+
+    fn binary_images(&self) -> bool {
+        self.images == ImageLikelihood::Bernoulli
+    }
+
+    fn set_binary_images(&mut self, binary: bool) -> bool {
+        self.images = if binary {
+            ImageLikelihood::Bernoulli
+        } else {
+            ImageLikelihood::Discretized
+        };
+        true
+    }
+
     const SIZE_KEYS: &'static [&'static str] = &["latent", "hidden"];
 
     fn validate(&self) -> Result<()> {
@@ -133,6 +148,19 @@ impl Vae {
         DiagGaussian::new(mean, log_var)
     }
 
+    /// (M6) with ε of the reparameterised draw from `noise` (named `eps.0`).
+    pub fn elbo_noised(&self, x: Tensor<2>, noise: &mut NoiseFn) -> Result<ElboTerms> {
+        let q = self.encode(x.clone());
+        let z = q.rsample_with(noise("eps.0", q.mean.dims()));
+        let reconstruction = -self.log_likelihood(x, z);
+        let prior = q.kl_standard_normal();
+        Ok(ElboTerms {
+            reconstruction,
+            prior,
+            layers: vec![],
+        })
+    }
+
     /// log p_θ(x|z) in data units, `[N]`, for `x` `[N, D]` (data units) and `z` `[N, d_z]`.
     pub fn log_likelihood(&self, x: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
         self.spec.obs.log_prob(self.decoder.forward(z), x)
@@ -142,15 +170,8 @@ impl Vae {
 impl LatentVariableModel for Vae {
     /// (M6) with the analytic KL (M8) and one reparameterised sample for the reconstruction.
     fn elbo(&self, x: Tensor<2>, _cond: Cond, rng: &mut Rng) -> Result<ElboTerms> {
-        let q = self.encode(x.clone());
-        let z = q.rsample(rng);
-        let reconstruction = -self.log_likelihood(x, z);
-        let prior = q.kl_standard_normal();
-        Ok(ElboTerms {
-            reconstruction,
-            prior,
-            layers: vec![],
-        })
+        let dev = x.device();
+        self.elbo_noised(x, &mut |_, dims| randn(rng, dims, &dev))
     }
 
     fn sample(&self, n: usize, rng: &mut Rng) -> Result<Tensor<2>> {
@@ -196,6 +217,18 @@ impl Model for Vae {
 
     fn build(cfg: &VaeConfig, spec: &VaeSpec, device: &Device) -> Result<Self> {
         Vae::new(cfg, spec.clone(), device)
+    }
+
+    fn parity(
+        &self,
+        x: Tensor<2>,
+        _cond: Cond,
+        rng: &mut Rng,
+    ) -> Option<Result<Vec<(String, Tensor<2>)>>> {
+        let dev = x.device();
+        Some(crate::models::parity_block(&dev, rng, |noise| {
+            self.elbo_noised(x, noise)
+        }))
     }
 
     fn binarize(cfg: &VaeConfig, spec: &VaeSpec) -> Option<Binarize> {

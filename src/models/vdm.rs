@@ -36,7 +36,7 @@ use crate::models::{DiffusionModel, LatentVariableModel, Model, ModelSettings, S
 use crate::nn::denoiser_mlp::{MlpDenoiser, MlpDenoiserConfig};
 use crate::nn::monotone::LearnedSchedule;
 use crate::nn::unet::{UNet, UNetConfig};
-use crate::rng::Rng;
+use crate::rng::{randn, Rng};
 use crate::sample::driver::{DiffusionSource, Drawn, Plan};
 use crate::sample::{Ancestral, SamplerKind};
 use crate::{Error, Result};
@@ -121,6 +121,21 @@ impl Default for VdmConfig {
 }
 
 impl ModelSettings for VdmConfig {
+    fn binary_images(&self) -> bool {
+        self.decoder == ImageDecoder::Bernoulli
+    }
+
+    /// Binarised: the Bernoulli decoder; the levels: the softmax decoder (unless bin masses
+    /// were chosen).
+    fn set_binary_images(&mut self, binary: bool) -> bool {
+        if binary {
+            self.decoder = ImageDecoder::Bernoulli;
+        } else if self.decoder == ImageDecoder::Bernoulli {
+            self.decoder = ImageDecoder::Softmax;
+        }
+        true
+    }
+
     const SIZE_KEYS: &'static [&'static str] = &[
         "mlp.hidden",
         "mlp.blocks",
@@ -352,6 +367,47 @@ impl Vdm {
             e.recon = e.recon + self.log_jacobian();
         }
         Ok(e)
+    }
+
+    /// The parity block: one time per example drawn uniformly, ε and ε_0, and the terms this
+    /// model's estimator computes from exactly them (with the Jacobian, as [`Vdm::estimate`]).
+    pub fn parity_block(
+        &self,
+        x: Tensor<2>,
+        cond: Cond,
+        rng: &mut Rng,
+    ) -> Result<Vec<(String, Tensor<2>)>> {
+        let dev = x.device();
+        let [b, d] = x.dims();
+        let t: Vec<f64> = (0..b).map(|_| rng.gen::<f64>()).collect();
+        let eps = randn(rng, [b, d], &dev);
+        let eps0 = randn(rng, [b, d], &dev);
+        let decoder = self.decoder_kind();
+        let mut e = crate::diffusion::elbo::diffusion_elbo_given(
+            self,
+            &self.schedule(),
+            self.to_model_space(x),
+            decoder,
+            None,
+            crate::diffusion::elbo::ElboNoise {
+                times: t.clone(),
+                weights: None,
+                eps: eps.clone(),
+                eps0: (decoder != Decoder::Gaussian).then(|| eps0.clone()),
+            },
+            cond,
+        )?;
+        if self.spec.kind == DataKind::Continuous {
+            e.recon = e.recon + self.log_jacobian();
+        }
+        let rows = |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [b, c]), &dev);
+        let mut out = vec![
+            ("t".to_string(), rows(t.iter().map(|&v| v as f32).collect(), 1)),
+            ("eps".to_string(), eps),
+            ("eps0".to_string(), eps0),
+        ];
+        out.extend(crate::models::term_columns(Self::terms(e)));
+        Ok(out)
     }
 
     fn terms(e: DiffusionEstimate) -> ElboTerms {
@@ -597,6 +653,15 @@ impl Model for Vdm {
     /// where these draw 107 (BENCHMARKS.md §8).
     fn preview_steps(&self) -> Option<usize> {
         Some(100)
+    }
+
+    fn parity(
+        &self,
+        x: Tensor<2>,
+        cond: Cond,
+        rng: &mut Rng,
+    ) -> Option<Result<Vec<(String, Tensor<2>)>>> {
+        Some(self.parity_block(x, cond, rng))
     }
 
     fn draw_chunk_rows(&self) -> usize {

@@ -14,9 +14,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
-use crate::diffusion::elbo::ImageDecoder;
 use crate::eval::{EvalOptions, EvalReport, Progress};
-use crate::models::obs::ImageLikelihood;
 use crate::models::{ModelConfig, ModelKind, SampleOptions};
 use crate::run::RunConfig;
 use crate::run::RunDir;
@@ -54,21 +52,10 @@ pub const MODELS: [ModelKind; 3] = [ModelKind::Vae, ModelKind::Hvae, ModelKind::
 /// The representation of 8-bit images a model's settings score (a dequantised run is refused
 /// separately: it scores a density, not either representation).
 pub fn representation_of(model: &ModelConfig) -> Representation {
-    match model {
-        ModelConfig::Vae(c) => match c.images {
-            ImageLikelihood::Bernoulli => Representation::Binary,
-            ImageLikelihood::Discretized => Representation::EightBit,
-        },
-        ModelConfig::Hvae(c) => match c.images {
-            ImageLikelihood::Bernoulli => Representation::Binary,
-            ImageLikelihood::Discretized => Representation::EightBit,
-        },
-        ModelConfig::Vdm(c) => match c.decoder {
-            ImageDecoder::Bernoulli => Representation::Binary,
-            ImageDecoder::Softmax | ImageDecoder::BinMass => Representation::EightBit,
-        },
-        // Its bound is the VE diffusion's, with the softmax decoder over the 256 levels.
-        ModelConfig::Ncsn(_) => Representation::EightBit,
+    if model.binary_images() {
+        Representation::Binary
+    } else {
+        Representation::EightBit
     }
 }
 
@@ -96,12 +83,8 @@ fn config_for(
     cfg.set_model(kind);
     cfg.data = data.to_string();
     cfg.seed = seed;
-    match (&mut cfg.model, repr) {
-        (ModelConfig::Vae(c), Representation::EightBit) => c.images = ImageLikelihood::Discretized,
-        (ModelConfig::Hvae(c), Representation::EightBit) => c.images = ImageLikelihood::Discretized,
-        (ModelConfig::Vdm(c), Representation::Binary) => c.decoder = ImageDecoder::Bernoulli,
-        _ => {}
-    }
+    cfg.model
+        .set_binary_images(repr == Representation::Binary);
     cfg.resolve_for_data(crate::data::DataKind::Image8);
     cfg.max_minutes = minutes;
     // The budget ends training; the step count only has to be out of reach.
@@ -307,7 +290,7 @@ fn evaluate_row(
     let image = mf.data.image_hw();
     let eo = EvalOptions {
         data: Some(opts.data.clone()),
-        iw: (kind != ModelKind::Vdm && opts.iw > 0).then_some(opts.iw),
+        iw: (rd.config()?.model.has_importance_weighted() && opts.iw > 0).then_some(opts.iw),
         seed: opts.seed,
         limit: opts.limit,
         device: opts.device.clone(),
