@@ -3,14 +3,46 @@
 //!
 //!     cargo run --release --example train_vae [STEPS]
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use burn::tensor::Device;
 use elbo::eval::{evaluate, EvalOptions};
 use elbo::models::ModelKind;
+use elbo::progress::Progress;
 use elbo::run::RunConfig;
 use elbo::run::RunDir;
 use elbo::train::{train, TrainOptions};
+
+/// Progress as a line every tenth of the way (the command line draws a bar instead).
+#[derive(Default)]
+struct Lines {
+    total: AtomicU64,
+    done: AtomicU64,
+    msg: Mutex<String>,
+}
+
+impl Progress for Lines {
+    fn start(&self, _what: &str, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+    fn set_position(&self, pos: u64) {
+        self.done.store(pos, Ordering::Relaxed);
+    }
+    fn message(&self, msg: &str) {
+        if let Ok(mut m) = self.msg.lock() {
+            *m = msg.to_string();
+        }
+    }
+    fn inc(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        let total = self.total.load(Ordering::Relaxed).max(1);
+        if done % (total / 10).max(1) == 0 {
+            let m = self.msg.lock().map(|m| m.clone()).unwrap_or_default();
+            eprintln!("step {done}/{total}: {m}");
+        }
+    }
+}
 
 fn main() -> elbo::Result<()> {
     let steps: u64 = std::env::args()
@@ -33,7 +65,7 @@ fn main() -> elbo::Result<()> {
             out: &out,
             resume: false,
             stop: &stop,
-            progress: true,
+            progress: &Lines::default(),
             device: Device::flex().autodiff(),
             note: &|m| eprintln!("{m}"),
             force: false,

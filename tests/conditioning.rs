@@ -39,7 +39,7 @@ fn a_conditional_mlp_denoiser_prefers_the_right_label() {
         out: &out,
         resume: false,
         stop: &stop,
-        progress: false,
+        progress: &(),
         device: Device::flex().autodiff(),
         note: &|_| {},
         force: false,

@@ -88,7 +88,6 @@ pub fn run(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
         budget_secs: a.time_budget,
         seed: a.seed,
         device: elbo::device::device(g.device, true)?,
-        progress: g.progress(),
         stop: &stop,
         note: &note,
     };

@@ -178,7 +178,7 @@ impl BarProgress {
     }
 }
 
-impl elbo::eval::Progress for BarProgress {
+impl elbo::progress::Progress for BarProgress {
     fn start(&self, what: &str, total: u64) {
         if !self.enabled {
             return;
@@ -186,7 +186,7 @@ impl elbo::eval::Progress for BarProgress {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
             indicatif::ProgressStyle::with_template(&format!(
-                "{{spinner}} {what} [{{elapsed_precise}}] {{bar:28.cyan/blue}} {{pos}}/{{len}} ({{eta}} left)"
+                "{{spinner}} {what} [{{elapsed_precise}}] {{bar:28.cyan/blue}} {{pos}}/{{len}} ({{eta}} left) {{msg}}"
             ))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
@@ -198,6 +198,12 @@ impl elbo::eval::Progress for BarProgress {
     }
     fn inc(&self, n: u64) {
         self.with(|b| b.inc(n));
+    }
+    fn set_position(&self, pos: u64) {
+        self.with(|b| b.set_position(pos));
+    }
+    fn message(&self, msg: &str) {
+        self.with(|b| b.set_message(msg.to_string()));
     }
     fn finish(&self) {
         self.with(|b| b.finish_and_clear());

@@ -258,7 +258,7 @@ fn train_run(
         out,
         resume,
         stop: &stop,
-        progress: g.progress(),
+        progress: &super::BarProgress::new(g),
         device,
         note: &note,
         force,

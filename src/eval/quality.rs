@@ -14,13 +14,13 @@
 use std::path::PathBuf;
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Dataset, Split};
+use crate::nn::cnn::Cnn;
+use crate::nn::Activation;
 use crate::optim::{AdamW, OptimConfig};
 use crate::params;
 use crate::{Error, Result};
@@ -28,35 +28,27 @@ use crate::{Error, Result};
 /// Features the Fréchet distance is computed in.
 pub const FEATURES: usize = 128;
 
-/// A small CNN: three 3×3 convolutions (16, 32 and 64 channels, the last two with stride 2),
-/// a 128-wide feature layer, and the class logits.
+/// The quality classifier: the project's CNN ([`crate::nn::cnn::Cnn`]: 16, 32 and 64
+/// channels, ReLU, a 128-wide feature layer) on grey 8-bit images.
 #[derive(Module, Debug)]
 pub struct Classifier {
-    c1: Conv2d,
-    c2: Conv2d,
-    c3: Conv2d,
-    feat: Linear,
-    out: Linear,
+    net: Cnn,
     #[module(skip)]
     hw: [usize; 2],
 }
 
-fn conv(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([cin, cout], [3, 3])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
-}
-
 impl Classifier {
     pub fn new(hw: [usize; 2], classes: usize, device: &Device) -> Self {
-        let q = |x: usize| x.div_ceil(2).div_ceil(2);
         Classifier {
-            c1: conv(1, 16, 1, device),
-            c2: conv(16, 32, 2, device),
-            c3: conv(32, 64, 2, device),
-            feat: LinearConfig::new(64 * q(hw[0]) * q(hw[1]), FEATURES).init(device),
-            out: LinearConfig::new(FEATURES, classes).init(device),
+            net: Cnn::new(
+                1,
+                hw,
+                [16, 32, 64],
+                FEATURES,
+                classes,
+                Activation::Relu,
+                device,
+            ),
             hw,
         }
     }
@@ -65,13 +57,7 @@ impl Classifier {
     pub fn forward(&self, x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         let b = x.dims()[0];
         let [h, w] = self.hw;
-        let x = x.reshape([b, 1, h, w]) / 255.0;
-        let h1 = relu(self.c1.forward(x));
-        let h2 = relu(self.c2.forward(h1));
-        let h3 = relu(self.c3.forward(h2));
-        let f = relu(self.feat.forward(h3.flatten(1, 3)));
-        let logits = self.out.forward(f.clone());
-        (f, logits)
+        self.net.forward(x.reshape([b, 1, h, w]) / 255.0)
     }
 }
 
@@ -158,7 +144,7 @@ fn classifier_of(
         .collect();
     let file = cache_dir().map(|d| {
         d.join(format!(
-            "classifier-v1-{key}-e{}-b{}-s{}.safetensors",
+            "classifier-v2-{key}-e{}-b{}-s{}.safetensors",
             settings.epochs, settings.batch, settings.seed
         ))
     });
@@ -207,24 +193,40 @@ fn train_classifier(
     let d = ds.dim();
     let mut order = crate::data::BatchOrder::new(s.seed);
     let steps = (s.epochs * ds.n).div_ceil(s.batch) as u64;
-    for step in 0..steps {
-        let idx = order.next_batch(ds.n, s.batch);
-        let b = idx.len();
-        let x = Tensor::<2>::from_data(
-            TensorData::new(crate::data::batches::gather(&ds.x, d, &idx), [b, d]),
-            &device,
-        );
-        let y: Vec<f32> = idx
-            .iter()
-            .flat_map(|&i| (0..classes).map(move |c| f32::from(labels[i] as usize == c)))
-            .collect();
-        let y = Tensor::<2>::from_data(TensorData::new(y, [b, classes]), &device);
-        let (_, logits) = m.forward(x);
-        let loss = -(log_softmax(logits, 1) * y).sum_dim(1).mean();
-        let g = params::collect_grads(&m, &loss.backward())?;
-        opt.step(&cfg, cfg.lr_at(step, steps), &mut p, &g);
-        m = params::assign(m, &p)?;
-    }
+    let first = m.clone();
+    crate::optim::fit(
+        &mut p,
+        &mut opt,
+        &cfg,
+        0,
+        steps,
+        |step, p| {
+            if step > 0 {
+                m = params::assign(first.clone(), p)?;
+            }
+            let idx = order.next_batch(ds.n, s.batch);
+            let b = idx.len();
+            let x = Tensor::<2>::from_data(
+                TensorData::new(crate::data::batches::gather(&ds.x, d, &idx), [b, d]),
+                &device,
+            );
+            let y: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| (0..classes).map(move |c| f32::from(labels[i] as usize == c)))
+                .collect();
+            let y = Tensor::<2>::from_data(TensorData::new(y, [b, classes]), &device);
+            let (_, logits) = m.forward(x);
+            let loss = -(log_softmax(logits, 1) * y).sum_dim(1).mean();
+            let v: f32 = loss.clone().into_scalar();
+            Ok(crate::optim::StepLoss {
+                loss: v as f64,
+                report: v as f64,
+                grads: params::collect_grads(&m, &loss.backward())?,
+                examples: b,
+            })
+        },
+        &mut (),
+    )?;
     params::assign(Classifier::new(hw, classes, &Device::flex()), &p)
 }
 

@@ -118,7 +118,11 @@ pub fn term_columns(t: ElboTerms) -> Vec<(String, Tensor<2>)> {
         ("term.reconstruction".to_string(), col(t.reconstruction)),
         ("term.prior".to_string(), col(t.prior)),
     ];
-    out.extend(t.layers.into_iter().map(|(k, v)| (format!("term.{k}"), col(v))));
+    out.extend(
+        t.layers
+            .into_iter()
+            .map(|(k, v)| (format!("term.{k}"), col(v))),
+    );
     out
 }
 

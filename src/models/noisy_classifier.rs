@@ -9,8 +9,7 @@
 //! the input gradient is smooth. Training it is `crate::train::noisy_classifier`'s.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, silu};
 use std::path::Path;
 
@@ -21,6 +20,8 @@ use crate::data::DataKind;
 use crate::data::DataSpace;
 use crate::diffusion::guidance::ClassGradient;
 use crate::diffusion::{Process, ScheduleConfig};
+use crate::nn::cnn::Cnn;
+use crate::nn::Activation;
 use crate::{Error, Result};
 
 /// The file that names a directory as a noisy classifier's.
@@ -92,15 +93,6 @@ pub fn load(dir: &Path, device: &Device) -> Result<NoisyClassifier> {
 }
 
 #[derive(Module, Debug)]
-pub struct Cnn {
-    c1: Conv2d,
-    c2: Conv2d,
-    c3: Conv2d,
-    feat: Linear,
-    out: Linear,
-}
-
-#[derive(Module, Debug)]
 pub struct Mlp {
     l1: Linear,
     l2: Linear,
@@ -122,13 +114,6 @@ pub struct NoisyClassifier {
     pub meta: NoisyClassifierMeta,
 }
 
-fn conv(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([cin, cout], [3, 3])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
-}
-
 impl NoisyClassifier {
     pub fn new(meta: NoisyClassifierMeta, device: &Device) -> Result<Self> {
         let classes = meta.spec.classes;
@@ -139,16 +124,15 @@ impl NoisyClassifier {
             )));
         }
         let net = match meta.spec.shape.as_slice() {
-            [c, h, w] => {
-                let q = |x: usize| x.div_ceil(2).div_ceil(2);
-                Net::Cnn(Cnn {
-                    c1: conv(c + 1, 32, 1, device),
-                    c2: conv(32, 64, 2, device),
-                    c3: conv(64, 64, 2, device),
-                    feat: LinearConfig::new(64 * q(*h) * q(*w), 128).init(device),
-                    out: LinearConfig::new(128, classes).init(device),
-                })
-            }
+            [c, h, w] => Net::Cnn(Cnn::new(
+                c + 1,
+                [*h, *w],
+                [32, 64, 64],
+                128,
+                classes,
+                Activation::Silu,
+                device,
+            )),
             _ => {
                 let d = meta.spec.dim();
                 Net::Mlp(Mlp {
@@ -180,11 +164,7 @@ impl NoisyClassifier {
                 ];
                 let plane = u.reshape([b, 1, 1, 1]).repeat(&[1, 1, h, w]);
                 let x = Tensor::cat(vec![z.reshape([b, c, h, w]), plane], 1);
-                let h1 = silu(crate::kernels::conv2d(&n.c1, x));
-                let h2 = silu(crate::kernels::conv2d(&n.c2, h1));
-                let h3 = silu(crate::kernels::conv2d(&n.c3, h2));
-                let f = silu(n.feat.forward(h3.flatten(1, 3)));
-                n.out.forward(f)
+                n.forward(x).1
             }
             Net::Mlp(n) => {
                 debug_assert_eq!(d, self.meta.spec.dim());
@@ -272,7 +252,7 @@ impl ClassGradient for NoisyClassifier {
     fn grad_log_prob(&self, z_t: Tensor<2>, gamma: Tensor<1>, labels: &[u32]) -> Tensor<2> {
         let out_dev = z_t.device();
         let dev = match &self.net {
-            Net::Cnn(n) => n.out.devices()[0].clone(),
+            Net::Cnn(n) => n.device(),
             Net::Mlp(n) => n.out.devices()[0].clone(),
         };
         let z = Tensor::<2>::from_data(z_t.into_data(), &dev).require_grad();

@@ -402,7 +402,10 @@ impl Vdm {
         }
         let rows = |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [b, c]), &dev);
         let mut out = vec![
-            ("t".to_string(), rows(t.iter().map(|&v| v as f32).collect(), 1)),
+            (
+                "t".to_string(),
+                rows(t.iter().map(|&v| v as f32).collect(), 1),
+            ),
             ("eps".to_string(), eps),
             ("eps0".to_string(), eps0),
         ];

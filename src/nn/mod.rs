@@ -1,5 +1,6 @@
 //! Network building blocks.
 
+pub mod cnn;
 pub mod denoiser_mlp;
 pub mod embedding;
 pub mod mlp;

@@ -83,8 +83,7 @@ fn config_for(
     cfg.set_model(kind);
     cfg.data = data.to_string();
     cfg.seed = seed;
-    cfg.model
-        .set_binary_images(repr == Representation::Binary);
+    cfg.model.set_binary_images(repr == Representation::Binary);
     cfg.resolve_for_data(crate::data::DataKind::Image8);
     cfg.max_minutes = minutes;
     // The budget ends training; the step count only has to be out of reach.
@@ -115,7 +114,7 @@ pub struct CompareOptions<'a> {
     pub seed: u64,
     /// The training device (with autodiff); evaluation uses its inner device.
     pub device: burn::tensor::Device,
-    pub progress: bool,
+
     pub stop: &'a AtomicBool,
     pub note: &'a dyn Fn(&str),
 }
@@ -224,7 +223,7 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
                         out: &d,
                         resume,
                         stop: opts.stop,
-                        progress: opts.progress,
+                        progress,
                         device: opts.device.clone(),
                         note: opts.note,
                         force: false,

@@ -61,6 +61,7 @@ pub fn train(
     let mut m = NoisyClassifier::new(meta, &device)?;
     let mut p = params::collect(&m)?;
     let mut opt = AdamW::new(&p);
+    let first = m.clone();
     let ocfg = OptimConfig {
         lr: cfg.lr,
         warmup_steps: 100,
@@ -71,20 +72,35 @@ pub fn train(
     let mut order = crate::data::BatchOrder::new(cfg.seed);
     let mut rng = seeded(cfg.seed ^ 0x0C1A55);
     progress.start("noisy classifier", cfg.steps);
-    for step in 0..cfg.steps {
-        let idx = order.next_batch(train.n, cfg.batch);
-        let b = idx.len();
-        let x = Tensor::<2>::from_data(
-            TensorData::new(crate::data::batches::gather(&train.x, d, &idx), [b, d]),
-            &device,
-        );
-        let y: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
-        let loss = noisy_loss(&m, sched.as_ref(), x, &y, &mut rng);
-        let g = params::collect_grads(&m, &loss.backward())?;
-        opt.step(&ocfg, ocfg.lr_at(step, cfg.steps), &mut p, &g);
-        m = params::assign(m, &p)?;
-        progress.inc(1);
-    }
+    let mut tick = Ticks(progress);
+    crate::optim::fit(
+        &mut p,
+        &mut opt,
+        &ocfg,
+        0,
+        cfg.steps,
+        |step, p| {
+            if step > 0 {
+                m = params::assign(first.clone(), p)?;
+            }
+            let idx = order.next_batch(train.n, cfg.batch);
+            let b = idx.len();
+            let x = Tensor::<2>::from_data(
+                TensorData::new(crate::data::batches::gather(&train.x, d, &idx), [b, d]),
+                &device,
+            );
+            let y: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
+            let loss = noisy_loss(&m, sched.as_ref(), x, &y, &mut rng);
+            let v: f32 = loss.clone().into_scalar();
+            Ok(crate::optim::StepLoss {
+                loss: v as f64,
+                report: v as f64,
+                grads: params::collect_grads(&m, &loss.backward())?,
+                examples: b,
+            })
+        },
+        &mut tick,
+    )?;
     progress.finish();
     let mut m = params::assign(NoisyClassifier::new(m.meta.clone(), &Device::flex())?, &p)?;
     m.meta.accuracy_by_t = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -171,4 +187,19 @@ pub fn default_dir(data: &str) -> PathBuf {
         .map(|i| Path::new("runs").join(format!("noisy-classifier-{clean}-{i}")))
         .find(|p| !p.exists())
         .unwrap_or_else(|| PathBuf::from("runs/noisy-classifier"))
+}
+
+/// A loop's steps as ticks of a progress bar.
+struct Ticks<'a>(&'a dyn Progress);
+
+impl crate::optim::FitHooks for Ticks<'_> {
+    fn after(
+        &mut self,
+        _s: &crate::optim::StepDone,
+        _params: &crate::params::NamedParams,
+        _opt: &AdamW,
+    ) -> Result<()> {
+        self.0.inc(1);
+        Ok(())
+    }
 }
