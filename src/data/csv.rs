@@ -155,3 +155,18 @@ mod tests {
         assert_eq!(t.header.unwrap(), vec!["x", "y"]);
     }
 }
+
+/// `csv:FILE` as a data set of continuous rows (all of them; the caller splits).
+pub(super) fn load_csv(spec: &str, path: &std::path::Path) -> Result<super::Dataset> {
+    let t = read_csv(path)?;
+    Ok(super::Dataset {
+        spec: spec.to_string(),
+        split: super::Split::All,
+        n: t.rows,
+        shape: vec![t.cols],
+        kind: super::DataKind::Continuous,
+        x: t.values,
+        labels: None,
+        mixture: None,
+    })
+}

@@ -252,3 +252,18 @@ mod tests {
         assert!(err(&encode_npy_f32(0, 2, &[])).contains("empty"));
     }
 }
+
+/// `npy:FILE` as a data set of continuous rows (all of them; the caller splits).
+pub(super) fn load_npy(spec: &str, path: &std::path::Path) -> Result<super::Dataset> {
+    let a = read_npy(path)?;
+    Ok(super::Dataset {
+        spec: spec.to_string(),
+        split: super::Split::All,
+        n: a.rows,
+        shape: vec![a.cols],
+        kind: super::DataKind::Continuous,
+        x: a.values,
+        labels: None,
+        mixture: None,
+    })
+}

@@ -175,6 +175,80 @@ pub fn kl_diag_to_full(m1: &[f64], v1: &[f64], m2: &[f64], c2: &Mat) -> f64 {
     0.5 * (tr + quad - k + c2.logdet_spd() - logdet1)
 }
 
+// The ELBO of a Gaussian encoder on the linear-Gaussian model, in closed form (M2, M3, M5).
+
+/// −½ (d log 2π + log det S + d): E_q[log q] for q = N(m, S).
+pub fn neg_entropy(cov: &Mat) -> f64 {
+    let d = cov.rows as f64;
+    -0.5 * (d * LOG_2PI + cov.logdet_spd() + d)
+}
+
+pub fn trace(m: &Mat) -> f64 {
+    (0..m.rows).map(|i| m.at(i, i)).sum()
+}
+
+/// (M2) in closed form for q = N(m, S) under M5: E_q[log p(z)] + E_q[log p(x | z)] − E_q[log q].
+/// E_q[log p(z)] = −½ (d log 2π + mᵀm + tr S);
+/// E_q[log p(x | z)] = −½ (D log 2π s² + (‖x − W m − b‖² + tr(W S Wᵀ))/s²).
+pub fn elbo_closed_form(lg: &LinearGaussian, x: &[f64], mean: &[f64], cov: &Mat) -> f64 {
+    let d = lg.latent_dim() as f64;
+    let dd = x.len() as f64;
+    let prior = -0.5 * (d * LOG_2PI + mean.iter().map(|v| v * v).sum::<f64>() + trace(cov));
+    let wm = lg.w.matvec(mean);
+    let resid: f64 = x
+        .iter()
+        .zip(&wm)
+        .zip(&lg.b)
+        .map(|((x, a), b)| (x - a - b).powi(2))
+        .sum();
+    let wswt = lg.w.matmul(cov).matmul(&lg.w.transpose());
+    let lik = -0.5 * (dd * (LOG_2PI + lg.s2.ln()) + (resid + trace(&wswt)) / lg.s2);
+    prior + lik - neg_entropy(cov)
+}
+
+/// KL(N(m, S) ‖ N(μ, P)) = ½ (tr(P⁻¹ S) + (μ − m)ᵀ P⁻¹ (μ − m) − d + log det P − log det S).
+pub fn kl_gaussians(m: &[f64], s: &Mat, mu: &[f64], p: &Mat) -> f64 {
+    let pinv = p.inverse_spd();
+    let diff: Vec<f64> = mu.iter().zip(m).map(|(a, b)| a - b).collect();
+    let quad: f64 = diff
+        .iter()
+        .zip(pinv.matvec(&diff))
+        .map(|(a, b)| a * b)
+        .sum();
+    0.5 * (trace(&pinv.matmul(s)) + quad - m.len() as f64 + p.logdet_spd() - s.logdet_spd())
+}
+
+/// (M1) log ∫ p(x | z) p(z) dz on a regular grid over [−L, L]^d (d = 1 or 2), by log-sum-exp of
+/// log p(x, z) + log(cell volume): the integrand is a Gaussian in z, so a grid of a few hundred
+/// points per axis over ±12 posterior widths around 0 reaches double precision.
+pub fn quadrature(lg: &LinearGaussian, x: &[f64], per_axis: usize) -> (f64, usize) {
+    let d = lg.latent_dim();
+    let (mean, cov) = lg.posterior(x);
+    // Half-width: wide enough to hold the posterior (12 sd from its mean) and the origin.
+    let half = (0..d)
+        .map(|i| mean[i].abs() + 12.0 * cov.at(i, i).sqrt())
+        .fold(0.0f64, f64::max);
+    let h = 2.0 * half / (per_axis - 1) as f64;
+    let axis: Vec<f64> = (0..per_axis).map(|i| -half + i as f64 * h).collect();
+    let mut terms = Vec::new();
+    match d {
+        1 => {
+            for &z in &axis {
+                terms.push(lg.log_joint(x, &[z]) + h.ln());
+            }
+        }
+        2 => {
+            for &z0 in &axis {
+                for &z1 in &axis {
+                    terms.push(lg.log_joint(x, &[z0, z1]) + 2.0 * h.ln());
+                }
+            }
+        }
+        _ => return (f64::NAN, 0),
+    }
+    (crate::data::toy::log_sum_exp(&terms), terms.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

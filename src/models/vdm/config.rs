@@ -1,0 +1,171 @@
+//! The VDM's settings (its `[vdm]` section): schedule, process, prediction, objective, decoder,
+//! network, conditioning and sampling defaults, with what each means when left to the data.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataKind;
+use crate::diffusion::elbo::ImageDecoder;
+use crate::diffusion::{Prediction, Process, ScheduleConfig, ScheduleKind};
+use crate::models::ModelSettings;
+use crate::nn::denoiser_mlp::MlpDenoiserConfig;
+use crate::nn::unet::UNetConfig;
+use crate::{Error, Result};
+
+/// What the model is trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The negative ELBO itself.
+    Elbo,
+    /// DDPM's L_simple, the unweighted ε-MSE (the ELBO is still what is reported).
+    Simple,
+    /// Chosen from the data when the model is built: L_simple for 8-bit images (the better
+    /// samples at equal time, BENCHMARKS.md §8), the ELBO for vectors (the tighter bound).
+    #[default]
+    Auto,
+}
+
+/// Which denoising network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkKind {
+    /// From the data's shape: images → U-Net, vectors → MLP.
+    #[default]
+    Auto,
+    Mlp,
+    Unet,
+}
+
+/// VDM settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VdmConfig {
+    pub schedule: ScheduleConfig,
+    /// Sigmoid units of a learned schedule's monotone network (VDM: 1024; fewer suffice here).
+    pub schedule_units: usize,
+    /// The forward process: variance preserving (VDM, DDPM) or exploding (score models, M35).
+    pub process: Process,
+    /// What the network outputs; the ELBO is the same quantity whichever is chosen.
+    pub prediction: Prediction,
+    /// Train the discrete-time bound with this many steps (M27); 0: continuous time (M28).
+    pub t_steps: u64,
+    pub objective: Objective,
+    /// Decoder p(x | z_0) of 8-bit images: `softmax` (Kingma et al.) or `bin-mass` (Ho et al.)
+    /// over the 256 levels, or `bernoulli` on dynamically binarised images (nats per image,
+    /// comparable with a VAE's binarised bound).
+    pub decoder: ImageDecoder,
+    pub network: NetworkKind,
+    pub mlp: MlpDenoiserConfig,
+    pub unet: UNetConfig,
+    /// Class-conditional: the network takes the data's labels (a class embedding with a null
+    /// class), and the ELBO is conditional on the label (M41–M43).
+    pub conditional: bool,
+    /// Conditional training: the probability that a label is dropped to the null class (M43).
+    pub p_uncond: f64,
+    /// Ancestral sampling steps used at the end of training and by default in `elbo sample`.
+    pub sample_steps: usize,
+    /// Samplers clip x̂_0 of 8-bit images to [−1, 1] at every step (DDPM's `clip_denoised`);
+    /// changes samples only, never the bound.
+    pub clip_x0: bool,
+}
+
+impl Default for VdmConfig {
+    fn default() -> Self {
+        VdmConfig {
+            schedule: ScheduleConfig::default(),
+            schedule_units: 64,
+            process: Process::VariancePreserving,
+            prediction: Prediction::Eps,
+            t_steps: 0,
+            objective: Objective::Auto,
+            decoder: ImageDecoder::Softmax,
+            network: NetworkKind::Auto,
+            mlp: MlpDenoiserConfig::default(),
+            unet: UNetConfig::default(),
+            conditional: false,
+            p_uncond: 0.1,
+            sample_steps: 200,
+            clip_x0: true,
+        }
+    }
+}
+
+impl ModelSettings for VdmConfig {
+    fn binary_images(&self) -> bool {
+        self.decoder == ImageDecoder::Bernoulli
+    }
+
+    /// Binarised: the Bernoulli decoder; the levels: the softmax decoder (unless bin masses
+    /// were chosen).
+    fn set_binary_images(&mut self, binary: bool) -> bool {
+        if binary {
+            self.decoder = ImageDecoder::Bernoulli;
+        } else if self.decoder == ImageDecoder::Bernoulli {
+            self.decoder = ImageDecoder::Softmax;
+        }
+        true
+    }
+
+    const SIZE_KEYS: &'static [&'static str] = &[
+        "mlp.hidden",
+        "mlp.blocks",
+        "mlp.embed",
+        "unet.channels",
+        "unet.embed",
+        "unet.attention",
+        "schedule_units",
+    ];
+
+    const DIFFUSION: bool = true;
+
+    /// Sizes that would make a network with no units are refused with the key's name.
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.unet.channels.is_empty() || self.unet.channels.contains(&0) {
+            return bad("vdm.unet.channels must be a non-empty list of positive widths");
+        }
+        if self.mlp.hidden == 0 {
+            return bad("vdm.mlp.hidden must be positive");
+        }
+        if self.unet.embed < 4 || self.mlp.embed < 4 {
+            return bad("vdm.unet.embed and vdm.mlp.embed must be at least 4");
+        }
+        if self.schedule_units == 0 {
+            return bad("vdm.schedule_units must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.p_uncond) {
+            return bad("vdm.p_uncond must be a probability in [0, 1]");
+        }
+        Ok(())
+    }
+
+    /// Images: 3,200 steps of 32, about 3 minutes of training on 2 cores (the U-Net step is costly on a
+    /// CPU); vectors: 20,000 of 256.
+    fn defaults_for(kind: DataKind) -> (u64, usize) {
+        match kind {
+            DataKind::Image8 => (3200, 32),
+            DataKind::Continuous => (20_000, 256),
+        }
+    }
+
+    const CHANGEABLE_ON_RESUME: &'static [&'static str] = &["sample_steps", "clip_x0"];
+
+    /// 8-bit images: L_simple on the cosine schedule; vectors: the ELBO on linear γ.
+    fn resolve_for_data(&mut self, kind: DataKind) {
+        let image = kind == DataKind::Image8;
+        if self.objective == Objective::Auto {
+            self.objective = if image {
+                Objective::Simple
+            } else {
+                Objective::Elbo
+            };
+        }
+        if self.schedule.kind == ScheduleKind::Auto {
+            self.schedule.kind = if image {
+                ScheduleKind::Cosine
+            } else {
+                ScheduleKind::LinearGamma
+            };
+        }
+    }
+}
