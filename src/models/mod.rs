@@ -4,13 +4,9 @@
 //! loss and its bound. The training loop, the evaluators and the command line reach every model
 //! through [`ModelConfig::visit`], so a new model is one new file plus one line in the registry.
 
-pub mod hvae;
-pub mod ncsn;
 pub mod noisy_classifier;
 pub mod obs;
 pub mod registry;
-pub mod vae;
-pub mod vdm;
 
 use std::fmt::Debug;
 
@@ -18,7 +14,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use registry::{ModelConfig, ModelKind, ModelVisitor};
+pub use registry::ModelVisitor;
 
 use crate::data::batches::row_block;
 use crate::data::{Binarize, DataKind, Dataset, Scaling};
@@ -518,4 +514,17 @@ pub fn elbo_rows<M: Model>(
 /// Summaries (mean ± standard error) of per-example rows.
 pub fn summarize(rows: &[(String, Vec<f64>)]) -> Vec<(String, Stat)> {
     rows.iter().map(|(n, v)| (n.clone(), Stat::of(v))).collect()
+}
+
+// The models. A new model: its file under models/, and one line here (which also declares its
+// module).
+registry::registry! {
+    /// Variational autoencoder (MATH.md §2).
+    Vae(vae::Vae) = "vae",
+    /// Hierarchical VAE with L stochastic layers (MATH.md §3).
+    Hvae(hvae::Hvae) = "hvae",
+    /// Variational diffusion model (MATH.md §4–§6).
+    Vdm(vdm::Vdm) = "vdm",
+    /// Noise-conditional score network: denoising score matching, annealed Langevin (MATH.md §7).
+    Ncsn(ncsn::Ncsn) = "ncsn",
 }

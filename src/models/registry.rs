@@ -1,11 +1,11 @@
 //! The model registry: every model kind, its configuration section, and the one dispatch point
-//! from a configuration to the model's type ([`ModelConfig::visit`]). The list at the bottom of
-//! this file is the only place that names every model.
+//! from a configuration to the model's type ([`ModelConfig::visit`]). The list that names every
+//! model is the `registry!` invocation at the bottom of `models/mod.rs`: one line per model,
+//! which also declares the model's module.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{Model, ModelSettings};
-use crate::data::DataKind;
+use super::{Model, ModelConfig, ModelKind, ModelSettings};
 use crate::{Error, Result};
 
 /// Something done with a model whose type is known only from a configuration: the training
@@ -16,9 +16,10 @@ pub trait ModelVisitor {
 }
 
 macro_rules! registry {
-    ($( $(#[doc = $doc:literal])* $variant:ident($model:ty) = $name:literal, )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident($module:ident :: $ty:ident) = $name:literal, )*) => {
+        $( pub mod $module; )*
         /// Which model (the default: the VDM).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "kebab-case")]
         pub enum ModelKind {
             $( $(#[doc = $doc])* $variant, )*
@@ -51,7 +52,7 @@ macro_rules! registry {
         /// A model kind with its settings: the `model` key of a run and its section.
         #[derive(Debug, Clone, PartialEq)]
         pub enum ModelConfig {
-            $( $variant(<$model as Model>::Config), )*
+            $( $variant(<$module::$ty as $crate::models::Model>::Config), )*
         }
 
         impl ModelConfig {
@@ -69,45 +70,45 @@ macro_rules! registry {
             }
 
             /// Run `v` with the model's type and its settings.
-            pub fn visit<V: ModelVisitor>(&self, v: V) -> V::Output {
+            pub fn visit<V: $crate::models::ModelVisitor>(&self, v: V) -> V::Output {
                 match self {
-                    $(ModelConfig::$variant(c) => v.visit::<$model>(c),)*
+                    $(ModelConfig::$variant(c) => v.visit::<$module::$ty>(c),)*
                 }
             }
 
             /// The section as JSON.
-            pub fn section(&self) -> Result<serde_json::Value> {
+            pub fn section(&self) -> $crate::Result<serde_json::Value> {
                 match self {
-                    $(ModelConfig::$variant(c) => to_value(c),)*
+                    $(ModelConfig::$variant(c) => $crate::models::registry::to_value(c),)*
                 }
             }
 
             /// Settings of `kind` from its section (defaults where absent).
-            pub fn from_section(kind: ModelKind, v: Option<serde_json::Value>) -> Result<ModelConfig> {
+            pub fn from_section(kind: ModelKind, v: Option<serde_json::Value>) -> $crate::Result<ModelConfig> {
                 Ok(match kind {
-                    $(ModelKind::$variant => ModelConfig::$variant(from_value(kind, v)?),)*
+                    $(ModelKind::$variant => ModelConfig::$variant($crate::models::registry::from_value(kind, v)?),)*
                 })
             }
 
-            pub fn validate(&self) -> Result<()> {
+            pub fn validate(&self) -> $crate::Result<()> {
                 match self {
-                    $(ModelConfig::$variant(c) => c.validate(),)*
+                    $(ModelConfig::$variant(c) => $crate::models::ModelSettings::validate(c),)*
                 }
             }
 
             /// Steps and batch size of a default run on data of a kind.
-            pub fn defaults_for(&self, data: DataKind) -> (u64, usize) {
+            pub fn defaults_for(&self, data: $crate::data::DataKind) -> (u64, usize) {
                 match self {
                     $(ModelConfig::$variant(_) => {
-                        <<$model as Model>::Config as ModelSettings>::defaults_for(data)
+                        <<$module::$ty as $crate::models::Model>::Config as $crate::models::ModelSettings>::defaults_for(data)
                     })*
                 }
             }
 
             /// Settings left to the data, resolved for data of this kind.
-            pub fn resolve_for_data(&mut self, data: DataKind) {
+            pub fn resolve_for_data(&mut self, data: $crate::data::DataKind) {
                 match self {
-                    $(ModelConfig::$variant(c) => c.resolve_for_data(data),)*
+                    $(ModelConfig::$variant(c) => $crate::models::ModelSettings::resolve_for_data(c, data),)*
                 }
             }
 
@@ -115,7 +116,7 @@ macro_rules! registry {
             pub fn has_importance_weighted(&self) -> bool {
                 match self {
                     $(ModelConfig::$variant(_) => {
-                        <<$model as Model>::Config as ModelSettings>::IMPORTANCE_WEIGHTED
+                        <<$module::$ty as $crate::models::Model>::Config as $crate::models::ModelSettings>::IMPORTANCE_WEIGHTED
                     })*
                 }
             }
@@ -124,14 +125,14 @@ macro_rules! registry {
             /// [`ModelSettings::binary_images`]).
             pub fn binary_images(&self) -> bool {
                 match self {
-                    $(ModelConfig::$variant(c) => c.binary_images(),)*
+                    $(ModelConfig::$variant(c) => $crate::models::ModelSettings::binary_images(c),)*
                 }
             }
 
             /// Score 8-bit images binarised or as their levels, where the model can.
             pub fn set_binary_images(&mut self, binary: bool) -> bool {
                 match self {
-                    $(ModelConfig::$variant(c) => c.set_binary_images(binary),)*
+                    $(ModelConfig::$variant(c) => $crate::models::ModelSettings::set_binary_images(c, binary),)*
                 }
             }
 
@@ -139,7 +140,7 @@ macro_rules! registry {
             pub fn is_diffusion(&self) -> bool {
                 match self {
                     $(ModelConfig::$variant(_) => {
-                        <<$model as Model>::Config as ModelSettings>::DIFFUSION
+                        <<$module::$ty as $crate::models::Model>::Config as $crate::models::ModelSettings>::DIFFUSION
                     })*
                 }
             }
@@ -148,7 +149,7 @@ macro_rules! registry {
             pub fn changeable_on_resume(&self) -> &'static [&'static str] {
                 match self {
                     $(ModelConfig::$variant(_) => {
-                        <<$model as Model>::Config as ModelSettings>::CHANGEABLE_ON_RESUME
+                        <<$module::$ty as $crate::models::Model>::Config as $crate::models::ModelSettings>::CHANGEABLE_ON_RESUME
                     })*
                 }
             }
@@ -156,11 +157,17 @@ macro_rules! registry {
     };
 }
 
-fn to_value<T: Serialize>(c: &T) -> Result<serde_json::Value> {
+/// The registry macro, for `models/mod.rs`.
+pub(crate) use registry;
+
+pub(crate) fn to_value<T: Serialize>(c: &T) -> Result<serde_json::Value> {
     serde_json::to_value(c).map_err(|e| Error::Config(e.to_string()))
 }
 
-fn from_value<T: ModelSettings>(kind: ModelKind, v: Option<serde_json::Value>) -> Result<T> {
+pub(crate) fn from_value<T: ModelSettings>(
+    kind: ModelKind,
+    v: Option<serde_json::Value>,
+) -> Result<T> {
     match v {
         None => Ok(T::default()),
         Some(v) => serde_json::from_value(v)
@@ -209,16 +216,4 @@ impl ModelKind {
     pub fn from_name(name: &str) -> Option<ModelKind> {
         ModelKind::ALL.iter().copied().find(|k| k.name() == name)
     }
-}
-
-// The models. A new model: its file under models/, and one line here.
-registry! {
-    /// Variational autoencoder (MATH.md §2).
-    Vae(crate::models::vae::Vae) = "vae",
-    /// Hierarchical VAE with L stochastic layers (MATH.md §3).
-    Hvae(crate::models::hvae::Hvae) = "hvae",
-    /// Variational diffusion model (MATH.md §4–§6).
-    Vdm(crate::models::vdm::Vdm) = "vdm",
-    /// Noise-conditional score network: denoising score matching, annealed Langevin (MATH.md §7).
-    Ncsn(crate::models::ncsn::Ncsn) = "ncsn",
 }

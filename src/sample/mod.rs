@@ -11,27 +11,11 @@
 //! (k · ⌊T/steps⌋, k = steps − 1 … 0). A step maps z_t to z_s using γ(t), γ(s) and the denoiser's
 //! process, so samplers work for variance-preserving and exploding processes alike.
 
-pub mod ancestral;
-pub mod ddim;
-pub mod dpm_solver;
 pub mod driver;
-pub mod euler_maruyama;
-pub mod heun;
-pub mod langevin;
-pub mod pc;
-pub mod rk45;
 
 use burn::tensor::{Tensor, TensorData};
 
-pub use ancestral::Ancestral;
-pub use ddim::Ddim;
-pub use dpm_solver::DpmSolverPp2M;
 pub use driver::{Drawn, SampleOptions};
-pub use euler_maruyama::EulerMaruyama;
-pub use heun::Heun;
-pub use langevin::AnnealedLangevin;
-pub use pc::PredictorCorrector;
-pub use rk45::Rk45;
 
 use crate::diffusion::{Cond, Denoiser, Schedule};
 use crate::rng::Rng;
@@ -130,11 +114,16 @@ pub trait Configure: Sampler + Clone + std::fmt::Debug + PartialEq + Send + Sync
 }
 
 macro_rules! samplers {
-    ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal, )*) => {
+    ($( $(#[$doc:meta])* $variant:ident($module:ident :: $ty:ident) = $name:literal, )*) => {
+        $(
+            pub mod $module;
+            pub use $module::$ty;
+        )*
+
         /// A sampler with its settings: one variant per sampler of the registry.
         #[derive(Debug, Clone, PartialEq)]
         pub enum SamplerKind {
-            $( $(#[$doc])* $variant($ty), )*
+            $( $(#[$doc])* $variant($module::$ty), )*
         }
 
         impl SamplerKind {
@@ -152,7 +141,7 @@ macro_rules! samplers {
             pub fn from_name(name: &str, p: &SamplerParams) -> Option<SamplerKind> {
                 $(
                     if name == $name {
-                        return Some(SamplerKind::$variant(<$ty as Configure>::configure(p)));
+                        return Some(SamplerKind::$variant(<$module::$ty as Configure>::configure(p)));
                     }
                 )*
                 None
@@ -182,7 +171,8 @@ macro_rules! samplers {
     };
 }
 
-// The samplers. A new sampler: its file in this folder, and one line here.
+// The samplers. A new sampler: its file in this folder, and one line here (which also declares
+// its module and names its type in this one).
 samplers! {
     /// Ancestral sampling from p_θ(z_s | z_t) (M38).
     Ancestral(ancestral::Ancestral) = "ancestral",
