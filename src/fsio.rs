@@ -1,6 +1,7 @@
-//! Checkpoint files: safetensors for tensors, JSON for the rest, each written atomically (a
-//! temporary file in the same directory, flushed to disk, renamed over the old one, and the
-//! directory flushed), so a crash or a power loss mid-write leaves the previous version intact.
+//! File I/O at the bottom of the house: every file written atomically (a temporary file in the
+//! same directory, flushed to disk, renamed over the old one, and the directory flushed), so a
+//! crash or a power loss mid-write leaves the previous version intact; safetensors for tensors;
+//! and the checks of a path a user names for output.
 //!
 //! For tests of exactly that, `ELBO_CRASH_AT=N` (read here only) kills the process with SIGKILL
 //! at the N-th durable step (a file written, a rename, a link, a removal) of checkpoint writing,

@@ -116,6 +116,21 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<CsvTable> {
     })
 }
 
+/// `csv:FILE` as a data set of continuous rows (all of them; the caller splits).
+pub(super) fn load_csv(spec: &str, path: &std::path::Path) -> Result<super::Dataset> {
+    let t = read_csv(path)?;
+    Ok(super::Dataset {
+        spec: spec.to_string(),
+        split: super::Split::All,
+        n: t.rows,
+        shape: vec![t.cols],
+        kind: super::DataKind::Continuous,
+        x: t.values,
+        labels: None,
+        mixture: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,19 +169,4 @@ mod tests {
         let t = parse_csv("\u{feff}x,y\n3,4\n", p()).unwrap();
         assert_eq!(t.header.unwrap(), vec!["x", "y"]);
     }
-}
-
-/// `csv:FILE` as a data set of continuous rows (all of them; the caller splits).
-pub(super) fn load_csv(spec: &str, path: &std::path::Path) -> Result<super::Dataset> {
-    let t = read_csv(path)?;
-    Ok(super::Dataset {
-        spec: spec.to_string(),
-        split: super::Split::All,
-        n: t.rows,
-        shape: vec![t.cols],
-        kind: super::DataKind::Continuous,
-        x: t.values,
-        labels: None,
-        mixture: None,
-    })
 }

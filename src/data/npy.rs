@@ -198,6 +198,21 @@ pub fn npy_header_f32(rows: usize, cols: usize) -> Vec<u8> {
     out
 }
 
+/// `npy:FILE` as a data set of continuous rows (all of them; the caller splits).
+pub(super) fn load_npy(spec: &str, path: &std::path::Path) -> Result<super::Dataset> {
+    let a = read_npy(path)?;
+    Ok(super::Dataset {
+        spec: spec.to_string(),
+        split: super::Split::All,
+        n: a.rows,
+        shape: vec![a.cols],
+        kind: super::DataKind::Continuous,
+        x: a.values,
+        labels: None,
+        mixture: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,19 +266,4 @@ mod tests {
         assert!(err(&i8).contains("not supported"));
         assert!(err(&encode_npy_f32(0, 2, &[])).contains("empty"));
     }
-}
-
-/// `npy:FILE` as a data set of continuous rows (all of them; the caller splits).
-pub(super) fn load_npy(spec: &str, path: &std::path::Path) -> Result<super::Dataset> {
-    let a = read_npy(path)?;
-    Ok(super::Dataset {
-        spec: spec.to_string(),
-        split: super::Split::All,
-        n: a.rows,
-        shape: vec![a.cols],
-        kind: super::DataKind::Continuous,
-        x: a.values,
-        labels: None,
-        mixture: None,
-    })
 }

@@ -177,6 +177,33 @@ pub fn log_sum_exp(v: &[f64]) -> f64 {
     m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
+/// `toy:NAME`: the mixture's fixed draws, labelled with the component each point came from.
+pub(super) fn load_toy(spec: &str, name: &str, split: super::Split) -> Result<super::Dataset> {
+    use super::Split;
+    let m = Mixture::named(name)?;
+    let (x, y) = match split {
+        Split::Train => m.split_data(false),
+        Split::Test => m.split_data(true),
+        Split::All => {
+            let (mut a, mut la) = m.split_data(false);
+            let (b, lb) = m.split_data(true);
+            a.extend(b);
+            la.extend(lb);
+            (a, la)
+        }
+    };
+    Ok(super::Dataset {
+        spec: spec.to_string(),
+        split,
+        n: x.len() / m.dim(),
+        shape: vec![m.dim()],
+        kind: super::DataKind::Continuous,
+        x,
+        labels: Some(y),
+        mixture: Some(m),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,31 +240,4 @@ mod tests {
         let e = Mixture::named("spiral").unwrap_err().to_string();
         assert!(e.contains("ring8"));
     }
-}
-
-/// `toy:NAME`: the mixture's fixed draws, labelled with the component each point came from.
-pub(super) fn load_toy(spec: &str, name: &str, split: super::Split) -> Result<super::Dataset> {
-    use super::Split;
-    let m = Mixture::named(name)?;
-    let (x, y) = match split {
-        Split::Train => m.split_data(false),
-        Split::Test => m.split_data(true),
-        Split::All => {
-            let (mut a, mut la) = m.split_data(false);
-            let (b, lb) = m.split_data(true);
-            a.extend(b);
-            la.extend(lb);
-            (a, la)
-        }
-    };
-    Ok(super::Dataset {
-        spec: spec.to_string(),
-        split,
-        n: x.len() / m.dim(),
-        shape: vec![m.dim()],
-        kind: super::DataKind::Continuous,
-        x,
-        labels: Some(y),
-        mixture: Some(m),
-    })
 }
