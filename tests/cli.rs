@@ -551,3 +551,31 @@ fn a_fresh_run_is_not_reported_as_an_interrupted_one() {
         "{err}"
     );
 }
+
+#[test]
+fn the_quoted_default_run_time_belongs_to_the_default_recipe() {
+    // The help and the README quote a measured time of the default run (BENCHMARKS.md §14). It
+    // was measured with exactly this recipe; a change of the defaults must come with a new
+    // measurement (then update the quote in src/cli/mod.rs, README.md and this snapshot).
+    let mut cfg = elbo::run::RunConfig::default();
+    cfg.resolve_for_data(elbo::data::DataKind::Image8);
+    let recipe = serde_json::json!({
+        "model": cfg.model.kind().name(),
+        "data": cfg.data,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "section": cfg.model.section().unwrap(),
+    });
+    let measured = r#"{"batch_size":32,"data":"mnist10k","model":"vdm","section":{"clip_x0":true,"conditional":false,"decoder":"softmax","mlp":{"blocks":3,"embed":64,"hidden":256},"network":"auto","objective":"simple","p_uncond":0.1,"prediction":"eps","process":"variance-preserving","sample_steps":200,"schedule":{"gamma_max":5.0,"gamma_min":-13.3,"kind":"cosine","steps":1000},"schedule_units":64,"t_steps":0,"unet":{"attention":false,"channels":[16,32,64],"embed":32}},"steps":3200}"#;
+    assert_eq!(
+        recipe.to_string(),
+        measured,
+        "the default recipe changed: re-time the default run (BENCHMARKS.md §14)"
+    );
+    let quote = "about 6 minutes on 2 cores";
+    let help = ok(&["--help"]);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(help.contains(quote), "{help}");
+    assert!(readme.contains(quote));
+}
