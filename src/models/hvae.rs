@@ -78,15 +78,11 @@ impl ModelSettings for HvaeConfig {
     const IMPORTANCE_WEIGHTED: bool = true;
 
     fn binary_images(&self) -> bool {
-        self.images == ImageLikelihood::Bernoulli
+        self.images.binary()
     }
 
     fn set_binary_images(&mut self, binary: bool) -> bool {
-        self.images = if binary {
-            ImageLikelihood::Bernoulli
-        } else {
-            ImageLikelihood::Discretized
-        };
+        self.images = ImageLikelihood::of(binary);
         true
     }
 

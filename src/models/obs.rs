@@ -45,6 +45,22 @@ pub enum ImageLikelihood {
     Discretized,
 }
 
+impl ImageLikelihood {
+    /// Whether images are binarised (Bernoulli) rather than scored as their 256 levels.
+    pub fn binary(self) -> bool {
+        self == ImageLikelihood::Bernoulli
+    }
+
+    /// Binarised (`true`) or the 256 levels.
+    pub fn of(binary: bool) -> Self {
+        if binary {
+            ImageLikelihood::Bernoulli
+        } else {
+            ImageLikelihood::Discretized
+        }
+    }
+}
+
 /// The observation model and the data's standardisation, saved with the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
