@@ -83,6 +83,7 @@ fn unet_vdm(device: &Device) -> Vdm {
             channels: vec![32, 64],
             embed: 64,
             attention: false,
+            fourier: false,
         },
         // The twin's loss: the continuous-time ELBO on linear γ (images now default to
         // L_simple on the cosine schedule).

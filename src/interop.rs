@@ -281,6 +281,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
                     elapsed_secs: 0.0,
                     examples_seen: 0,
                     config: Some(cfg.clone()),
+                    model_state: None,
                 };
                 dir.save_checkpoint(&p, &opt, &p, &state, 1)?;
                 Ok(got.len())

@@ -161,7 +161,8 @@ class Vdm(nn.Module):
         net = cfg["network"]
         if net == "unet" or (net == "auto" and len(shape) == 3):
             u = cfg["unet"]
-            self.net = UNet(shape, u["channels"], u["embed"], u.get("attention", False), classes)
+            self.net = UNet(shape, u["channels"], u["embed"], u.get("attention", False), classes,
+                            u.get("fourier", False))
         else:
             m = cfg["mlp"]
             self.net = MlpDenoiser(d, m["hidden"], m["blocks"], m["embed"], classes)

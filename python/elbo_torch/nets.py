@@ -128,12 +128,16 @@ class Attention(nn.Module):
 class UNet(nn.Module):
     """src/nn/unet.rs: residual blocks per level, strided down-sampling, nearest up-sampling."""
 
-    def __init__(self, shape, channels=(16, 32, 64), embed=32, attention=False, classes=0):
+    # Fourier features of the input: sin and cos of 2^n pi z for these n (unet.fourier).
+    FOURIER_EXPONENTS = (7, 8)
+
+    def __init__(self, shape, channels=(16, 32, 64), embed=32, attention=False, classes=0, fourier=False):
         super().__init__()
         c = shape[0]
         e, et = max(embed, 4), 2 * max(embed, 4)
-        self.shape, self.embed, self.classes = tuple(shape), e, classes
-        self.conv_in = nn.Conv2d(c, channels[0], 3, padding=1)
+        self.shape, self.embed, self.classes, self.fourier = tuple(shape), e, classes, fourier
+        c_in = c * (1 + 2 * len(self.FOURIER_EXPONENTS)) if fourier else c
+        self.conv_in = nn.Conv2d(c_in, channels[0], 3, padding=1)
         self.temb1, self.temb2 = nn.Linear(e, et), nn.Linear(et, et)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         prev = channels[0]
@@ -159,7 +163,14 @@ class UNet(nn.Module):
         cl = getattr(self, "class")
         if cl is not None:
             emb = emb + cl(one_hot(labels, b, self.classes, z.device))
-        h = self.conv_in(z.view(b, *self.shape))
+        z = z.view(b, *self.shape)
+        if self.fourier:
+            parts = [z]
+            for n in self.FOURIER_EXPONENTS:
+                a = z * (2.0**n * math.pi)
+                parts += [torch.sin(a), torch.cos(a)]
+            z = torch.cat(parts, 1)
+        h = self.conv_in(z)
         skips = []
         for i, blk in enumerate(self.down):
             h = blk(h, emb)

@@ -16,6 +16,7 @@ pub mod oracle;
 pub mod param;
 pub mod process;
 pub mod schedule;
+pub mod weighting;
 
 use burn::tensor::Tensor;
 

@@ -199,6 +199,7 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
                 None => terms::evaluate(&loaded.model, data, self.1, self.2),
             }?;
             e.report.active_units = units;
+            e.report.objective = crate::models::ModelSettings::objective_note(section);
             e.report.ode = ode;
             if let Some(v) = unconditional {
                 let s = Stat::of(&v);

@@ -116,6 +116,10 @@ pub struct EvalReport {
     pub unconditional_nll_nats: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unconditional_nll_se: Option<f64>,
+    /// The training objective, where it is not the ELBO itself (a weighting, whether it is
+    /// monotone, the proposal of noise levels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<String>,
     /// The likelihood along the probability-flow ODE, with `--method ode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ode: Option<super::ode::OdeReport>,
@@ -183,6 +187,7 @@ impl EvalReport {
             quality: None,
             unconditional_nll_nats: None,
             unconditional_nll_se: None,
+            objective: None,
             ode: None,
         };
         let (v, se, mc) = (Some(per(nll.mean)), Some(per(nll.se)), mc_se.map(per));
@@ -323,6 +328,9 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
             r.per_dim()
         ),
     });
+    if let Some(o) = &r.objective {
+        out.push(format!("note: {o}"));
+    }
     if r.mc_target_missed {
         out.push(format!(
             "warning: the bound's Monte-Carlo standard error, {:.4} nats, is above its target of \

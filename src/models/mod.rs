@@ -64,6 +64,12 @@ pub trait ModelSettings:
     /// Whether the model has an importance-weighted bound L_K (M4; `eval --iw K`).
     const IMPORTANCE_WEIGHTED: bool = false;
 
+    /// The training objective in words, where it is not the ELBO itself (a weighting, whether it
+    /// is monotone, where noise levels are drawn): for the report beside the plain bound.
+    fn objective_note(&self) -> Option<String> {
+        None
+    }
+
     /// Whether these settings score 8-bit images binarised (a Bernoulli decoder: nats per
     /// image) rather than as their 256 levels (bits/dim).
     fn binary_images(&self) -> bool {
@@ -336,6 +342,34 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
     fn loss(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
         let t = self.elbo(x, cond, rng)?;
         Ok((t.total().mean(), t))
+    }
+
+    /// [`Model::loss`] with the draws the model's proposal learns from: (t, weighted integrand)
+    /// of each noise level drawn (none by default).
+    #[allow(clippy::type_complexity)]
+    fn loss_draws(
+        &self,
+        x: Tensor<2>,
+        cond: Cond,
+        rng: &mut Rng,
+    ) -> Result<(Tensor<1>, ElboTerms, Vec<(f64, f64)>)> {
+        let (l, t) = self.loss(x, cond, rng)?;
+        Ok((l, t, vec![]))
+    }
+
+    /// Learn from a step's draws (in shard order; a deterministic function of them): an
+    /// adaptive proposal of noise levels. Nothing by default.
+    fn learn(&mut self, _draws: &[(f64, f64)]) {}
+
+    /// State that training changes outside the parameters (an adaptive proposal), saved with
+    /// each checkpoint so that a resume continues exactly; `None` by default.
+    fn train_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Restore [`Model::train_state`] from a checkpoint.
+    fn set_train_state(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
     }
 
     /// Per-example ELBO terms for held-out evaluation during training (by default `elbo`; a

@@ -26,7 +26,15 @@ pub struct UNetConfig {
     /// after its middle block (4 heads where the width allows). Off in files that predate it.
     #[serde(default)]
     pub attention: bool,
+    /// Fourier features of the input (VDM, Kingma et al. 2021, App. B): sin and cos of
+    /// 2ⁿ π z for n ∈ [`FOURIER_EXPONENTS`] concatenated to z, so the network sees the fine
+    /// detail of single 8-bit levels (2/255 ≈ 2⁻⁷ apart in model space).
+    #[serde(default)]
+    pub fourier: bool,
 }
+
+/// The exponents n of the Fourier features sin(2ⁿ π z), cos(2ⁿ π z).
+pub const FOURIER_EXPONENTS: [i32; 2] = [7, 8];
 
 impl Default for UNetConfig {
     fn default() -> Self {
@@ -37,6 +45,7 @@ impl Default for UNetConfig {
             channels: vec![16, 32, 64],
             embed: 32,
             attention: false,
+            fourier: false,
         }
     }
 }
@@ -146,6 +155,8 @@ pub struct UNet {
     embed: usize,
     #[module(skip)]
     classes: usize,
+    #[module(skip)]
+    fourier: bool,
 }
 
 impl UNet {
@@ -202,8 +213,13 @@ impl UNet {
             up.push(ResBlock::new(cur + w, w, et, device));
             cur = w;
         }
+        let c_in = if cfg.fourier {
+            c * (1 + 2 * FOURIER_EXPONENTS.len())
+        } else {
+            c
+        };
         UNet {
-            conv_in: conv3(c, ch[0], 1, device),
+            conv_in: conv3(c_in, ch[0], 1, device),
             temb1: LinearConfig::new(e, et).init(device),
             temb2: LinearConfig::new(et, et).init(device),
             down,
@@ -225,6 +241,7 @@ impl UNet {
             shape,
             embed: e,
             classes,
+            fourier: cfg.fourier,
         }
     }
 
@@ -239,7 +256,19 @@ impl UNet {
         if let Some(cl) = &self.class {
             emb = emb + cl.forward(one_hot(labels, b, self.classes, &z.device()));
         }
-        let mut h = conv2d(&self.conv_in, z.reshape([b, c, hh, ww]));
+        let z = z.reshape([b, c, hh, ww]);
+        let z = if self.fourier {
+            let mut parts = vec![z.clone()];
+            for n in FOURIER_EXPONENTS {
+                let a = z.clone() * (2f64.powi(n) * std::f64::consts::PI);
+                parts.push(a.clone().sin());
+                parts.push(a.cos());
+            }
+            Tensor::cat(parts, 1)
+        } else {
+            z
+        };
+        let mut h = conv2d(&self.conv_in, z);
         let mut skips = Vec::new();
         for (i, blk) in self.down.iter().enumerate() {
             h = blk.forward(h, emb.clone());

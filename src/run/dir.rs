@@ -102,6 +102,10 @@ pub struct TrainState {
     /// Absent in checkpoints written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<crate::run::RunConfig>,
+    /// What training changed in the model outside its parameters (an adaptive proposal of
+    /// noise levels), at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_state: Option<serde_json::Value>,
 }
 
 const MARKER: &str = ".elbo-run";

@@ -144,9 +144,17 @@ impl<M: Model> FitHooks for RunHooks<'_, M> {
                 "examples_per_sec": self.last_rate,
                 "elapsed_secs": self.elapsed(),
             }))?;
+            // The held-out bound is the plain ELBO whatever the objective: the bound being
+            // traded (or not) for a weighted objective shows here.
             let ho = self
                 .held_out
-                .map(|h| format!(" | held-out −ELBO {h:.2}"))
+                .map(|h| {
+                    format!(
+                        " | held-out −ELBO {:.4} {}",
+                        self.unit.per_dim(h, self.dim),
+                        self.unit.label()
+                    )
+                })
                 .unwrap_or_default();
             self.progress.message(&format!(
                 "−ELBO {mean_elbo:.2}{ho} | {:.0} ex/s",

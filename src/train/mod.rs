@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
-pub use step::loss_and_grads;
+pub use step::{loss_and_grads, step_grads, StepGrads};
 
 use crate::data::{batches, Binarize};
 use crate::models::{Model, ModelVisitor};
@@ -147,7 +147,7 @@ fn train_model<M: Model>(
         }
         let b = idx.len();
         model.at_step(step);
-        let (loss, report, grads) = loss_and_grads(
+        let s = step_grads(
             &model,
             p,
             rows,
@@ -158,10 +158,14 @@ fn train_model<M: Model>(
             &mut st.rng,
             model.train_shards(cfg.threads),
         )?;
+        if !s.draws.is_empty() {
+            model.learn(&s.draws);
+            st.model_state = model.train_state();
+        }
         Ok(StepLoss {
-            loss,
-            report,
-            grads,
+            loss: s.loss,
+            report: s.neg_elbo,
+            grads: s.grads,
             examples: b,
         })
     };

@@ -191,7 +191,13 @@ pub(super) fn setup<M: Model>(
             )));
         }
         let model = M::build(section, &spec, device)?;
-        let model = params::assign(model, &params)?;
+        let mut model = params::assign(model, &params)?;
+        if let Some(v) = &state.model_state {
+            model.set_train_state(v).map_err(|e| Error::Checkpoint {
+                path: dir.path.clone(),
+                msg: format!("its checkpoint's model state: {e}"),
+            })?;
+        }
         dir.truncate_metrics(state.step)?;
         // The resumed configuration (what a resume may change: steps, minutes, …).
         dir.write_json("config.json", cfg)?;
@@ -216,6 +222,7 @@ pub(super) fn setup<M: Model>(
             elapsed_secs: 0.0,
             examples_seen: 0,
             config: Some(cfg.clone()),
+            model_state: model.train_state(),
         };
         let mf = ModelFile {
             model: cfg.model.kind(),

@@ -24,7 +24,33 @@ pub fn loss_and_grads<M: Model>(
     rng: &mut Rng,
     threads: usize,
 ) -> Result<(f64, f64, NamedParams)> {
-    // One shard: (loss, −ELBO, gradients of the loss) of the model on these rows.
+    let s = step_grads(model, params, rows, labels, b, dim, device, rng, threads)?;
+    Ok((s.loss, s.neg_elbo, s.grads))
+}
+
+/// A step's loss, −ELBO and gradients, and the draws (noise level, weighted integrand) the
+/// model reports for its proposal, in shard order ([`Model::loss_draws`]).
+pub struct StepGrads {
+    pub loss: f64,
+    pub neg_elbo: f64,
+    pub grads: NamedParams,
+    pub draws: Vec<(f64, f64)>,
+}
+
+/// [`loss_and_grads`] with the model's draws.
+#[allow(clippy::too_many_arguments)]
+pub fn step_grads<M: Model>(
+    model: &M,
+    params: &NamedParams,
+    rows: Vec<f32>,
+    labels: Option<Vec<u32>>,
+    b: usize,
+    dim: usize,
+    device: &Device,
+    rng: &mut Rng,
+    threads: usize,
+) -> Result<StepGrads> {
+    // One shard: (loss, −ELBO, gradients of the loss, draws) of the model on these rows.
     fn shard<M: Model>(
         m: &M,
         rows: Vec<f32>,
@@ -33,17 +59,25 @@ pub fn loss_and_grads<M: Model>(
         dim: usize,
         device: &Device,
         rng: &mut Rng,
-    ) -> Result<(f64, f64, NamedParams)> {
+    ) -> Result<Shard> {
         let x = Tensor::<2>::from_data(TensorData::new(rows, [n, dim]), device);
-        let (loss, terms) = m.loss(x, labels, rng)?;
+        let (loss, terms, draws) = m.loss_draws(x, labels, rng)?;
         let v: f32 = loss.clone().into_scalar();
         let e: f32 = terms.total().mean().into_scalar();
         let grads = loss.backward();
-        Ok((v as f64, e as f64, params::collect_grads(m, &grads)?))
+        Ok((v as f64, e as f64, params::collect_grads(m, &grads)?, draws))
     }
+    type Shard = (f64, f64, NamedParams, Vec<(f64, f64)>);
     let shards = threads.clamp(1, b);
     if shards == 1 {
-        return shard(model, rows, labels.as_deref(), b, dim, device, rng);
+        let (loss, neg_elbo, grads, draws) =
+            shard(model, rows, labels.as_deref(), b, dim, device, rng)?;
+        return Ok(StepGrads {
+            loss,
+            neg_elbo,
+            grads,
+            draws,
+        });
     }
     let seeds: Vec<u64> = (0..shards).map(|_| rand::Rng::gen(rng)).collect();
     let sizes: Vec<usize> = (0..shards)
@@ -56,7 +90,7 @@ pub fn loss_and_grads<M: Model>(
         parts.push((rows[start * dim..(start + n) * dim].to_vec(), y));
         start += n;
     }
-    let results: Vec<Result<(f64, f64, NamedParams)>> = std::thread::scope(|s| {
+    let results: Vec<Result<Shard>> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .into_iter()
             .zip(&seeds)
@@ -64,7 +98,7 @@ pub fn loss_and_grads<M: Model>(
             .map(|(((part, y), &seed), &n)| {
                 let m = model.clone();
                 let device = device.clone();
-                s.spawn(move || -> Result<(f64, f64, NamedParams)> {
+                s.spawn(move || -> Result<Shard> {
                     // Fresh leaf tensors: threads must not share autodiff graph nodes.
                     let m = params::assign(m, params)?;
                     let mut r = derived(seed, streams::TRAIN_NOISE);
@@ -82,8 +116,10 @@ pub fn loss_and_grads<M: Model>(
     });
     let (mut loss, mut neg_elbo) = (0.0, 0.0);
     let mut total: Option<NamedParams> = None;
+    let mut all_draws = Vec::new();
     for (r, &n) in results.into_iter().zip(&sizes) {
-        let (l, e, g) = r?;
+        let (l, e, g, d) = r?;
+        all_draws.extend(d);
         let w = n as f32 / b as f32;
         loss += l * w as f64;
         neg_elbo += e * w as f64;
@@ -106,7 +142,12 @@ pub fn loss_and_grads<M: Model>(
             }
         }
     }
-    Ok((loss, neg_elbo, total.unwrap_or_default()))
+    Ok(StepGrads {
+        loss,
+        neg_elbo,
+        grads: total.unwrap_or_default(),
+        draws: all_draws,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DataKind;
 use crate::diffusion::elbo::ImageDecoder;
+use crate::diffusion::weighting::{ProposalKind, Weighting};
 use crate::diffusion::{Prediction, Process, ScheduleConfig, ScheduleKind};
 use crate::models::ModelSettings;
 use crate::nn::denoiser_mlp::MlpDenoiserConfig;
@@ -17,8 +18,15 @@ use crate::{Error, Result};
 pub enum Objective {
     /// The negative ELBO itself.
     Elbo,
-    /// DDPM's L_simple, the unweighted ε-MSE (the ELBO is still what is reported).
+    /// DDPM's L_simple, the unweighted ε-MSE (the ELBO is still what is reported): the weighting
+    /// w(λ) = 2/γ'(t(λ)) of the run's schedule (sech(λ/2)/π on the continuous cosine schedule),
+    /// not monotone.
     Simple,
+    /// Kingma & Gao's sigmoid weighting w(λ) = sigmoid(b − λ), b = `vdm.weighting_shift`:
+    /// monotone, so the ELBO of noise-augmented data.
+    Sigmoid,
+    /// EDM's weighting (its log-normal σ density times its loss weight; not monotone).
+    Edm,
     /// Chosen from the data when the model is built: L_simple for 8-bit images (the better
     /// samples at equal time, BENCHMARKS.md §8), the ELBO for vectors (the tighter bound).
     #[default]
@@ -49,7 +57,13 @@ pub struct VdmConfig {
     pub prediction: Prediction,
     /// Train the discrete-time bound with this many steps (M27); 0: continuous time (M28).
     pub t_steps: u64,
+    /// The training objective: a weighting of the ELBO's integrand over noise levels (M44).
     pub objective: Objective,
+    /// The shift b of the sigmoid weighting (`objective = sigmoid`).
+    pub weighting_shift: f64,
+    /// Where training draws its noise levels (M45): `uniform` in t, `edm` (its log-normal σ), or
+    /// `adaptive` to the running loss. Any proposal leaves the objective's estimate unbiased.
+    pub proposal: ProposalKind,
     /// Decoder p(x | z_0) of 8-bit images: `softmax` (Kingma et al.) or `bin-mass` (Ho et al.)
     /// over the 256 levels, or `bernoulli` on dynamically binarised images (nats per image,
     /// comparable with a VAE's binarised bound).
@@ -69,6 +83,23 @@ pub struct VdmConfig {
     pub clip_x0: bool,
 }
 
+/// The sigmoid weighting's default shift b.
+pub const DEFAULT_SHIFT: f64 = 2.0;
+
+impl VdmConfig {
+    /// The weighting of the training objective (`None` for L_simple, which has its own path).
+    pub fn weighting(&self) -> Option<Weighting> {
+        match self.objective {
+            Objective::Elbo | Objective::Auto => Some(Weighting::Elbo),
+            Objective::Simple => None,
+            Objective::Sigmoid => Some(Weighting::Sigmoid {
+                shift: self.weighting_shift,
+            }),
+            Objective::Edm => Some(Weighting::Edm),
+        }
+    }
+}
+
 impl Default for VdmConfig {
     fn default() -> Self {
         VdmConfig {
@@ -78,6 +109,8 @@ impl Default for VdmConfig {
             prediction: Prediction::Eps,
             t_steps: 0,
             objective: Objective::Auto,
+            weighting_shift: DEFAULT_SHIFT,
+            proposal: ProposalKind::Uniform,
             decoder: ImageDecoder::Softmax,
             network: NetworkKind::Auto,
             mlp: MlpDenoiserConfig::default(),
@@ -91,6 +124,23 @@ impl Default for VdmConfig {
 }
 
 impl ModelSettings for VdmConfig {
+    fn objective_note(&self) -> Option<String> {
+        let w = match self.weighting() {
+            None => "L_simple, the ε-MSE: the weighting 2/γ'(t) of its schedule, not monotone"
+                .to_string(),
+            Some(Weighting::Elbo) if self.proposal == ProposalKind::Uniform => return None,
+            Some(w) => w.describe(),
+        };
+        let p = match self.proposal {
+            ProposalKind::Uniform => "t uniform",
+            ProposalKind::Edm => "EDM's log-normal σ",
+            ProposalKind::Adaptive => "adapted to the running loss",
+        };
+        Some(format!(
+            "trained on {w}, noise levels drawn {p}; the bound reported is the plain ELBO"
+        ))
+    }
+
     fn binary_images(&self) -> bool {
         self.decoder == ImageDecoder::Bernoulli
     }
@@ -135,6 +185,17 @@ impl ModelSettings for VdmConfig {
         }
         if !(0.0..=1.0).contains(&self.p_uncond) {
             return bad("vdm.p_uncond must be a probability in [0, 1]");
+        }
+        if !self.weighting_shift.is_finite() {
+            return bad("vdm.weighting_shift must be a finite number");
+        }
+        if self.proposal != ProposalKind::Uniform
+            && (self.t_steps > 0 || self.schedule.kind == ScheduleKind::Learned)
+        {
+            return bad(
+                "vdm.proposal other than uniform needs the continuous-time bound on a fixed \
+                 schedule (vdm.t_steps = 0, a schedule other than learned)",
+            );
         }
         Ok(())
     }

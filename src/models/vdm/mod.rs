@@ -27,6 +27,9 @@ use crate::diffusion::elbo::{
     diffusion_elbo, Decoder, DiffusionEstimate, ElboOptions, ImageDecoder,
 };
 use crate::diffusion::guidance::ClassGradient;
+use crate::diffusion::weighting::{
+    edm_proposal, over_proposal, weighted_integrand, AdaptiveState, ProposalKind, Weighting,
+};
 use crate::diffusion::{
     Cond, Denoiser, NoiseSchedule, Prediction, Process, Schedule, ScheduleKind,
 };
@@ -80,6 +83,10 @@ pub struct Vdm {
     pub cfg: VdmConfig,
     #[module(skip)]
     pub spec: VdmSpec,
+    /// The adaptive proposal's running state (`vdm.proposal = adaptive`; saved with each
+    /// checkpoint through [`Model::train_state`]).
+    #[module(skip)]
+    pub adaptive: AdaptiveState,
 }
 
 impl Vdm {
@@ -119,6 +126,7 @@ impl Vdm {
             fixed,
             cfg: cfg.clone(),
             spec,
+            adaptive: AdaptiveState::default(),
         })
     }
 
@@ -261,6 +269,15 @@ impl Vdm {
             reconstruction: e.recon,
             prior: e.prior,
             layers: vec![("diffusion".into(), e.diffusion)],
+        }
+    }
+
+    /// Training's proposal of noise levels as a density of t (`None`: uniform t).
+    fn training_proposal(&self) -> Option<Arc<crate::diffusion::elbo::TimeProposal>> {
+        match self.cfg.proposal {
+            ProposalKind::Uniform => None,
+            ProposalKind::Edm => edm_proposal(self.fixed.0.as_ref()).map(Arc::new),
+            ProposalKind::Adaptive => self.adaptive.proposal().map(Arc::new),
         }
     }
 
@@ -451,6 +468,20 @@ impl Model for Vdm {
     /// The objective on a batch; a conditional model first drops each label to the null class
     /// with probability p_uncond (M43), so one network learns both ε(z, c) and ε(z, ∅).
     fn loss(&self, x: Tensor<2>, cond: Cond, rng: &mut Rng) -> Result<(Tensor<1>, ElboTerms)> {
+        let (l, t, _) = self.loss_draws(x, cond, rng)?;
+        Ok((l, t))
+    }
+
+    /// The objective on a batch: the ELBO's integrand at noise levels drawn from the proposal,
+    /// weighted by w(λ)/p (M44–M45). L_simple and the ELBO with uniform t are the original
+    /// estimators. A conditional model first drops each label to the null class with
+    /// probability p_uncond (M43), so one network learns both ε(z, c) and ε(z, ∅).
+    fn loss_draws(
+        &self,
+        x: Tensor<2>,
+        cond: Cond,
+        rng: &mut Rng,
+    ) -> Result<(Tensor<1>, ElboTerms, Vec<(f64, f64)>)> {
         let dropped: Option<Vec<u32>> = match cond {
             Some(l) if self.spec.classes > 0 && self.cfg.p_uncond > 0.0 => Some(
                 l.iter()
@@ -466,15 +497,49 @@ impl Model for Vdm {
             _ => None,
         };
         let cond = dropped.as_deref().or(cond);
-        let e = self.estimate(x, self.train_opts(1), cond, rng)?;
-        let mse = e.mse.clone();
-        let terms = Self::terms(e);
-        let loss = match self.cfg.objective {
-            // (`Auto` is resolved when the model is built; read as the ELBO if it ever is not.)
-            Objective::Elbo | Objective::Auto => terms.total().mean(),
-            Objective::Simple => mse.mean() / self.spec.dim() as f64,
+        let mut opts = self.train_opts(1);
+        opts.proposal = self.training_proposal();
+        let e = self.estimate(x, opts, cond, rng)?;
+        let dim = self.spec.dim() as f64;
+        let weighting = self.cfg.weighting();
+        let adaptive = self.cfg.proposal == ProposalKind::Adaptive;
+        // The weighted integrand of each draw (before 1/p).
+        let sched = self.schedule();
+        let integrand = weighted_integrand(&e, weighting, |t| sched.gamma_f64(t));
+        let draws = if adaptive {
+            let v = crate::elbo::to_f64(integrand.clone().detach())?;
+            e.times.iter().copied().zip(v).collect()
+        } else {
+            vec![]
         };
-        Ok((loss, terms))
+        let iw = e.weights.clone();
+        let terms = Self::terms(e);
+        let loss = match weighting {
+            // The ELBO (importance-weighted where the proposal is not uniform: `terms` is).
+            Some(Weighting::Elbo) => terms.total().mean(),
+            _ => over_proposal(integrand, iw.as_deref()).mean() / dim,
+        };
+        Ok((loss, terms, draws))
+    }
+
+    fn learn(&mut self, draws: &[(f64, f64)]) {
+        if self.cfg.proposal == ProposalKind::Adaptive {
+            self.adaptive.update(draws);
+        }
+    }
+
+    fn train_state(&self) -> Option<serde_json::Value> {
+        (self.cfg.proposal == ProposalKind::Adaptive)
+            .then(|| serde_json::to_value(&self.adaptive).ok())
+            .flatten()
+    }
+
+    fn set_train_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        if self.cfg.proposal == ProposalKind::Adaptive {
+            self.adaptive = serde_json::from_value(state.clone())
+                .map_err(|e| Error::Config(format!("the adaptive proposal's state: {e}")))?;
+        }
+        Ok(())
     }
 
     fn size_keys(&self) -> &'static [&'static str] {
