@@ -36,7 +36,9 @@ def check(run, n=16):
             got = model.terms(p["x"], p["eps.0"])
         elif kind == "hvae":
             got = model.terms(p["x"], [p[f"eps.{i}"] for i in range(len(model.latents))])
-        else:  # vdm, ncsn
+        elif kind == "latent-vdm":
+            got = model.terms(p["x"], p["eps.0"], p["t"][:, 0], p["eps"])
+        else:  # vdm, ncsn, flow, edm
             labels = p["labels"][:, 0].long() if "labels" in p else None
             got = model.terms(p["x"], p["t"][:, 0], p["eps"], p["eps0"], labels)
     worst = 0.0

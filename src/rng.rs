@@ -16,6 +16,8 @@ pub mod streams {
     /// Label dropout of conditional training (the null class, M43).
     pub const LABEL_DROPOUT: u64 = 6;
     pub const SAMPLE_NOISE: u64 = 0x5a;
+    /// The decoder's draws of a latent model's samples (after its prior's).
+    pub const DECODE_NOISE: u64 = 0x5b;
 }
 
 /// The generator: ChaCha8, whose full state serialises with serde.

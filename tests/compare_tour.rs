@@ -1,5 +1,5 @@
 //! `elbo tour` and `elbo compare` end to end: the identity of M3 to the last digit on the
-//! linear-Gaussian model, and a three-model comparison on a tiny budget whose rows are one
+//! linear-Gaussian model, and a six-model comparison on a tiny budget whose rows are one
 //! quantity in one unit.
 
 mod common;
@@ -33,7 +33,7 @@ fn the_tour_checks_the_identity_to_the_last_digit() {
 }
 
 #[test]
-fn compare_trains_three_models_into_one_table() {
+fn compare_trains_six_models_into_one_table() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cmp");
     let md = common::ok(&[
@@ -50,13 +50,15 @@ fn compare_trains_three_models_into_one_table() {
         "0",
         "--time-budget",
         "1",
+        "--ode",
+        "1",
         "-q",
     ]);
     let j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("compare.json")).unwrap()).unwrap();
     let rows = j["rows"].as_array().unwrap();
     let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["vae", "hvae", "vdm"]);
+    assert_eq!(models, ["vae", "hvae", "vdm", "flow", "edm", "latent-vdm"]);
     assert_eq!(j["representation"], "8bit");
     for r in rows {
         let e = &r["eval"];
@@ -79,7 +81,15 @@ fn compare_trains_three_models_into_one_table() {
     let hv = &rows[1]["eval"];
     assert!(hv["terms"].get("kl_z1").is_some() && hv["terms"].get("prior").is_some());
     assert_eq!(hv["active_units"].as_array().unwrap().len(), 2);
-    assert!(rows[2]["eval"]["terms"].get("diffusion").is_some());
+    // Every diffusion model reports the diffusion term and its ODE likelihood on the first test
+    // image in the same unit; the latent VDM also its encoder's entropy; the VAEs no ODE.
+    for r in &rows[2..] {
+        assert!(r["eval"]["terms"].get("diffusion").is_some(), "{}", r["model"]);
+        let ode = r["ode"]["per_dim"].as_f64();
+        assert!(ode.is_some_and(|b| b.is_finite() && b > 0.0), "{}", r["model"]);
+    }
+    assert!(rows[..2].iter().all(|r| r.get("ode").is_none()));
+    assert!(rows[5]["eval"]["terms"].get("neg_entropy").is_some());
     assert!(md.contains("| vdm |") && md.contains("bits/dim"));
     assert!(out.join("samples.png").is_file() && out.join("compare.md").is_file());
 }

@@ -498,6 +498,17 @@ impl Denoiser for Optimal {
             Prediction::X0 => x0,
             Prediction::Score => -(z / v),
             Prediction::V => eps * a - x0 * s,
+            // The straight path's velocity is ε − x, its optimum E[ε|z] − E[x|z].
+            Prediction::Flow => eps - x0,
+            // EDM's D is E[x|z]: F = (x̂ − c_skip z/α)/c_out with σ̄ = σ/α, σ_d = ½.
+            Prediction::Edm => {
+                let sd2 = 0.25;
+                let sb = s / a.clone();
+                let d2 = sb.clone().square() + sd2;
+                let c_skip = d2.clone().recip() * sd2;
+                let c_out = sb * 0.5 / d2.sqrt();
+                (x0 - z / a * c_skip) / c_out
+            }
         }
     }
 }
@@ -530,10 +541,20 @@ fn the_elbo_is_the_same_whatever_the_network_predicts() {
         let v = elbo::elbo::to_f64(e.diffusion).unwrap();
         v.iter().sum::<f64>() / v.len() as f64
     };
-    for process in [Process::VariancePreserving, Process::VarianceExploding] {
+    for process in [
+        Process::VariancePreserving,
+        Process::VarianceExploding,
+        Process::Linear,
+    ] {
         for t_steps in [None, Some(100)] {
             let eps = bound(Prediction::Eps, process, t_steps);
-            for p in [Prediction::X0, Prediction::Score, Prediction::V] {
+            for p in [
+                Prediction::X0,
+                Prediction::Score,
+                Prediction::V,
+                Prediction::Flow,
+                Prediction::Edm,
+            ] {
                 let other = bound(p, process, t_steps);
                 assert!(
                     (other - eps).abs() < 1e-3 * eps.abs(),
@@ -556,6 +577,7 @@ fn sample_moments(sampler: &dyn Sampler, process: Process, steps: usize, seed: u
     let prior_sd = match process {
         Process::VariancePreserving => 1.0,
         Process::VarianceExploding => (0.5 * sched.gamma(1.0)).exp(),
+        Process::Linear => 1.0 / (1.0 + (-0.5 * sched.gamma(1.0)).exp()),
     };
     let z1 = elbo::rng::randn(&mut seeded(seed), [n, d], &dev) * prior_sd;
     let x = sample_loop(
@@ -589,11 +611,13 @@ fn chain_variance(eta: Option<f64>, process: Process, gammas: &[f64], s2: f64) -
             (1.0 / (1.0 + (-g).exp())).sqrt(),
         ),
         Process::VarianceExploding => (1.0, (0.5 * g).exp()),
+        // The straight path: α = 1 − t, σ = t with t = sigmoid(γ/2).
+        Process::Linear => (1.0 / (1.0 + (0.5 * g).exp()), 1.0 / (1.0 + (-0.5 * g).exp())),
     };
     let (_, s1) = alpha_sigma(gammas[0]);
     let mut var = match process {
         Process::VariancePreserving => 1.0,
-        Process::VarianceExploding => s1 * s1,
+        Process::VarianceExploding | Process::Linear => s1 * s1,
     };
     for k in 0..gammas.len() {
         let gt = gammas[k];
@@ -644,7 +668,11 @@ fn samplers_draw_the_gaussian_oracles_data() {
         ("ddim η=1", &Ddim { eta: 1.0 }, Some(1.0)),
     ];
     for (name, sampler, eta) in samplers {
-        for process in [Process::VariancePreserving, Process::VarianceExploding] {
+        for process in [
+            Process::VariancePreserving,
+            Process::VarianceExploding,
+            Process::Linear,
+        ] {
             let (m, var) = sample_moments(sampler, process, steps, 30);
             let exact = chain_variance(eta, process, &gammas, 0.5);
             let se = exact * (2.0f64 / 16_000.0).sqrt();
@@ -807,6 +835,7 @@ fn deterministic_variance(sampler: &dyn Sampler, process: Process, steps: usize)
     let prior_sd = match process {
         Process::VariancePreserving => 1.0,
         Process::VarianceExploding => (0.5 * sched.gamma(1.0)).exp(),
+        Process::Linear => 1.0 / (1.0 + (-0.5 * sched.gamma(1.0)).exp()),
     };
     let z1 = rows(&[prior_sd as f32], 1, 1);
     let out = sample_loop(

@@ -6,9 +6,10 @@ import json
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .models import Hvae, Ncsn, Vae, Vdm
+from .models import Hvae, LatentVdm, Ncsn, Vae, Vdm
 
-KINDS = {"vae": Vae, "hvae": Hvae, "vdm": Vdm, "ncsn": Ncsn}
+# flow and edm are VDMs with other settings (their sections are VDM sections).
+KINDS = {"vae": Vae, "hvae": Hvae, "vdm": Vdm, "ncsn": Ncsn, "flow": Vdm, "edm": Vdm, "latent-vdm": LatentVdm}
 
 
 def build(config, model_file):

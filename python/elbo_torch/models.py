@@ -137,23 +137,92 @@ class CosineTable:
         return ((self._gamma64(b) - self._gamma64(a)) / (b - a)).float()
 
 
+class CosineLogSnr:
+    """The cosine schedule in continuous time over [γ_min, γ_max]: u runs linearly over
+    (2/π) atan(e^{γ/2}) at the ends, γ = 2 log tan(π u/2), γ' = 2π (u_1 − u_0)/sin(π u) (in float64,
+    as src/diffusion/schedule.rs)."""
+
+    def __init__(self, g0, g1):
+        u = lambda g: 2 / math.pi * math.atan(math.exp(0.5 * g))
+        self.u0, self.u1 = u(g0), u(g1)
+
+    def _u(self, t):
+        return self.u0 + (self.u1 - self.u0) * t.double().clamp(0, 1)
+
+    def gamma(self, t):
+        return (2 * torch.log(torch.tan(math.pi / 2 * self._u(t)))).float()
+
+    def dgamma(self, t):
+        return (2 * math.pi * (self.u1 - self.u0) / torch.sin(math.pi * self._u(t))).float()
+
+
+class LinearPath:
+    """Flow matching's time (M48): s = sigmoid(γ/2) runs linearly over [s(γ_min), s(γ_max)],
+    γ = 2 logit(s), γ' = 2 (s_1 − s_0)/(s (1 − s))."""
+
+    def __init__(self, g0, g1):
+        s = lambda g: 1 / (1 + math.exp(-0.5 * g))
+        self.s0, self.s1 = s(g0), s(g1)
+
+    def _s(self, t):
+        return self.s0 + (self.s1 - self.s0) * t.double().clamp(0, 1)
+
+    def gamma(self, t):
+        s = self._s(t)
+        return (2 * torch.log(s / (1 - s))).float()
+
+    def dgamma(self, t):
+        s = self._s(t)
+        return (2 * (self.s1 - self.s0) / (s * (1 - s))).float()
+
+
 def schedule_of(cfg):
     s = cfg["schedule"]
     if s["kind"] == "linear-gamma":
         return LinearGamma(s["gamma_min"], s["gamma_max"])
     if s["kind"] == "cosine":
         return CosineTable(s["steps"])
-    raise NotImplementedError(f"schedule {s['kind']}: elbo_torch has linear-gamma and cosine")
+    if s["kind"] == "cosine-log-snr":
+        return CosineLogSnr(s["gamma_min"], s["gamma_max"])
+    if s["kind"] == "linear-path":
+        return LinearPath(s["gamma_min"], s["gamma_max"])
+    raise NotImplementedError(
+        f"schedule {s['kind']}: elbo_torch has linear-gamma, cosine, cosine-log-snr and linear-path")
+
+
+EDM_SIGMA_DATA = 0.5
+
+
+def eps_from(prediction, out, z, a, s):
+    """The network's output as ε̂ (M18–M21, M47, M48), a and s columns `[B, 1]`."""
+    if prediction == "eps":
+        return out
+    if prediction == "x0":
+        return (z - a * out) / s
+    if prediction == "score":
+        return -s * out
+    if prediction == "v":
+        return (s * z + a * out) / (a**2 + s**2)
+    if prediction == "flow":
+        return (z + a * out) / (a + s)
+    if prediction == "edm":
+        sb = s / a
+        d2 = sb**2 + EDM_SIGMA_DATA**2
+        return (z / a * sb - out * d2.sqrt() * EDM_SIGMA_DATA) / d2
+    raise NotImplementedError(f"prediction {prediction}")
 
 
 class Vdm(nn.Module):
-    """The VDM: `net` predicts ε from z_t and u = (γ − γ_min)/(γ_max − γ_min), variance
-    preserving (α² = sigmoid(−γ)) or exploding (α = 1, σ² = e^γ; z_t scaled by 1/√(1 + σ²))."""
+    """The VDM (and flow matching and EDM, which are VDMs with other settings): `net` predicts
+    from z_t and u = (γ − γ_min)/(γ_max − γ_min) what `prediction` names, converted to ε̂; the
+    process is variance preserving (α² = sigmoid(−γ)), exploding (α = 1, σ² = e^γ; z_t scaled by
+    1/√(σ² + 1), or EDM's c_in = 1/√(σ² + σ_d²)) or the straight path (α = sigmoid(−γ/2),
+    σ = sigmoid(γ/2))."""
 
     def __init__(self, cfg, spec):
         super().__init__()
-        if cfg["prediction"] != "eps" or cfg["t_steps"] != 0:
-            raise NotImplementedError("elbo_torch's VDM is the continuous-time ε-prediction one")
+        if cfg["t_steps"] != 0:
+            raise NotImplementedError("elbo_torch's VDM is the continuous-time one")
         self.cfg, self.spec = cfg, spec
         self.sched = schedule_of(cfg)
         shape, classes = spec["shape"], spec.get("classes", 0)
@@ -167,12 +236,28 @@ class Vdm(nn.Module):
             m = cfg["mlp"]
             self.net = MlpDenoiser(d, m["hidden"], m["blocks"], m["embed"], classes)
         self.image = spec["kind"] == "image8"
-        self.ve = cfg["process"] == "variance-exploding"
+        self.process = cfg["process"]
+        self.ve = self.process == "variance-exploding"
+        self.prediction = cfg["prediction"]
 
     def alpha_sigma(self, gamma):
         if self.ve:
             return torch.ones_like(gamma), torch.exp(0.5 * gamma)
+        if self.process == "linear":
+            return torch.sigmoid(-0.5 * gamma), torch.sigmoid(0.5 * gamma)
         return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
+    def log_sigma2(self, gamma):
+        if self.ve:
+            return gamma
+        if self.process == "linear":
+            return -2 * F.softplus(-0.5 * gamma)
+        return -F.softplus(-gamma)
+
+    def prior_log_var(self, g1):
+        if self.process == "variance-preserving":
+            return torch.zeros(())
+        return self.log_sigma2(g1)
 
     def to_model_space(self, x):
         if self.image:
@@ -183,9 +268,13 @@ class Vdm(nn.Module):
 
     def eps_hat(self, z, gamma, labels=None):
         lo, hi = self.cfg["schedule"]["gamma_min"], self.cfg["schedule"]["gamma_max"]
+        zin = z
         if self.ve:
-            z = z / torch.sqrt(torch.exp(gamma) + 1)[:, None]
-        return self.net(z, (gamma - lo) / (hi - lo), labels)
+            d2 = EDM_SIGMA_DATA**2 if self.prediction == "edm" else 1.0
+            zin = z / torch.sqrt(torch.exp(gamma) + d2)[:, None]
+        out = self.net(zin, (gamma - lo) / (hi - lo), labels)
+        a, s = self.alpha_sigma(gamma)
+        return eps_from(self.prediction, out, z, a[:, None], s[:, None])
 
     def endpoints(self):
         t = torch.tensor([0.0, 1.0])
@@ -221,12 +310,8 @@ class Vdm(nn.Module):
             jac = sum(math.log(v) for v in self.spec["scale"])
             recon = torch.full((x.shape[0],), 0.5 * d * (float(g0) + LOG_2PI + 1) + jac)
         a1, _ = self.alpha_sigma(g1)
-        if self.ve:
-            log_v = g1
-            log_ratio = torch.zeros(())
-        else:
-            log_v = torch.zeros(())
-            log_ratio = -F.softplus(-g1)
+        log_v = self.prior_log_var(g1)
+        log_ratio = self.log_sigma2(g1) - log_v
         prior = (0.5 * ((xm**2) * a1**2 * torch.exp(-log_v) + log_ratio.exp() - 1 - log_ratio)).sum(1)
         return {"reconstruction": recon, "prior": prior, "diffusion": diffusion}
 
@@ -238,8 +323,8 @@ class Vdm(nn.Module):
     def sample(self, n, steps=200, labels=None):
         """Ancestral sampling (M38) on t_i = i/steps, ending at x̂_0, in data units."""
         d = math.prod(self.spec["shape"])
-        g1 = float(self.endpoints()[1])
-        z = torch.randn(n, d) * (math.exp(0.5 * g1) if self.ve else 1.0)
+        g1 = self.endpoints()[1]
+        z = torch.randn(n, d) * float(torch.exp(0.5 * self.prior_log_var(g1)))
         ts = [i / steps for i in range(steps, 0, -1)]
         for k, t in enumerate(ts):
             gt = self.sched.gamma(torch.tensor([t]))
@@ -315,3 +400,56 @@ class Ncsn(nn.Module):
         if self.vdm.image:
             return ((x0.clamp(-1, 1) + 1) * 127.5).round()
         return x0 * torch.tensor(self.vdm.spec["scale"]) + torch.tensor(self.vdm.spec["shift"])
+
+
+class LatentVdm(nn.Module):
+    """src/models/latent_vdm.rs (M49): a VAE (Bernoulli or Gaussian decoder) with a VDM prior
+    over its latent. Terms at z = μ + σ ε_z: the decoder's reconstruction, the encoder's negative
+    entropy, and the prior VDM's reconstruction, prior and diffusion terms at z."""
+
+    def __init__(self, cfg, spec):
+        super().__init__()
+        vae, obs = cfg["vae"], spec["vae"]
+        self.likelihood = obs.get("likelihood", "bernoulli")
+        if self.likelihood not in ("bernoulli", "gaussian"):
+            raise NotImplementedError(f"latent-vdm with a {self.likelihood} likelihood")
+        d, dz = obs["data_dim"], vae["latent"]
+        hidden, act = vae["hidden"], vae["activation"]
+        self.latent, self.obs = dz, obs
+        out = d if self.likelihood == "bernoulli" else 2 * d
+        self.vae = nn.Module()
+        self.vae.encoder = Mlp([d, *hidden, 2 * dz], act)
+        self.vae.decoder = Mlp([dz, *hidden[::-1], out], act)
+        prior = dict(cfg["prior"])
+        prior["network"] = "mlp"
+        self.prior = Vdm(prior, spec["prior"])
+
+    def _to_model_space(self, x):
+        if self.likelihood == "bernoulli":
+            return x
+        return (x - torch.tensor(self.obs["shift"])) / torch.tensor(self.obs["scale"])
+
+    def terms(self, x, eps_z, t, eps):
+        xm = self._to_model_space(x)
+        h = self.vae.encoder(xm)
+        mean, log_var = h[:, : self.latent], h[:, self.latent :]
+        z = mean + torch.exp(0.5 * log_var) * eps_z
+        out = self.vae.decoder(z)
+        if self.likelihood == "bernoulli":
+            recon = bernoulli_nll(out, x)
+        else:
+            d = x.shape[1]
+            jac = sum(math.log(v) for v in self.obs["scale"])
+            recon = -gaussian_log_prob(xm, out[:, :d], out[:, d:]) + jac
+        p = self.prior.terms(z, t, eps, torch.zeros_like(eps))
+        return {
+            "reconstruction": recon,
+            "prior": p["prior"],
+            "neg_entropy": (-0.5 * (log_var + 1 + LOG_2PI)).sum(1),
+            "latent_reconstruction": p["reconstruction"],
+            "diffusion": p["diffusion"],
+        }
+
+    def elbo(self, x):
+        b = x.shape[0]
+        return self.terms(x, torch.randn(b, self.latent), torch.rand(b), torch.randn(b, self.latent))

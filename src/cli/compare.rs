@@ -1,11 +1,12 @@
-//! `elbo compare`: a VAE, a hierarchical VAE and a VDM on the same data, split and budget, one
-//! table of their bounds and samples. The work is `elbo::studies::compare::compare`.
+//! `elbo compare`: the VAE, hierarchical VAE, VDM, flow matching, EDM and latent VDM on the
+//! same data, split and budget, one table of their bounds and samples. The work is `elbo::studies::compare::compare`.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
+use elbo::models::ModelKind;
 use elbo::studies::compare::{CompareOptions, Representation};
 
 use super::{BarProgress, Global, EXIT_INTERRUPTED};
@@ -33,9 +34,17 @@ pub struct CompareArgs {
     /// Directory of the comparison (default runs/compare-<data>-<representation>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The models compared, in order (comma-separated; default: the VAE, HVAE and VDM, then
+    /// flow matching, EDM and the latent VDM).
+    #[arg(long, value_parser = super::choice::<ModelKind>(), value_delimiter = ',')]
+    pub models: Vec<ModelKind>,
     /// An existing run to use instead of training its kind (repeat for several).
     #[arg(long = "runs", value_name = "DIR")]
     pub runs: Vec<PathBuf>,
+    /// Test images whose exact likelihood along the probability-flow ODE is also measured for
+    /// each diffusion model of the 8-bit levels (about 1,500 network evaluations each; 0: none).
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 0)]
+    pub ode: usize,
     /// Importance samples K for the VAE's and HVAE's L_K (0: the ELBO only).
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 1000)]
     pub iw: usize,
@@ -81,7 +90,13 @@ pub fn run(a: CompareArgs, g: &Global) -> anyhow::Result<i32> {
         representation: a.representation,
         minutes: a.minutes,
         out: out.clone(),
+        models: if a.models.is_empty() {
+            elbo::studies::compare::MODELS.to_vec()
+        } else {
+            a.models
+        },
         runs: a.runs,
+        ode: a.ode,
         iw: a.iw,
         quality: a.quality,
         limit: a.limit.unwrap_or(usize::MAX),

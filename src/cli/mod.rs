@@ -3,6 +3,7 @@
 
 mod compare;
 mod data;
+mod distill;
 mod eval;
 mod guidance;
 mod inspect;
@@ -59,8 +60,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Draw samples from a trained run into a PNG grid (images) or a .npy file.
     Sample(sample::SampleArgs),
-    /// Train (or take) a VAE, a hierarchical VAE and a VDM on the same data and budget and set
-    /// their bounds, terms, speed and samples side by side (Markdown, JSON and a figure).
+    /// Train (or take) a VAE, a hierarchical VAE, a VDM, flow matching, EDM and a latent VDM on
+    /// the same data and budget and set their bounds, terms, speed and samples side by side
+    /// (Markdown, JSON and a figure).
     Compare(compare::CompareArgs),
     /// The ELBO's argument, live: evidence, bound, KL and their identity on the linear-Gaussian
     /// model, to the last digit; with --run, L_K for K = 1 … 5000 on a trained VAE or HVAE.
@@ -83,6 +85,10 @@ enum Command {
     /// Sample quality against network evaluations (NFE) for every sampler of a diffusion run of
     /// images: a table, JSON and a plot.
     Samplers(samplers::SamplersArgs),
+    /// Progressive distillation: students that take in one DDIM step what the run takes in
+    /// two, halving the steps each round (64 → 4 by default), each saved as a run; then their
+    /// FD-classifier against NFE beside the teacher's samplers.
+    Distill(distill::DistillArgs),
     /// Write a run's weights as a PyTorch state dict (safetensors, PyTorch names and layouts, the
     /// config in its metadata), for python/elbo_torch or any PyTorch code.
     Export(interop::ExportArgs),
@@ -126,6 +132,7 @@ pub fn run() -> i32 {
         Command::Quality(a) => quality::run(a),
         Command::Guidance(a) => guidance::run(a, &g),
         Command::Samplers(a) => samplers::run(a, &g),
+        Command::Distill(a) => distill::run(a, &g),
         Command::Export(a) => interop::export(a),
         Command::Import(a) => interop::import(a),
         Command::Completions { shell } => {

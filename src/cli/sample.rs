@@ -47,6 +47,19 @@ pub struct SampleArgs {
     /// Absolute tolerance of the rk45 sampler's step control.
     #[arg(allow_negative_numbers = true, long, default_value_t = 1e-3)]
     pub atol: f64,
+    /// EDM sampler's S_churn: noise added before each step from a level in [S_tmin, S_tmax],
+    /// raising σ by the factor 1 + min(S_churn/steps, √2 − 1) (0: deterministic).
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// EDM sampler's S_tmin: the lowest σ at which churn applies.
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.05)]
+    pub s_tmin: f64,
+    /// EDM sampler's S_tmax: the highest σ at which churn applies.
+    #[arg(allow_negative_numbers = true, long, default_value_t = 50.0)]
+    pub s_tmax: f64,
+    /// EDM sampler's S_noise: the inflation of churn's noise.
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1.003)]
+    pub s_noise: f64,
     /// Class to draw, for a class-conditional model (trained with vdm.conditional = true).
     #[arg(long, value_name = "C|all", value_parser = parse_class, allow_negative_numbers = true)]
     pub class: Option<ClassChoice>,
@@ -147,10 +160,23 @@ fn sample_options(a: &SampleArgs, class: Option<u32>) -> anyhow::Result<SampleOp
         snr: a.snr,
         rtol: a.rtol,
         atol: a.atol,
+        churn: a.churn,
+        s_tmin: a.s_tmin,
+        s_tmax: a.s_tmax,
+        s_noise: a.s_noise,
     };
     params.validate()?;
+    // The churn flags are the EDM sampler's: they choose it, and no other takes them.
+    let churned = a.churn > 0.0;
+    let name = match a.sampler.as_deref() {
+        Some(s) if churned && s != "edm" => {
+            anyhow::bail!("--churn applies to the EDM sampler (--sampler edm), not to {s}")
+        }
+        None if churned => Some("edm"),
+        s => s,
+    };
     let opts = SampleOptions {
-        sampler: super::sampler_of(a.sampler.as_deref(), &params)?,
+        sampler: super::sampler_of(name, &params)?,
         steps: a.steps,
         seed: a.seed,
         threads: elbo::par::default_threads(),

@@ -8,6 +8,8 @@
 //! | `eps_hat` | ε̂_θ, the noise estimate (M19) |
 //! | `score_hat` | ŝ_θ ≈ ∇ log p(z_t) = −ε/σ (M20, Tweedie) |
 //! | `v_hat` | v̂ ≈ α ε − σ x (M21) |
+//! | `u_hat` | û ≈ ε − x, the straight path's velocity (M48) |
+//! | `f_hat` | F of EDM's D = c_skip x̄ + c_out F (M47) |
 //!
 //! `alpha`, `sigma` are `[B, 1]` columns that broadcast over the `[B, D]` tensors.
 
@@ -28,6 +30,11 @@ pub enum Prediction {
     Score,
     /// v̂ (Salimans & Ho 2022).
     V,
+    /// The velocity û = ε − x of the straight path (flow matching, M48): dz/dt of
+    /// z_t = (1 − t) x + t ε, and the same quantity for any process.
+    Flow,
+    /// F of EDM's preconditioned denoiser D = c_skip x̄ + c_out F (Karras et al. 2022, M47).
+    Edm,
 }
 
 crate::choice!(Prediction {
@@ -35,7 +42,59 @@ crate::choice!(Prediction {
     X0 = "x0": "x̂_0",
     Score = "score": "the score ŝ",
     V = "v": "v̂ (Salimans & Ho 2022)",
+    Flow = "flow": "the velocity ε − x of the straight path (flow matching)",
+    Edm = "edm": "F of EDM's preconditioned denoiser D = c_skip x̄ + c_out F (Karras et al. 2022)",
 });
+
+/// EDM's σ_data, the data's standard deviation its preconditioning assumes (½ for data in
+/// [−1, 1]; standardised vectors have 1, which the network absorbs).
+pub const EDM_SIGMA_DATA: f64 = 0.5;
+
+/// (M47) ε̂ from EDM's F. In x̄ = z/α and σ̄ = σ/α (any process), D = c_skip x̄ + c_out F with
+/// c_skip = σ_d²/(σ̄² + σ_d²), c_out = σ̄ σ_d/√(σ̄² + σ_d²); ε̂ = (x̄ − D)/σ̄ then reads
+/// (x̄ σ̄ − σ_d √(σ̄² + σ_d²) F)/(σ̄² + σ_d²), with no division by σ̄ (ε̂ → −F as σ̄ → 0).
+pub fn eps_from_edm(
+    z: Tensor<2>,
+    f_hat: Tensor<2>,
+    alpha: Tensor<2>,
+    sigma: Tensor<2>,
+) -> Tensor<2> {
+    let sb = sigma / alpha.clone();
+    let d2 = sb.clone().square() + EDM_SIGMA_DATA * EDM_SIGMA_DATA;
+    (z / alpha * sb - f_hat * d2.clone().sqrt() * EDM_SIGMA_DATA) / d2
+}
+
+/// (M47) EDM's F from ε̂: F = (x̄ σ̄ − ε̂ (σ̄² + σ_d²))/(σ_d √(σ̄² + σ_d²)).
+pub fn edm_from_eps(
+    z: Tensor<2>,
+    eps_hat: Tensor<2>,
+    alpha: Tensor<2>,
+    sigma: Tensor<2>,
+) -> Tensor<2> {
+    let sb = sigma / alpha.clone();
+    let d2 = sb.clone().square() + EDM_SIGMA_DATA * EDM_SIGMA_DATA;
+    (z / alpha * sb - eps_hat * d2.clone()) / (d2.sqrt() * EDM_SIGMA_DATA)
+}
+
+/// (M48) ε̂ from the velocity û = ε − x: z + α û = (α + σ) ε, so ε = (z + α û)/(α + σ).
+pub fn eps_from_flow(
+    z: Tensor<2>,
+    u_hat: Tensor<2>,
+    alpha: Tensor<2>,
+    sigma: Tensor<2>,
+) -> Tensor<2> {
+    (z + u_hat * alpha.clone()) / (alpha + sigma)
+}
+
+/// (M48) û from ε̂ and z: û = ε − x̂_0 with x̂_0 = (z − σ ε)/α, = ((α + σ) ε − z)/α.
+pub fn flow_from_eps(
+    z: Tensor<2>,
+    eps_hat: Tensor<2>,
+    alpha: Tensor<2>,
+    sigma: Tensor<2>,
+) -> Tensor<2> {
+    (eps_hat * (alpha.clone() + sigma) - z) / alpha
+}
 
 /// (M19) ε̂ from x̂_0: ε̂ = (z − α x̂_0)/σ.
 pub fn eps_from_x0(
@@ -98,6 +157,8 @@ impl Prediction {
             Prediction::X0 => eps_from_x0(z, out, alpha, sigma),
             Prediction::Score => eps_from_score(out, sigma),
             Prediction::V => eps_from_v(z, out, alpha, sigma),
+            Prediction::Flow => eps_from_flow(z, out, alpha, sigma),
+            Prediction::Edm => eps_from_edm(z, out, alpha, sigma),
         }
     }
 
@@ -114,6 +175,8 @@ impl Prediction {
             Prediction::X0 => x0_from_eps(z, eps_hat, alpha, sigma),
             Prediction::Score => score_from_eps(eps_hat, sigma),
             Prediction::V => v_from_eps(z, eps_hat, alpha, sigma),
+            Prediction::Flow => flow_from_eps(z, eps_hat, alpha, sigma),
+            Prediction::Edm => edm_from_eps(z, eps_hat, alpha, sigma),
         }
     }
 }
@@ -132,50 +195,55 @@ mod tests {
     }
 
     #[test]
-    fn m18_to_m21_agree_with_the_truth_in_both_processes() {
-        // Known x, ε at three noise levels, variance preserving and exploding: every kind of
-        // output computed from its definition (not from the code's conversions) converts to the
-        // true ε, and back to the truth.
-        for ve in [false, true] {
-            check_truth(ve);
+    fn m18_to_m21_m46_m47_agree_with_the_truth_in_every_process() {
+        // Known x, ε at three noise levels under each process: every kind of output computed
+        // from its definition (not from the code's conversions) converts to the true ε, and
+        // back to the truth.
+        for process in [
+            crate::diffusion::Process::VariancePreserving,
+            crate::diffusion::Process::VarianceExploding,
+            crate::diffusion::Process::Linear,
+        ] {
+            check_truth(process);
         }
     }
 
-    fn check_truth(ve: bool) {
+    fn check_truth(process: crate::diffusion::Process) {
         let x = t(vec![0.5, -1.0, 0.25, 0.9, -0.3, 0.0], [3, 2]);
         let eps = t(vec![1.2, 0.3, -0.7, -2.0, 0.4, 1.0], [3, 2]);
-        let a2 = [0.999f32, 0.5, 0.01];
-        let (alpha, sigma) = if ve {
-            (t(vec![1.0; 3], [3, 1]), t(vec![0.05, 1.0, 9.0], [3, 1]))
-        } else {
-            (
-                t(a2.iter().map(|a| a.sqrt()).collect(), [3, 1]),
-                t(a2.iter().map(|a| (1.0 - a).sqrt()).collect(), [3, 1]),
-            )
-        };
+        let gammas = [-6.9f64, 0.0, 4.6];
+        let col = |f: &dyn Fn(f64) -> f64| t(gammas.iter().map(|&g| f(g) as f32).collect(), [3, 1]);
+        let alpha = col(&|g| process.alpha_sigma_f64(g).0);
+        let sigma = col(&|g| process.alpha_sigma_f64(g).1);
         let z = x.clone() * alpha.clone() + eps.clone() * sigma.clone();
+        // EDM's F from its definition D = c_skip x̄ + c_out F with D = x.
+        let sd = EDM_SIGMA_DATA;
+        let sb = col(&|g| {
+            let (a, s) = process.alpha_sigma_f64(g);
+            s / a
+        });
+        let c_skip = (sb.clone().square() + sd * sd).recip() * (sd * sd);
+        let c_out = sb.clone() * sd / (sb.clone().square() + sd * sd).sqrt();
+        let f_true = (x.clone() - z.clone() / alpha.clone() * c_skip) / c_out;
         let truth = |p: Prediction| match p {
             Prediction::Eps => eps.clone(),
             Prediction::X0 => x.clone(),
             Prediction::Score => -(eps.clone() / sigma.clone()),
             Prediction::V => eps.clone() * alpha.clone() - x.clone() * sigma.clone(),
+            Prediction::Flow => eps.clone() - x.clone(),
+            Prediction::Edm => f_true.clone(),
         };
-        for p in [
-            Prediction::Eps,
-            Prediction::X0,
-            Prediction::Score,
-            Prediction::V,
-        ] {
+        for &p in <Prediction as crate::choice::Choice>::ALL {
             let e = p.to_eps(truth(p), z.clone(), alpha.clone(), sigma.clone());
             assert!(
                 max_abs(e.clone(), eps.clone()) < 2e-4,
-                "{p:?} → ε (ve {ve})"
+                "{p:?} → ε ({process:?})"
             );
             let back = p.from_eps(eps.clone(), z.clone(), alpha.clone(), sigma.clone());
             let scale: f32 = truth(p).abs().max().into_scalar();
             assert!(
                 max_abs(back, truth(p)) < 2e-3 * (1.0 + scale),
-                "ε → {p:?} (ve {ve})"
+                "ε → {p:?} ({process:?})"
             );
         }
         // x̂_0 ↔ ε̂ directly.

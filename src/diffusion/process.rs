@@ -33,6 +33,9 @@ pub enum Process {
     VariancePreserving,
     /// (M35) α_t = 1, σ_t² = e^{γ_t}: the variance grows, prior N(0, σ_1² I).
     VarianceExploding,
+    /// (M48) The straight path of flow matching, z_t = (1 − t) x + t ε: α = sigmoid(−γ/2),
+    /// σ = sigmoid(γ/2) (so α + σ = 1 and t = σ), prior N(0, σ_1² I) with σ_1 just below 1.
+    Linear,
 }
 
 impl Process {
@@ -42,6 +45,7 @@ impl Process {
         match self {
             Process::VariancePreserving => 1.0,
             Process::VarianceExploding => gamma1.exp(),
+            Process::Linear => sigmoid(0.5 * gamma1).powi(2),
         }
     }
 
@@ -51,6 +55,7 @@ impl Process {
         match self {
             Process::VariancePreserving => (sigmoid_t(-g.clone()).sqrt(), sigmoid_t(g).sqrt()),
             Process::VarianceExploding => (g.clone().ones_like(), (g * 0.5).exp()),
+            Process::Linear => (sigmoid_t(-g.clone() * 0.5), sigmoid_t(g * 0.5)),
         }
     }
 
@@ -59,6 +64,7 @@ impl Process {
         match self {
             Process::VariancePreserving => (sigmoid(-gamma).sqrt(), sigmoid(gamma).sqrt()),
             Process::VarianceExploding => (1.0, (0.5 * gamma).exp()),
+            Process::Linear => (sigmoid(-0.5 * gamma), sigmoid(0.5 * gamma)),
         }
     }
 
@@ -67,6 +73,8 @@ impl Process {
         match self {
             Process::VariancePreserving => -softplus(-gamma),
             Process::VarianceExploding => gamma,
+            // log σ² = 2 log sigmoid(γ/2) = −2 softplus(−γ/2).
+            Process::Linear => -softplus(-gamma * 0.5) * 2.0,
         }
     }
 
@@ -75,6 +83,7 @@ impl Process {
         match self {
             Process::VariancePreserving => gamma1.zeros_like(),
             Process::VarianceExploding => gamma1,
+            Process::Linear => -softplus(-gamma1 * 0.5) * 2.0,
         }
     }
 

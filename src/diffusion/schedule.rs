@@ -69,6 +69,36 @@ impl NoiseSchedule for LinearGamma {
     }
 }
 
+/// The straight path's own time (flow matching, M48): t' = sigmoid(γ/2) runs linearly over
+/// [sigmoid(γ_min/2), sigmoid(γ_max/2)] as t runs over [0, 1], so γ(t) = 2 logit(t'); t uniform
+/// is flow matching's t uniform, kept away from its ends by the endpoints.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearPath {
+    pub gamma_min: f64,
+    pub gamma_max: f64,
+}
+
+impl LinearPath {
+    fn s_range(&self) -> (f64, f64) {
+        let s = |g: f64| super::process::sigmoid(0.5 * g);
+        (s(self.gamma_min), s(self.gamma_max))
+    }
+}
+
+impl NoiseSchedule for LinearPath {
+    fn gamma(&self, t: f64) -> f64 {
+        let (s0, s1) = self.s_range();
+        let s = s0 + (s1 - s0) * t.clamp(0.0, 1.0);
+        2.0 * (s / (1.0 - s)).ln()
+    }
+    /// dγ/dt = 2 (s_1 − s_0)/(s (1 − s)).
+    fn dgamma_dt(&self, t: f64) -> f64 {
+        let (s0, s1) = self.s_range();
+        let s = s0 + (s1 - s0) * t.clamp(0.0, 1.0);
+        2.0 * (s1 - s0) / (s * (1.0 - s))
+    }
+}
+
 /// The cosine schedule in continuous time, over a chosen log-SNR range (M24 without its offset:
 /// ᾱ = cos²(π u/2), so γ = −log SNR = 2 log tan(π u/2)), with u running linearly over
 /// [u_0, u_1] = (2/π) atan(e^{γ_min/2}) … (2/π) atan(e^{γ_max/2}) as t runs over [0, 1]; so
@@ -209,6 +239,8 @@ pub enum ScheduleKind {
     CosineLogSnr,
     /// Learned γ (M26): a monotone network with learned endpoints.
     Learned,
+    /// The straight path's own time over [gamma_min, gamma_max] (flow matching, M48).
+    LinearPath,
     /// Chosen from the data when a model is built: cosine for 8-bit images (the better samples
     /// at equal time, BENCHMARKS.md §8), linear γ for vectors (the tighter bound).
     Auto,
@@ -220,6 +252,7 @@ crate::choice!(ScheduleKind {
     LinearGamma = "linear-gamma": "linear γ = −log SNR (M25), VDM's default",
     CosineLogSnr = "cosine-log-snr": "the cosine schedule in continuous time over [gamma-min, gamma-max]",
     Learned = "learned": "learned γ (M26): a monotone network with learned endpoints",
+    LinearPath = "linear-path": "the straight path's time t = sigmoid(γ/2), linear over [gamma-min, gamma-max] (flow matching)",
 });
 
 /// A schedule's settings.
@@ -265,6 +298,10 @@ impl ScheduleConfig {
                 gamma_max: self.gamma_max,
             }),
             ScheduleKind::CosineLogSnr => Box::new(CosineLogSnr {
+                gamma_min: self.gamma_min,
+                gamma_max: self.gamma_max,
+            }),
+            ScheduleKind::LinearPath => Box::new(LinearPath {
                 gamma_min: self.gamma_min,
                 gamma_max: self.gamma_max,
             }),

@@ -27,13 +27,15 @@ pub enum Weighting {
     /// training σ in λ = −2 log σ, N(λ; −2 P_mean, (2 P_std)²), times (e^{−λ} + σ_d²)/σ_d²
     /// (its loss weight λ(σ) = (σ² + σ_d²)/(σ σ_d)² in ε units), σ_d = ½; not monotone.
     Edm,
+    /// Conditional flow matching on the straight path (Lipman et al. 2022): E_t‖û − u‖² with t
+    /// uniform is ½ ∫ e^{−λ/2} ‖ε − ε̂‖² dλ (M48), so w(λ) = e^{−λ/2}: monotone.
+    FlowMatching,
 }
 
 /// EDM's training distribution of ln σ: N(P_mean, P_std²).
 pub const EDM_P_MEAN: f64 = -1.2;
 pub const EDM_P_STD: f64 = 1.2;
-/// EDM's σ_data for data in [−1, 1].
-pub const EDM_SIGMA_DATA: f64 = 0.5;
+pub use super::param::EDM_SIGMA_DATA;
 
 fn sigmoid(x: f64) -> f64 {
     super::process::sigmoid(x)
@@ -55,13 +57,17 @@ impl Weighting {
                 let sd2 = EDM_SIGMA_DATA * EDM_SIGMA_DATA;
                 edm_lambda_density(lambda) * ((-lambda).exp() + sd2) / sd2
             }
+            Weighting::FlowMatching => (-0.5 * lambda).exp(),
         }
     }
 
     /// Whether w is non-increasing in λ: then the weighted loss is the ELBO of data augmented
     /// with Gaussian noise (Kingma & Gao 2023, §4), a likelihood objective of its own.
     pub fn monotone(&self) -> bool {
-        matches!(self, Weighting::Elbo | Weighting::Sigmoid { .. })
+        matches!(
+            self,
+            Weighting::Elbo | Weighting::Sigmoid { .. } | Weighting::FlowMatching
+        )
     }
 
     /// In words, for reports.
@@ -75,6 +81,7 @@ impl Weighting {
             Weighting::Elbo => "w(λ) = 1, the ELBO itself".into(),
             Weighting::Sigmoid { shift } => format!("w(λ) = sigmoid({shift} − λ), {m}"),
             Weighting::Edm => format!("EDM's w(λ) (log-normal σ, σ_data = ½), {m}"),
+            Weighting::FlowMatching => format!("flow matching's w(λ) = e^(−λ/2), {m}"),
         }
     }
 }
@@ -245,6 +252,78 @@ mod tests {
             .sum();
         assert!((total - 1.0).abs() < 1e-9, "{total}");
         assert!((erf(0.5) - 0.520_499_877_8).abs() < 2e-7);
+        let f = Weighting::FlowMatching;
+        assert!(f.monotone() && f.w(-4.0) > f.w(0.0) && (f.w(0.0) - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn flow_matchings_loss_is_its_weighted_integrand() {
+        // M48 on the straight path with t uniform (the linear-path schedule): the weighted
+        // integrand ½ w(λ) γ'(t) ‖ε − ε̂‖² with w = e^{−λ/2} is the CFM loss ‖û − (ε − x)‖²
+        // times (s_1 − s_0), s = sigmoid(γ/2) (t uniform over the path's own [s_0, s_1]),
+        // draw by draw, for a denoiser that is wrong.
+        use crate::diffusion::schedule::LinearPath;
+        let sched = LinearPath {
+            gamma_min: -10.0,
+            gamma_max: 9.0,
+        };
+        let s = |g: f64| crate::diffusion::process::sigmoid(0.5 * g);
+        let (s0, s1) = (s(-10.0), s(9.0));
+        let (n, d) = (64usize, 3usize);
+        let oracle = Scaled(
+            GaussianOracle {
+                s2: 0.5,
+                process: crate::diffusion::Process::Linear,
+            },
+            0.8,
+        );
+        struct OnPath(Scaled);
+        impl Denoiser for OnPath {
+            fn prediction(&self) -> Prediction {
+                Prediction::Eps
+            }
+            fn process(&self) -> crate::diffusion::Process {
+                crate::diffusion::Process::Linear
+            }
+            fn predict(&self, z: Tensor<2>, g: Tensor<1>, c: crate::diffusion::Cond) -> Tensor<2> {
+                self.0.predict(z, g, c)
+            }
+        }
+        let den = OnPath(oracle);
+        let x = randn(&mut seeded(5), [n, d], &Device::flex()) * 0.5f64.sqrt();
+        let e = diffusion_elbo(
+            &den,
+            &Schedule::Fixed(&sched),
+            x.clone(),
+            Decoder::Gaussian,
+            ElboOptions {
+                t_steps: None,
+                t_samples: 1,
+                proposal: None,
+            },
+            None,
+            &mut seeded(6),
+        )
+        .unwrap();
+        let got = crate::elbo::to_f64(weighted_integrand(
+            &e,
+            Some(Weighting::FlowMatching),
+            |t| sched.gamma(t),
+        ))
+        .unwrap();
+        // ‖û − u‖² = ‖ε̂ − ε‖²/α² (û − u = (ε̂ − ε)/α on the straight path, α + σ = 1);
+        // `mse` is ‖ε − ε̂‖² summed over the D dimensions.
+        let mse = crate::elbo::to_f64(e.mse.clone()).unwrap();
+        for (i, &t) in e.times.iter().enumerate() {
+            let a = 1.0 - s(sched.gamma(t));
+            let cfm = mse[i] / (a * a);
+            let want = cfm * (s1 - s0);
+            assert!(
+                (got[i] - want).abs() < 1e-3 * want.max(1e-3),
+                "draw {i} at t = {t}: {} vs {want}",
+                got[i]
+            );
+        }
     }
 
     #[test]
@@ -351,6 +430,7 @@ mod tests {
             Some(Weighting::Elbo),
             Some(Weighting::Sigmoid { shift: 2.0 }),
             Some(Weighting::Edm),
+            Some(Weighting::FlowMatching),
         ];
         for (pname, p) in proposals(&sched) {
             for w in weightings {

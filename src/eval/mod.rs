@@ -171,9 +171,9 @@ pub fn evaluate(dir: &RunDir, opts: &EvalOptions, progress: &dyn Progress) -> Re
             cfg.model.kind()
         )));
     }
-    if opts.ode.is_some() && !cfg.model.is_diffusion() {
+    if opts.ode.is_some() && !cfg.model.has_ode() {
         return Err(Error::Config(format!(
-            "--method ode needs a diffusion model; {} is a {} run",
+            "--method ode needs a diffusion model (or a diffusion prior); {} is a {} run",
             dir.path.display(),
             cfg.model.kind()
         )));
@@ -324,9 +324,10 @@ fn sample_quality<M: Model>(
         v.iter_mut().for_each(|x| *x *= 255.0);
     }
     let mut q = quality::quality(spec, &v, quality::ClassifierSettings::default())?;
-    if l.model.diffusion().is_some() {
+    if d.nfe > 1.0 {
         q.sampler = Some(d.sampler);
     }
+    q.nfe = Some(d.nfe);
     Ok(q)
 }
 

@@ -87,9 +87,9 @@ pub(super) fn evaluate<M: Model>(
     let device = opts.device.clone().autodiff();
     let l = load_model::<M>(dir, section, &device)?;
     let model = l.model.no_grad();
-    if model.diffusion().is_none() {
+    if !l.cfg.model.has_ode() {
         return Err(Error::Config(format!(
-            "--method ode needs a diffusion model; this run is a {}",
+            "--method ode needs a diffusion model (or a diffusion prior); this run is a {}",
             l.cfg.model.kind()
         )));
     }
@@ -109,10 +109,9 @@ pub(super) fn evaluate<M: Model>(
             let x = row_block(&d.rows, start, b, dim, &device);
             let y = labels.map(|l| &l[start..start + b]);
             let mut rng = chunk(opts.seed, streams::EVAL_NOISE ^ 0x0DE, i as u64);
-            let dm = m
-                .diffusion()
-                .ok_or_else(|| Error::Invalid("not a diffusion model".into()))?;
-            let r = dm.ode_nll(x, y, ode, &mut rng)?;
+            let r = m
+                .ode_nll(x, y, ode, &mut rng)
+                .ok_or_else(|| Error::Invalid("the model has no ODE likelihood".into()))??;
             progress.inc(b as u64);
             Ok(r)
         },

@@ -302,6 +302,9 @@ pub struct Quality {
     /// How the samples were drawn (sampler and steps), where that applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<String>,
+    /// Network evaluations per sample, counted (a decoder pass: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfe: Option<f64>,
 }
 
 /// Mean and covariance of row-major `[n, k]` features.
@@ -478,6 +481,7 @@ pub fn quality(spec: &str, samples: &[f32], settings: ClassifierSettings) -> Res
             test.n
         ),
         sampler: None,
+        nfe: None,
     })
 }
 

@@ -4,6 +4,7 @@
 //! loss and its bound. The training loop, the evaluators and the command line reach every model
 //! through [`ModelConfig::visit`], so a new model is one new file plus one line in the registry.
 
+pub mod family;
 pub mod noisy_classifier;
 pub mod obs;
 pub mod registry;
@@ -60,6 +61,10 @@ pub trait ModelSettings:
 
     /// Whether the model is a diffusion model (samplers, the ODE likelihood, guidance apply).
     const DIFFUSION: bool = false;
+
+    /// Whether the model has a likelihood along a probability-flow ODE (`eval --method ode`):
+    /// every diffusion model, and models with a diffusion prior.
+    const ODE: bool = Self::DIFFUSION;
 
     /// Whether the model has an importance-weighted bound L_K (M4; `eval --iw K`).
     const IMPORTANCE_WEIGHTED: bool = false;
@@ -434,6 +439,24 @@ pub trait Model: Module + LatentVariableModel + Sized + Send + 'static {
         None
     }
 
+    /// −log p(x) per row along the probability-flow ODE (M37), or the bound that a latent
+    /// model's ODE prior gives; `None` for a model without one. The device must be autodiff.
+    fn ode_nll(
+        &self,
+        x: Tensor<2>,
+        cond: crate::diffusion::Cond,
+        opts: &crate::diffusion::ode::OdeOptions,
+        rng: &mut Rng,
+    ) -> Option<Result<crate::diffusion::ode::OdeNll>> {
+        self.diffusion().map(|d| d.ode_nll(x, cond, opts, rng))
+    }
+
+    /// The VDM a diffusion model is (its network, schedule and process), for work on the
+    /// network itself: distillation (`None` for other models).
+    fn vdm(&self) -> Option<&vdm::Vdm> {
+        None
+    }
+
     /// Sampler steps of the small sample grids drawn during training (`None`: the model's
     /// default, or no steps at all).
     fn preview_steps(&self) -> Option<usize> {
@@ -561,4 +584,10 @@ registry::registry! {
     Vdm(vdm::Vdm) = "vdm",
     /// Noise-conditional score network: denoising score matching, annealed Langevin (MATH.md §7).
     Ncsn(ncsn::Ncsn) = "ncsn",
+    /// Flow matching: the straight path, the velocity, the CFM loss as a weighted ELBO (M48).
+    Flow(flow::Flow) = "flow",
+    /// EDM: preconditioned denoiser, log-normal σ, Heun on the ρ = 7 grid (M47).
+    Edm(edm::Edm) = "edm",
+    /// Latent diffusion with a bound (LSGM): a VAE with a VDM prior over its latent (M49).
+    LatentVdm(latent_vdm::LatentVdm) = "latent-vdm",
 }

@@ -252,6 +252,10 @@ impl Model for Ncsn {
         Some(&self.vdm)
     }
 
+    fn vdm(&self) -> Option<&Vdm> {
+        Some(&self.vdm)
+    }
+
     /// Annealed Langevin at 20 steps per level, to keep the grids cheap.
     fn preview_steps(&self) -> Option<usize> {
         Some(20)
@@ -314,7 +318,7 @@ impl DiffusionSource for Ncsn {
             }),
             Some(s) => Ok(Plan {
                 sampler: s.clone(),
-                gammas: self.vdm.gammas(steps.unwrap_or(self.cfg.levels).max(1)),
+                gammas: self.vdm.walk_gammas(s, steps.unwrap_or(self.cfg.levels).max(1)),
             }),
         }
     }

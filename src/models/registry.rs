@@ -136,6 +136,15 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether the model has a probability-flow ODE likelihood (`eval --method ode`).
+            pub fn has_ode(&self) -> bool {
+                match self {
+                    $(ModelConfig::$variant(_) => {
+                        <<$module::$ty as $crate::models::Model>::Config as $crate::models::ModelSettings>::ODE
+                    })*
+                }
+            }
+
             /// Whether the model is a diffusion model (samplers, the ODE likelihood, guidance).
             pub fn is_diffusion(&self) -> bool {
                 match self {

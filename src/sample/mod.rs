@@ -61,6 +61,12 @@ pub trait Sampler {
     fn nfe(&self, steps: usize) -> Option<usize> {
         Some(steps.max(1))
     }
+
+    /// The levels of a walk of `steps` steps between the model's γ(1) and γ(0), where the
+    /// sampler has its own spacing (EDM's ρ = 7); `None`: the model's schedule's grid.
+    fn grid(&self, _gamma_max: f64, _gamma_min: f64, _steps: usize) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// The settings a caller can give any sampler (the command line's `--eta`, `--snr`, `--rtol`,
@@ -74,6 +80,11 @@ pub struct SamplerParams {
     /// RK45's relative and absolute tolerances.
     pub rtol: f64,
     pub atol: f64,
+    /// EDM's S_churn (0: deterministic), S_tmin, S_tmax and S_noise.
+    pub churn: f64,
+    pub s_tmin: f64,
+    pub s_tmax: f64,
+    pub s_noise: f64,
 }
 
 impl Default for SamplerParams {
@@ -83,6 +94,10 @@ impl Default for SamplerParams {
             snr: 0.16,
             rtol: 1e-3,
             atol: 1e-3,
+            churn: 0.0,
+            s_tmin: 0.05,
+            s_tmax: 50.0,
+            s_noise: 1.003,
         }
     }
 }
@@ -97,6 +112,7 @@ impl SamplerParams {
         if !(self.snr > 0.0 && self.snr.is_finite()) {
             return Err(Error::Config("--snr must be a positive number".into()));
         }
+        EdmSampler::configure(self).validate()?;
         crate::diffusion::ode::check_tolerances(self.rtol, self.atol)
     }
 }
@@ -190,6 +206,12 @@ samplers! {
     Rk45(rk45::Rk45) = "rk45",
     /// Annealed Langevin dynamics (M34) at an ncsn run's noise levels.
     AnnealedLangevin(langevin::AnnealedLangevin) = "annealed-langevin",
+    /// Euler's method on the straight path (M48; equal to DDIM with η = 0).
+    FlowEuler(flow_euler::FlowEuler) = "flow-euler",
+    /// Heun's method on the straight path (M48; 2 network evaluations per step).
+    FlowHeun(flow_heun::FlowHeun) = "flow-heun",
+    /// EDM's sampler (M47): Heun on its ρ = 7 grid of σ, with optional churn (--churn).
+    Edm(edm::EdmSampler) = "edm",
 }
 
 impl SamplerKind {
@@ -265,6 +287,31 @@ pub fn eps_x0_at(
             (e, x0)
         }
         _ => (e, x0),
+    }
+}
+
+/// [`eps_x0_at`] with a noise level per row (`gammas`, one per row of `z_t`, all finite): ε̂ and
+/// the clipped x̂_0 with ε̂ recomputed from it, as every sampler step sees them.
+pub fn eps_x0_rows(
+    den: &dyn Denoiser,
+    z_t: Tensor<2>,
+    gammas: &[f64],
+    cond: Cond,
+) -> (Tensor<2>, Tensor<2>) {
+    let b = gammas.len();
+    let g = Tensor::from_data(
+        TensorData::new(gammas.iter().map(|&v| v as f32).collect::<Vec<_>>(), [b]),
+        &z_t.device(),
+    );
+    let e = crate::diffusion::eps_hat(den, z_t.clone(), g.clone(), cond);
+    let (alpha, sigma) = den.process().alpha_sigma(g);
+    let x0 = (z_t.clone() - e.clone() * sigma.clone()) / alpha.clone();
+    match den.x0_bounds() {
+        Some((lo, hi)) => {
+            let x0 = x0.clamp(lo, hi);
+            ((z_t - x0.clone() * alpha) / sigma, x0)
+        }
+        None => (e, x0),
     }
 }
 

@@ -1,8 +1,10 @@
-//! `elbo compare`: the paper's argument as one table. A VAE, a hierarchical VAE and a VDM are
-//! trained on the same data and split with the same wall-clock budget (or taken from existing
-//! runs), evaluated with their bounds on the same test images, and set side by side: the NLL
-//! bound and each of its terms, parameter count, training time and speed, sample quality, and
-//! a figure of each model's samples.
+//! `elbo compare`: the paper's argument as one table. A VAE, a hierarchical VAE, a VDM and the
+//! modern family (flow matching, EDM, a latent VDM) are trained on the same data and split with
+//! the same wall-clock budget (or taken from existing runs), evaluated with their bounds on the
+//! same test images, and set side by side: the NLL bound and each of its terms, the exact
+//! likelihood along the probability-flow ODE where a model has one, parameter count, training
+//! time and speed, sample quality with its network evaluations per sample, and a figure of
+//! each model's samples.
 //!
 //! The bound is the same quantity for every row because every model scores the same
 //! representation of the images ([`Representation`]): the 8-bit levels (the VAE and HVAE with a
@@ -46,8 +48,16 @@ impl Representation {
     }
 }
 
-/// The models of a comparison, in the order of the paper's argument.
-pub const MODELS: [ModelKind; 3] = [ModelKind::Vae, ModelKind::Hvae, ModelKind::Vdm];
+/// The models of a comparison by default, in the order of the argument: the paper's three,
+/// then the modern family.
+pub const MODELS: [ModelKind; 6] = [
+    ModelKind::Vae,
+    ModelKind::Hvae,
+    ModelKind::Vdm,
+    ModelKind::Flow,
+    ModelKind::Edm,
+    ModelKind::LatentVdm,
+];
 
 /// The representation of 8-bit images a model's settings score (a dequantised run is refused
 /// separately: it scores a density, not either representation).
@@ -101,8 +111,14 @@ pub struct CompareOptions<'a> {
     pub minutes: f64,
     /// Directory of the comparison: its runs (`vae/`, `hvae/`, `vdm/`), table and figure.
     pub out: PathBuf,
-    /// Existing runs to use instead of training (any of the three kinds, one each).
+    /// The rows' models, in order (the given runs' kinds must be among them).
+    pub models: Vec<ModelKind>,
+    /// Existing runs to use instead of training (one of each kind at most).
     pub runs: Vec<PathBuf>,
+    /// Test images whose exact likelihood along the probability-flow ODE is also measured, for
+    /// the diffusion models of 8-bit images (0: none; it costs about 1,500 network evaluations
+    /// each).
+    pub ode: usize,
     /// Importance samples K of L_K for the VAE and HVAE (0: the ELBO only).
     pub iw: usize,
     /// Samples for the quality figures (0: none).
@@ -130,6 +146,9 @@ pub struct CompareRow {
     pub examples_per_sec: f64,
     /// The full evaluation: every term, the bound in nats and per dimension, quality.
     pub eval: EvalReport,
+    /// The probability-flow ODE's likelihood on the first `ode` test images, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ode: Option<crate::eval::ode::OdeReport>,
 }
 
 /// The table: rows over one data set, split and representation.
@@ -188,15 +207,23 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
                 opts.representation.name()
             )));
         }
+        if !opts.models.contains(&kind) {
+            return Err(Error::Config(format!(
+                "{}: a {kind} run, and {kind} is not among the compared models (--models)",
+                dir.display()
+            )));
+        }
         given.push((kind, dir.clone()));
     }
-
-    if given.len() < MODELS.len() {
+    if opts.models.is_empty() {
+        return Err(Error::Config("--models names no model".into()));
+    }
+    if given.len() < opts.models.len() {
         check_images(&opts.data)?;
     }
     let mut rows = Vec::new();
     let mut grids = Vec::new();
-    for kind in MODELS {
+    for &kind in &opts.models {
         let dir = match given.iter().find(|(k, _)| *k == kind) {
             Some((_, d)) => d.clone(),
             None => {
@@ -258,7 +285,7 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
         split: "test".into(),
         representation: opts.representation,
         unit,
-        minutes: if given.len() == MODELS.len() {
+        minutes: if given.len() == opts.models.len() {
             0.0
         } else {
             opts.minutes
@@ -302,7 +329,25 @@ fn evaluate_row(
         device: eval_device.clone(),
         ..eo
     };
+    let ode_opts = EvalOptions {
+        limit: opts.ode,
+        quality: None,
+        iw: None,
+        ode: Some(crate::diffusion::ode::OdeOptions {
+            rtol: 1e-5,
+            atol: 1e-5,
+            divergence: crate::diffusion::ode::Divergence::for_dim(mf.data.dim(), 2),
+        }),
+        ..eo.clone()
+    };
     let e = crate::eval::evaluate(&rd, &eo, progress)?;
+    // The exact likelihood where the model has one (a diffusion model of the 8-bit levels).
+    let has_ode = rd.config()?.model.has_ode() && !rd.config()?.model.binary_images();
+    let ode = if opts.ode > 0 && has_ode {
+        crate::eval::evaluate(&rd, &ode_opts, progress)?.report.ode
+    } else {
+        None
+    };
     let grid = match image {
         Some((h, w)) => {
             let so = SampleOptions::ancestral(opts.seed, crate::par::default_threads());
@@ -323,6 +368,7 @@ fn evaluate_row(
         train_secs: state.elapsed_secs,
         examples_per_sec: state.examples_seen as f64 / state.elapsed_secs.max(1e-9),
         eval: e.report,
+        ode,
     };
     Ok((row, grid))
 }
@@ -340,9 +386,9 @@ pub fn markdown(r: &CompareReport) -> String {
         r.unit
     );
     s.push_str(
-        "| model | params | steps | train time | examples/s | −ELBO (nats) | −L_K (nats) | NLL bound | terms (nats) | active units | FD-classifier | class entropy | confidence |\n",
+        "| model | params | steps | train time | examples/s | −ELBO (nats) | −L_K (nats) | NLL bound | ODE NLL | terms (nats) | active units | FD-classifier | NFE per sample | class entropy | confidence |\n",
     );
-    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
     for row in &r.rows {
         let e = &row.eval;
         let terms: Vec<String> = e
@@ -360,16 +406,20 @@ pub fn markdown(r: &CompareReport) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         });
-        let (fd, ent, conf) = match &e.quality {
+        let (fd, nfe, ent, conf) = match &e.quality {
             Some(q) => (
                 format!("{:.1}", q.samples.fd_classifier),
+                q.nfe.map_or("–".to_string(), |n| format!("{n:.0}")),
                 format!("{:.3}", q.samples.class_entropy),
                 format!("{:.3}", q.samples.mean_confidence),
             ),
-            None => ("–".into(), "–".into(), "–".into()),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
         };
+        let ode = row.ode.as_ref().map_or("–".to_string(), |o| {
+            format!("{:.4} ± {:.4} ({} images)", o.per_dim, o.per_dim_se, o.n)
+        });
         s.push_str(&format!(
-            "| {} | {} | {} | {:.1} min | {:.0} | {:.2} ± {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} min | {:.0} | {:.2} ± {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.model,
             row.params,
             row.steps,
@@ -379,9 +429,11 @@ pub fn markdown(r: &CompareReport) -> String {
             e.neg_elbo_se,
             iw,
             per(e.per_dim()),
+            ode,
             terms.join("; "),
             units,
             fd,
+            nfe,
             ent,
             conf
         ));

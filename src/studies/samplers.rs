@@ -21,6 +21,35 @@ pub struct Setting {
     pub steps: usize,
     /// RK45's rtol = atol (other samplers: 0).
     pub tol: f64,
+    /// Another run to draw this row from (a distilled student of the swept run); none: the
+    /// swept run itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+}
+
+impl Setting {
+    /// The row's name: the sampler, or the student run and its sampler.
+    pub fn label(&self) -> String {
+        match &self.run {
+            Some(r) => format!(
+                "student {} ({})",
+                std::path::Path::new(r)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| r.clone()),
+                self.sampler.describe()
+            ),
+            None => self.sampler.describe(),
+        }
+    }
+
+    /// The line it belongs to in the plot.
+    fn series(&self) -> String {
+        match &self.run {
+            Some(_) => "distilled students".into(),
+            None => self.sampler.name().into(),
+        }
+    }
 }
 
 /// The default sweep: about the NFE range 10–500 for each sampler; RK45 at three tolerances.
@@ -38,6 +67,7 @@ pub fn default_settings() -> Vec<Setting> {
                     sampler: s.clone(),
                     steps: k,
                     tol,
+                    run: None,
                 })
             }
         }
@@ -50,6 +80,35 @@ pub fn default_settings() -> Vec<Setting> {
     add("dpm-solver++", &[10, 20, 50], 0.0);
     for tol in [1e-2, 1e-3, 1e-4] {
         add("rk45", &[100], tol);
+    }
+    v
+}
+
+/// The sweep of a distillation (M50): each student at its own steps (DDIM on its grid) beside
+/// the teacher's ancestral, DDIM and DPM-Solver++ samplers at the same NFE and Heun at the
+/// nearest (2k − 1 ≤ NFE), and the teacher's 200 ancestral steps as the reference.
+pub fn distill_settings(students: &[(usize, std::path::PathBuf)]) -> Vec<Setting> {
+    let mut v = Vec::new();
+    let p = SamplerParams::default();
+    let mut add = |name: &str, steps: usize, run: Option<String>| {
+        if let Some(s) = SamplerKind::from_name(name, &p) {
+            v.push(Setting {
+                sampler: s,
+                steps,
+                tol: 0.0,
+                run,
+            });
+        }
+    };
+    add("ancestral", 200, None);
+    for (n, dir) in students {
+        add("ddim", *n, Some(dir.display().to_string()));
+        add("ancestral", *n, None);
+        add("ddim", *n, None);
+        add("dpm-solver++", *n, None);
+        if *n >= 3 {
+            add("heun", n.div_ceil(2), None);
+        }
     }
     v
 }
@@ -113,8 +172,10 @@ pub fn sweep(
     let reference = quality::moments(&quality::features(&clf, &test.x, d)?.0, quality::FEATURES);
     let train = crate::data::load(&cfg.data, crate::data::Split::Train)?;
     let real = quality::figures(&clf, &train.head(n.max(2)).x, d, &reference)?;
-    // The run, opened once for every row.
-    let run = crate::run::open(dir, &burn::tensor::Device::flex())?;
+    // The run, opened once for every row (and each student run once for its rows).
+    let dev = burn::tensor::Device::flex();
+    let run = crate::run::open(dir, &dev)?;
+    let mut others: Vec<(String, Box<dyn crate::run::OpenRun>)> = Vec::new();
     let mut rows = Vec::new();
     for s in settings {
         let o = SampleOptions {
@@ -122,8 +183,26 @@ pub fn sweep(
             steps: Some(s.steps),
             ..SampleOptions::ancestral(seed, threads)
         };
+        let which = match &s.run {
+            None => run.as_ref(),
+            Some(r) => {
+                if !others.iter().any(|(p, _)| p == r) {
+                    let other = RunDir::new(r);
+                    let oc = other.config()?;
+                    if oc.data != cfg.data {
+                        return Err(Error::Config(format!(
+                            "{r}: trained on '{}', the swept run on '{}'",
+                            oc.data, cfg.data
+                        )));
+                    }
+                    others.push((r.clone(), crate::run::open(&other, &dev)?));
+                }
+                let i = others.iter().position(|(p, _)| p == r).unwrap_or(0);
+                others[i].1.as_ref()
+            }
+        };
         let t0 = Instant::now();
-        let smp = draw(run.as_ref(), n, &o, None, false, progress)?;
+        let smp = draw(which, n, &o, None, false, progress)?;
         let seconds = t0.elapsed().as_secs_f64();
         let scale = 255.0 / smp.white;
         let v: Vec<f32> = smp.values.iter().map(|x| x * scale).collect();
@@ -153,7 +232,7 @@ pub fn markdown(s: &SamplerSweep) -> String {
         s.n, s.data
     );
     for r in &s.rows {
-        let name = r.setting.sampler.describe();
+        let name = r.setting.label();
         let steps = if r.setting.sampler.nfe(r.setting.steps).is_none() {
             "adaptive".to_string()
         } else {
@@ -177,27 +256,26 @@ pub fn markdown(s: &SamplerSweep) -> String {
 
 /// FD-classifier against NFE, one line per sampler (log NFE), to `path`.
 pub fn plot(s: &SamplerSweep, path: &std::path::Path) -> Result<()> {
-    // One line per sampler (by name: RK45's tolerances are points on its line).
-    let mut kinds: Vec<&'static str> = Vec::new();
+    // One line per sampler (by name: RK45's tolerances are points on its line), and one for
+    // the distilled students.
+    let mut names: Vec<String> = Vec::new();
     for r in &s.rows {
-        if !kinds.contains(&r.setting.sampler.name()) {
-            kinds.push(r.setting.sampler.name());
+        if !names.contains(&r.setting.series()) {
+            names.push(r.setting.series());
         }
     }
-    let names: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-    let series: Vec<crate::report::plot::Series> = kinds
+    let series: Vec<crate::report::plot::Series> = names
         .iter()
-        .zip(&names)
-        .map(|(k, name)| {
+        .map(|name| {
             let mut points: Vec<(f64, f64)> = s
                 .rows
                 .iter()
-                .filter(|r| r.setting.sampler.name() == *k)
+                .filter(|r| r.setting.series() == *name)
                 .map(|r| (r.nfe, r.figures.fd_classifier))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             crate::report::plot::Series {
-                name,
+                name: name.as_str(),
                 points,
                 markers: true,
             }

@@ -8,6 +8,7 @@
 //! loop (metrics, evaluation, grids, checkpoints).
 
 mod hooks;
+pub mod distill;
 pub mod noisy_classifier;
 mod open;
 pub mod step;

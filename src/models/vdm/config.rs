@@ -10,6 +10,7 @@ use crate::diffusion::{Prediction, Process, ScheduleConfig, ScheduleKind};
 use crate::models::ModelSettings;
 use crate::nn::denoiser_mlp::MlpDenoiserConfig;
 use crate::nn::unet::UNetConfig;
+use crate::sample::SamplerKind;
 use crate::{Error, Result};
 
 /// What the model is trained on.
@@ -27,10 +28,25 @@ pub enum Objective {
     Sigmoid,
     /// EDM's weighting (its log-normal σ density times its loss weight; not monotone).
     Edm,
+    /// Conditional flow matching, E_t‖û − (ε − x)‖² with t uniform on the straight path: the
+    /// weighting w(λ) = e^{−λ/2} (M48), monotone.
+    FlowMatching,
     /// Chosen from the data when the model is built: L_simple for 8-bit images (the better
     /// samples at equal time, BENCHMARKS.md §8), the ELBO for vectors (the tighter bound).
     #[default]
     Auto,
+}
+
+/// The times a sampler visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SampleGrid {
+    /// The schedule's: a DDPM table's own steps (diffusers' leading spacing), t_i = i/N on a
+    /// continuous schedule.
+    #[default]
+    Schedule,
+    /// t_i = i/N whatever the schedule: the grid a distilled student was trained on.
+    Uniform,
 }
 
 /// Which denoising network.
@@ -76,8 +92,12 @@ pub struct VdmConfig {
     pub conditional: bool,
     /// Conditional training: the probability that a label is dropped to the null class (M43).
     pub p_uncond: f64,
-    /// Ancestral sampling steps used at the end of training and by default in `elbo sample`.
+    /// The sampler of the end of training's grid and of `elbo sample` without `--sampler`.
+    pub sampler: SamplerKind,
+    /// Its steps (the grid's, and `elbo sample`'s without `--steps`).
     pub sample_steps: usize,
+    /// The times sampling visits: the schedule's own, or `uniform` (a distilled student's).
+    pub sample_grid: SampleGrid,
     /// Samplers clip x̂_0 of 8-bit images to [−1, 1] at every step (DDPM's `clip_denoised`);
     /// changes samples only, never the bound.
     pub clip_x0: bool,
@@ -96,6 +116,7 @@ impl VdmConfig {
                 shift: self.weighting_shift,
             }),
             Objective::Edm => Some(Weighting::Edm),
+            Objective::FlowMatching => Some(Weighting::FlowMatching),
         }
     }
 }
@@ -117,7 +138,9 @@ impl Default for VdmConfig {
             unet: UNetConfig::default(),
             conditional: false,
             p_uncond: 0.1,
+            sampler: SamplerKind::Ancestral(crate::sample::Ancestral),
             sample_steps: 200,
+            sample_grid: SampleGrid::Schedule,
             clip_x0: true,
         }
     }
@@ -209,7 +232,7 @@ impl ModelSettings for VdmConfig {
         }
     }
 
-    const CHANGEABLE_ON_RESUME: &'static [&'static str] = &["sample_steps", "clip_x0"];
+    const CHANGEABLE_ON_RESUME: &'static [&'static str] = &["sampler", "sample_steps", "sample_grid", "clip_x0"];
 
     /// 8-bit images: L_simple on the cosine schedule; vectors: the ELBO on linear γ.
     fn resolve_for_data(&mut self, kind: DataKind) {

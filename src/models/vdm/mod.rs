@@ -40,11 +40,11 @@ use crate::nn::monotone::LearnedSchedule;
 use crate::nn::unet::UNet;
 use crate::rng::{randn, Rng};
 use crate::sample::driver::{DiffusionSource, Drawn, Plan};
-use crate::sample::{Ancestral, SamplerKind};
+use crate::sample::SamplerKind;
 use crate::{Error, Result};
 
 mod config;
-pub use config::{NetworkKind, Objective, VdmConfig};
+pub use config::{NetworkKind, Objective, SampleGrid, VdmConfig};
 
 /// What the VDM learned about its data before training: its data space.
 pub type VdmSpec = crate::data::DataSpace;
@@ -289,13 +289,29 @@ impl Vdm {
         }
     }
 
-    /// The γ grid of a walk of `steps` steps on this model's schedule (high noise to low).
+    /// The γ grid of a walk of `steps` steps on this model's schedule (high noise to low): the
+    /// table's own steps for a DDPM table, t_i = i/steps otherwise or with `vdm.sample_grid =
+    /// uniform` (a distilled student's).
     pub fn gammas(&self, steps: usize) -> Vec<f64> {
         let sched = self.schedule();
-        crate::sample::time_grid(sched.table_steps(), steps)
+        let table = match self.cfg.sample_grid {
+            SampleGrid::Schedule => sched.table_steps(),
+            SampleGrid::Uniform => None,
+        };
+        crate::sample::time_grid(table, steps)
             .iter()
             .map(|&t| sched.gamma_f64(t))
             .collect()
+    }
+
+    /// The γ grid a sampler walks in `steps` steps: its own spacing between γ(1) and γ(0)
+    /// where it has one (EDM's), the schedule's otherwise.
+    pub fn walk_gammas(&self, sampler: &SamplerKind, steps: usize) -> Vec<f64> {
+        let sched = self.schedule();
+        sampler
+            .sampler()
+            .grid(sched.gamma_f64(1.0), sched.gamma_f64(0.0), steps)
+            .unwrap_or_else(|| self.gammas(steps))
     }
 
     /// `n` samples by the model's default sampler (ancestral, `vdm.sample_steps` steps), in
@@ -320,14 +336,22 @@ impl Denoiser for Vdm {
     }
 
     fn predict(&self, z_t: Tensor<2>, gamma: Tensor<1>, cond: Cond) -> Tensor<2> {
-        // The network sees γ normalised to [0, 1] over the configured range; under the exploding
-        // process z_t is scaled to unit variance first (z_t/√(1 + σ²); VP needs no scaling).
+        // The network sees γ normalised to [0, 1] over the configured range (for EDM's
+        // preconditioning an affine map of its c_noise = ¼ ln σ̄ = γ/8, M47); under the exploding
+        // process z_t is scaled to unit variance first (z_t/√(1 + σ²), or EDM's c_in =
+        // 1/√(σ̄² + σ_d²) with its own prediction); VP and the straight path need no scaling
+        // (their z_t has variance between ½ and 1 for unit-variance data).
         let (lo, hi) = (self.cfg.schedule.gamma_min, self.cfg.schedule.gamma_max);
-        let z_in = match self.cfg.process {
-            Process::VariancePreserving => z_t,
-            Process::VarianceExploding => {
+        let z_in = match (self.cfg.process, self.cfg.prediction) {
+            (Process::VariancePreserving | Process::Linear, _) => z_t,
+            (Process::VarianceExploding, p) => {
                 let (_, sigma) = Process::VarianceExploding.alpha_sigma(gamma.clone());
-                z_t / (sigma.square() + 1.0).sqrt()
+                let d2 = if p == Prediction::Edm {
+                    crate::diffusion::param::EDM_SIGMA_DATA.powi(2)
+                } else {
+                    1.0
+                };
+                z_t / (sigma.square() + d2).sqrt()
             }
         };
         let u = (gamma - lo) / (hi - lo);
@@ -560,10 +584,14 @@ impl Model for Vdm {
         Some(self)
     }
 
-    /// 100 ancestral steps: on mnist10k DDIM's 50 deterministic steps drew FD-classifier 222
-    /// where these draw 107 (BENCHMARKS.md §8).
+    fn vdm(&self) -> Option<&Vdm> {
+        Some(self)
+    }
+
+    /// 100 ancestral steps (on mnist10k DDIM's 50 deterministic steps drew FD-classifier 222
+    /// where these draw 107, BENCHMARKS.md §8); another default sampler takes its own steps.
     fn preview_steps(&self) -> Option<usize> {
-        Some(100)
+        matches!(self.cfg.sampler, SamplerKind::Ancestral(_)).then_some(100)
     }
 
     fn parity(
@@ -596,11 +624,9 @@ impl Model for Vdm {
 
 impl DiffusionSource for Vdm {
     /// Any sampler but annealed Langevin (an ncsn run's), over `steps` of the schedule's
-    /// grid (default `vdm.sample_steps`); ancestral by default.
+    /// grid or the sampler's own (default `vdm.sample_steps`); `vdm.sampler` by default.
     fn plan(&self, sampler: Option<&SamplerKind>, steps: Option<usize>) -> Result<Plan> {
-        let sampler = sampler
-            .cloned()
-            .unwrap_or(SamplerKind::Ancestral(Ancestral));
+        let sampler = sampler.unwrap_or(&self.cfg.sampler).clone();
         if let SamplerKind::AnnealedLangevin(_) = sampler {
             return Err(Error::Config(
                 "--sampler annealed-langevin samples an ncsn run at its noise levels; a vdm \
@@ -608,9 +634,10 @@ impl DiffusionSource for Vdm {
                     .into(),
             ));
         }
+        let steps = steps.unwrap_or(self.cfg.sample_steps).max(1);
         Ok(Plan {
+            gammas: self.walk_gammas(&sampler, steps),
             sampler,
-            gammas: self.gammas(steps.unwrap_or(self.cfg.sample_steps).max(1)),
         })
     }
 
