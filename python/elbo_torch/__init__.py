@@ -9,7 +9,7 @@ ELBO terms, sample, and save for `elbo import`.
 """
 
 from .io import build, load, names_and_shapes, save
-from .models import Hvae, LatentVdm, Ncsn, Vae, Vdm
+from .models import Hvae, LatentVdm, Ncsn, Vae, Vdm, VdmFamily
 from .nets import Mlp, MlpDenoiser, UNet
 
 __all__ = ["build", "load", "save", "names_and_shapes", "Vae", "Hvae", "Vdm", "Ncsn", "LatentVdm", "Mlp", "MlpDenoiser", "UNet"]

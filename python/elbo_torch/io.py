@@ -6,10 +6,14 @@ import json
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .models import Hvae, LatentVdm, Ncsn, Vae, Vdm
+from .models import Hvae, LatentVdm, Ncsn, Vae, Vdm, VdmFamily
 
-# flow and edm are VDMs with other settings (their sections are VDM sections).
-KINDS = {"vae": Vae, "hvae": Hvae, "vdm": Vdm, "ncsn": Ncsn, "flow": Vdm, "edm": Vdm, "latent-vdm": LatentVdm}
+# flow and edm are VDMs with other settings (their sections are VDM sections, their weights a
+# VDM's under `vdm.`).
+KINDS = {
+    "vae": Vae, "hvae": Hvae, "vdm": Vdm, "ncsn": Ncsn,
+    "flow": VdmFamily, "edm": VdmFamily, "latent-vdm": LatentVdm,
+}
 
 
 def build(config, model_file):

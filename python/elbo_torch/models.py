@@ -453,3 +453,18 @@ class LatentVdm(nn.Module):
     def elbo(self, x):
         b = x.shape[0]
         return self.terms(x, torch.randn(b, self.latent), torch.rand(b), torch.randn(b, self.latent))
+
+
+class VdmFamily(nn.Module):
+    """A model that is a VDM with other defaults (flow matching, EDM): elbo stores it as a VDM in
+    the field `vdm`, so its parameter names are the VDM's under `vdm.`."""
+
+    def __init__(self, cfg, spec):
+        super().__init__()
+        self.vdm = Vdm(cfg, spec)
+
+    def terms(self, *args, **kwargs):
+        return self.vdm.terms(*args, **kwargs)
+
+    def sample(self, *args, **kwargs):
+        return self.vdm.sample(*args, **kwargs)
