@@ -77,6 +77,10 @@ pub struct VdmConfig {
     pub objective: Objective,
     /// The shift b of the sigmoid weighting (`objective = sigmoid`).
     pub weighting_shift: f64,
+    /// κ ≥ 0: add κ times the negative ELBO (every term) to an objective other than the ELBO,
+    /// the weighting w(λ) + κ (M46): a floor under the weight of every noise level, so the
+    /// ends of the schedule, which the bound needs and L_simple never trains, are trained.
+    pub elbo_weight: f64,
     /// Where training draws its noise levels (M45): `uniform` in t, `edm` (its log-normal σ), or
     /// `adaptive` to the running loss. Any proposal leaves the objective's estimate unbiased.
     pub proposal: ProposalKind,
@@ -131,6 +135,7 @@ impl Default for VdmConfig {
             t_steps: 0,
             objective: Objective::Auto,
             weighting_shift: DEFAULT_SHIFT,
+            elbo_weight: 0.0,
             proposal: ProposalKind::Uniform,
             decoder: ImageDecoder::Softmax,
             network: NetworkKind::Auto,
@@ -148,12 +153,15 @@ impl Default for VdmConfig {
 
 impl ModelSettings for VdmConfig {
     fn objective_note(&self) -> Option<String> {
-        let w = match self.weighting() {
+        let mut w = match self.weighting() {
             None => "L_simple, the ε-MSE: the weighting 2/γ'(t) of its schedule, not monotone"
                 .to_string(),
             Some(Weighting::Elbo) if self.proposal == ProposalKind::Uniform => return None,
             Some(w) => w.describe(),
         };
+        if self.elbo_weight > 0.0 && self.weighting() != Some(Weighting::Elbo) {
+            w = format!("{w}, plus {} × the ELBO (w(λ) + {})", self.elbo_weight, self.elbo_weight);
+        }
         let p = match self.proposal {
             ProposalKind::Uniform => "t uniform",
             ProposalKind::Edm => "EDM's log-normal σ",
@@ -211,6 +219,9 @@ impl ModelSettings for VdmConfig {
         }
         if !self.weighting_shift.is_finite() {
             return bad("vdm.weighting_shift must be a finite number");
+        }
+        if !(self.elbo_weight >= 0.0 && self.elbo_weight.is_finite()) {
+            return bad("vdm.elbo_weight must be a finite number ≥ 0");
         }
         if self.proposal != ProposalKind::Uniform
             && (self.t_steps > 0 || self.schedule.kind == ScheduleKind::Learned)

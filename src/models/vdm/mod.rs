@@ -529,7 +529,17 @@ impl Model for Vdm {
         let adaptive = self.cfg.proposal == ProposalKind::Adaptive;
         // The weighted integrand of each draw (before 1/p).
         let sched = self.schedule();
-        let integrand = weighted_integrand(&e, weighting, |t| sched.gamma_f64(t));
+        let mut integrand = weighted_integrand(&e, weighting, |t| sched.gamma_f64(t));
+        // (M46) The ELBO floor κ: w(λ) + κ, and κ times the endpoint terms.
+        let kappa = match weighting {
+            Some(Weighting::Elbo) => 0.0,
+            _ => self.cfg.elbo_weight,
+        };
+        let n_draws = e.times.len();
+        if kappa > 0.0 {
+            integrand = integrand + e.samples.clone().reshape([n_draws]) * kappa;
+        }
+        let ends = (e.recon.clone() + e.prior.clone()) * kappa;
         let draws = if adaptive {
             let v = crate::elbo::to_f64(integrand.clone().detach())?;
             e.times.iter().copied().zip(v).collect()
@@ -541,6 +551,9 @@ impl Model for Vdm {
         let loss = match weighting {
             // The ELBO (importance-weighted where the proposal is not uniform: `terms` is).
             Some(Weighting::Elbo) => terms.total().mean(),
+            _ if kappa > 0.0 => {
+                (over_proposal(integrand, iw.as_deref()).mean() + ends.mean()) / dim
+            }
             _ => over_proposal(integrand, iw.as_deref()).mean() / dim,
         };
         Ok((loss, terms, draws))
@@ -720,11 +733,22 @@ mod tests {
             "same draws, same bound"
         );
         let mean_total = v(t_elbo.total()).iter().sum::<f64>() / 8.0;
-        assert!((v(l_elbo)[0] - mean_total).abs() < 1e-4 * mean_total.abs());
+        assert!((v(l_elbo.clone())[0] - mean_total).abs() < 1e-4 * mean_total.abs());
         let e = m
-            .estimate(x, m.train_opts(1), None, &mut seeded(3))
+            .estimate(x.clone(), m.train_opts(1), None, &mut seeded(3))
             .unwrap();
         let mse = v(e.mse).iter().sum::<f64>() / (8.0 * 3.0);
-        assert!((v(l_simple)[0] - mse).abs() < 1e-5 * mse.max(1.0), "{mse}");
+        assert!((v(l_simple.clone())[0] - mse).abs() < 1e-5 * mse.max(1.0), "{mse}");
+        // The ELBO floor κ (M46) adds κ × the mean negative ELBO per dimension, on the same
+        // draws; on the ELBO objective itself it changes nothing.
+        let mut floored = simple.clone();
+        floored.cfg.elbo_weight = 0.25;
+        let (l_floor, _) = floored.loss(x.clone(), None, &mut seeded(3)).unwrap();
+        let want = v(l_simple)[0] + 0.25 * mean_total / 3.0;
+        assert!((v(l_floor)[0] - want).abs() < 1e-5 * want.abs(), "{want}");
+        let mut elbo_floored = m.clone();
+        elbo_floored.cfg.elbo_weight = 0.25;
+        let (l_ef, _) = elbo_floored.loss(x, None, &mut seeded(3)).unwrap();
+        assert_eq!(v(l_ef), v(l_elbo));
     }
 }
