@@ -23,6 +23,8 @@ declare -a NAMES=(
   "sigmoid-adaptive-fourier"
   "edm"
   "elbo-adaptive-fourier"
+  "simple-floor-fourier"
+  "simple-floor-adaptive-fourier"
 )
 declare -a ARGS=(
   ""
@@ -31,6 +33,8 @@ declare -a ARGS=(
   "--set vdm.objective=sigmoid --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
   "--set vdm.objective=edm --set vdm.proposal=edm $BOUND"
   "--set vdm.objective=elbo --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.unet.fourier=true $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
 )
 ONLY=${ONLY:-}
 for i in "${!NAMES[@]}"; do

@@ -76,10 +76,11 @@ pub fn run(a: DistillArgs, g: &Global) -> anyhow::Result<i32> {
     };
     let rounds = opts.rounds()?;
     eprintln!(
-        "distilling {} → {} in {} rounds of {} iterations: {}",
+        "distilling {} → {} in {} round{} of {} iterations: {}",
         a.dir.display(),
         out.display(),
         rounds.len(),
+        if rounds.len() == 1 { "" } else { "s" },
         a.iters,
         rounds
             .iter()

@@ -2,7 +2,8 @@
 //! DDIM step what its teacher takes in two, from a trained diffusion run, halving the steps
 //! each round (N₀ → N₀/2 → … → N_min). Each round starts the student from its teacher and
 //! trains it on the teacher's two deterministic steps from t = i/N through t − 1/(2N) to
-//! t − 1/N (the last to the clean end at i = 1): the target x̃ is the x̂ that makes one DDIM step
+//! t − 1/N (the last to the clean end at i = 1; times scaled by t_top, the top of the uniform
+//! grid, below a DDPM table's last steps where α ≈ 0): the target x̃ is the x̂ that makes one DDIM step
 //! from z_t land where the teacher's two did,
 //!
 //! x̃ = (z_{t''} − (σ_{t''}/σ_t) z_t) / (α_{t''} − (σ_{t''}/σ_t) α_t),
@@ -339,7 +340,8 @@ pub fn distill_loss(
     let tdev = teacher.device();
     let sdev = student.device();
     let sched = teacher.schedule();
-    let n = steps as f64;
+    // The uniform grid the student samples on: t_i = (i/N) t_top.
+    let n = steps as f64 / teacher.uniform_top();
     let idx: Vec<usize> = (0..b).map(|_| rng.gen_range(1..=steps)).collect();
     let g = |t: f64| sched.gamma_f64(t);
     let g_t: Vec<f64> = idx.iter().map(|&i| g(i as f64 / n)).collect();

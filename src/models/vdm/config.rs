@@ -45,7 +45,9 @@ pub enum SampleGrid {
     /// continuous schedule.
     #[default]
     Schedule,
-    /// t_i = i/N whatever the schedule: the grid a distilled student was trained on.
+    /// t_i = (i/N) t_top whatever the schedule, t_top the largest t with γ(t) ≤ 8 (1 where
+    /// the schedule ends below; a DDPM table's last steps reach γ ≈ 20, where ε-prediction's
+    /// x̂_0 = (z − σ ε̂)/α divides by α ≈ 5e-5): the grid a distilled student was trained on.
     Uniform,
 }
 

@@ -294,14 +294,34 @@ impl Vdm {
     /// uniform` (a distilled student's).
     pub fn gammas(&self, steps: usize) -> Vec<f64> {
         let sched = self.schedule();
-        let table = match self.cfg.sample_grid {
-            SampleGrid::Schedule => sched.table_steps(),
-            SampleGrid::Uniform => None,
+        let (table, top) = match self.cfg.sample_grid {
+            SampleGrid::Schedule => (sched.table_steps(), 1.0),
+            SampleGrid::Uniform => (None, self.uniform_top()),
         };
         crate::sample::time_grid(table, steps)
             .iter()
-            .map(|&t| sched.gamma_f64(t))
+            .map(|&t| sched.gamma_f64(t * top))
             .collect()
+    }
+
+    /// The top t_top of the uniform grid (`SampleGrid::Uniform`): 1 where γ(1) ≤ 8, else the
+    /// t where γ(t) = 8 (bisection; γ is increasing).
+    pub fn uniform_top(&self) -> f64 {
+        const CAP: f64 = 8.0;
+        let sched = self.schedule();
+        if sched.gamma_f64(1.0) <= CAP {
+            return 1.0;
+        }
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if sched.gamma_f64(mid) <= CAP {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// The γ grid a sampler walks in `steps` steps: its own spacing between γ(1) and γ(0)
