@@ -731,6 +731,30 @@ mod tests {
     }
 
     #[test]
+    fn the_uniform_grid_stops_where_gamma_reaches_eight() {
+        // A DDPM cosine table reaches γ ≈ 20 at t = 1: the uniform grid's top is where γ = 8,
+        // and its first time is that top; a schedule ending below 8 keeps t = 1.
+        let dev = Device::flex();
+        let mut cfg = VdmConfig::default();
+        cfg.mlp.hidden = 8;
+        cfg.schedule.kind = ScheduleKind::Cosine;
+        cfg.objective = Objective::Simple;
+        cfg.sample_grid = SampleGrid::Uniform;
+        let m = Vdm::new(&cfg, VdmSpec::unscaled(2), &dev).unwrap();
+        assert!(m.schedule().gamma_f64(1.0) > 15.0);
+        let top = m.uniform_top();
+        assert!(top > 0.5 && top < 1.0, "{top}");
+        assert!((m.schedule().gamma_f64(top) - 8.0).abs() < 0.05);
+        let g = m.gammas(4);
+        assert!((g[0] - 8.0).abs() < 0.05, "{g:?}");
+        assert!(g.windows(2).all(|w| w[0] > w[1]), "{g:?}");
+        cfg.schedule.kind = ScheduleKind::LinearGamma;
+        cfg.schedule.gamma_max = 5.0;
+        let m = Vdm::new(&cfg, VdmSpec::unscaled(2), &dev).unwrap();
+        assert_eq!(m.uniform_top(), 1.0);
+    }
+
+    #[test]
     fn simple_objective_is_the_eps_mse_and_the_elbo_objective_is_the_reported_bound() {
         // Same weights, same noise: the ELBO objective's loss is the mean of the terms it reports,
         // and L_simple is ‖ε − ε̂‖²/D of those same draws (so switching the objective changes
