@@ -189,10 +189,14 @@ pub enum Preset {
     /// A VDM that draws clean digits on mnist10k in under an hour on 2 CPU cores
     /// (presets/quality.toml; BENCHMARKS.md §8).
     Quality,
+    /// The tightest bound of the weighted-ELBO study, trained for about an hour
+    /// (presets/likelihood.toml; BENCHMARKS.md §15).
+    Likelihood,
 }
 
 crate::choice!(Preset {
     Quality = "quality": "a VDM that draws clean digits on mnist10k in under an hour on 2 CPU cores (presets/quality.toml)",
+    Likelihood = "likelihood": "the tightest bound: the ELBO, Fourier features, adaptive noise levels, about an hour on 2 CPU cores (presets/likelihood.toml)",
 });
 
 impl Preset {
@@ -200,6 +204,7 @@ impl Preset {
     pub fn toml(self) -> &'static str {
         match self {
             Preset::Quality => include_str!("../../presets/quality.toml"),
+            Preset::Likelihood => include_str!("../../presets/likelihood.toml"),
         }
     }
 
