@@ -25,6 +25,7 @@ declare -a NAMES=(
   "elbo-adaptive-fourier"
   "simple-floor-fourier"
   "simple-floor-adaptive-fourier"
+  "simple-floor-small"
 )
 declare -a ARGS=(
   ""
@@ -35,6 +36,7 @@ declare -a ARGS=(
   "--set vdm.objective=elbo --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
   "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.unet.fourier=true $BOUND"
   "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.003 $BOUND"
 )
 ONLY=${ONLY:-}
 for i in "${!NAMES[@]}"; do
