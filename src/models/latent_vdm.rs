@@ -426,9 +426,9 @@ mod tests {
         );
         let rows = t.to_rows().unwrap();
         let total = crate::elbo::to_f64(t.total()).unwrap();
-        for i in 0..5 {
+        for (i, want) in total.iter().enumerate() {
             let s: f64 = rows.iter().map(|r| r.1[i]).sum();
-            assert!((s - total[i]).abs() < 1e-3 * (1.0 + s.abs()));
+            assert!((s - want).abs() < 1e-3 * (1.0 + s.abs()));
         }
         cfg.prior.network = NetworkKind::Unet;
         assert!(cfg.validate().is_err());
