@@ -55,6 +55,10 @@ if len(sys.argv) > 2:
     ax.axvline(rows[0]["real_fd"], color="#60a060", ls=":", lw=1)
     ax.text(rows[0]["real_fd"], ax.get_ylim()[1], " real images", fontsize=8, va="top", color="#60a060")
     ax.set_xscale("log")
+    ticks = [25, 50, 100, 200, 400]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("FD-classifier of 500 samples (lower is better)")
     ax.set_ylabel("bits/dim on 1,000 test images (lower is better)")
     ax.set_title(f"{rows[0]['data']}, {rows[0]['minutes']:g} minutes of training each, 2 cores")
