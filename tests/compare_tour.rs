@@ -84,9 +84,17 @@ fn compare_trains_six_models_into_one_table() {
     // Every diffusion model reports the diffusion term and its ODE likelihood on the first test
     // image in the same unit; the latent VDM also its encoder's entropy; the VAEs no ODE.
     for r in &rows[2..] {
-        assert!(r["eval"]["terms"].get("diffusion").is_some(), "{}", r["model"]);
+        assert!(
+            r["eval"]["terms"].get("diffusion").is_some(),
+            "{}",
+            r["model"]
+        );
         let ode = r["ode"]["per_dim"].as_f64();
-        assert!(ode.is_some_and(|b| b.is_finite() && b > 0.0), "{}", r["model"]);
+        assert!(
+            ode.is_some_and(|b| b.is_finite() && b > 0.0),
+            "{}",
+            r["model"]
+        );
     }
     assert!(rows[..2].iter().all(|r| r.get("ode").is_none()));
     assert!(rows[5]["eval"]["terms"].get("neg_entropy").is_some());

@@ -612,7 +612,10 @@ fn chain_variance(eta: Option<f64>, process: Process, gammas: &[f64], s2: f64) -
         ),
         Process::VarianceExploding => (1.0, (0.5 * g).exp()),
         // The straight path: α = 1 − t, σ = t with t = sigmoid(γ/2).
-        Process::Linear => (1.0 / (1.0 + (0.5 * g).exp()), 1.0 / (1.0 + (-0.5 * g).exp())),
+        Process::Linear => (
+            1.0 / (1.0 + (0.5 * g).exp()),
+            1.0 / (1.0 + (-0.5 * g).exp()),
+        ),
     };
     let (_, s1) = alpha_sigma(gammas[0]);
     let mut var = match process {

@@ -63,7 +63,10 @@ fn a_distilled_student_takes_in_four_steps_what_the_teacher_takes_in_sixteen() {
         "--compare",
         "0",
     ]);
-    assert!(printed.contains("8 steps") && printed.contains("4 steps"), "{printed}");
+    assert!(
+        printed.contains("8 steps") && printed.contains("4 steps"),
+        "{printed}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("distill.json")).unwrap()).unwrap();
     assert_eq!(report["rounds"].as_array().map(|r| r.len()), Some(2));
@@ -94,7 +97,16 @@ fn a_distilled_student_takes_in_four_steps_what_the_teacher_takes_in_sixteen() {
     assert!(j["nll_nats"].as_f64().is_some_and(f64::is_finite), "{j}");
     // Refusals: steps that do not halve to the target, a non-empty output, a non-diffusion run.
     fails_with(
-        &["distill", t, "--out", tmp.path().join("x").to_str().unwrap(), "--from-steps", "12", "--to-steps", "8"],
+        &[
+            "distill",
+            t,
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+            "--from-steps",
+            "12",
+            "--to-steps",
+            "8",
+        ],
         "power of two",
     );
     fails_with(&["distill", t, "--out", o], "not empty");

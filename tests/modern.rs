@@ -233,10 +233,7 @@ fn assert_moments(name: &str, samples: &[f32], m: &Mixture, bias: f64) {
             mu[i]
         );
         for j in 0..2 {
-            let p: Vec<f64> = x
-                .iter()
-                .map(|r| (r[i] - mu[i]) * (r[j] - mu[j]))
-                .collect();
+            let p: Vec<f64> = x.iter().map(|r| (r[i] - mu[i]) * (r[j] - mu[j])).collect();
             let st = Stat::of(&p);
             assert!(
                 (st.mean - cov[i][j]).abs() < 4.0 * st.se + bias,

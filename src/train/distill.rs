@@ -25,8 +25,8 @@ use crate::data::{self, batches, BatchOrder, Binarize, DataKind, Split};
 use crate::diffusion::Denoiser;
 use crate::models::vdm::Vdm;
 use crate::models::{Model, ModelVisitor};
-use crate::optim::fit::{fit, FitHooks, StepDone, StepLoss, Stopped};
 use crate::optim::adamw::LrSchedule;
+use crate::optim::fit::{fit, FitHooks, StepDone, StepLoss, Stopped};
 use crate::optim::{AdamW, OptimConfig};
 use crate::params::{self, NamedParams};
 use crate::progress::Progress;
@@ -211,10 +211,9 @@ fn distill_model<M: Model>(
     let binarize = M::binarize(section, &loaded.spec);
     let dequant = cfg.dequantize && train.kind == DataKind::Image8;
     let rows = match binarize {
-        Some(Binarize::Static) => batches::binarize(
-            &train.x,
-            &mut derived(cfg.seed, streams::STATIC_BINARIZE),
-        ),
+        Some(Binarize::Static) => {
+            batches::binarize(&train.x, &mut derived(cfg.seed, streams::STATIC_BINARIZE))
+        }
         _ => train.x.clone(),
     };
     let weights = params::collect(&loaded.model)?;
@@ -272,7 +271,9 @@ fn distill_model<M: Model>(
                 examples: idx.len(),
             })
         };
-        let (done, stopped) = fit(&mut p, &mut opt, &ocfg, 0, opts.iters, step_loss, &mut hooks)?;
+        let (done, stopped) = fit(
+            &mut p, &mut opt, &ocfg, 0, opts.iters, step_loss, &mut hooks,
+        )?;
         if stopped.is_some() || done < opts.iters {
             report.interrupted = true;
             break;

@@ -7,8 +7,8 @@
 //! its state; [`step`] computes a step's loss and gradients; [`hooks`] is the run's side of the
 //! loop (metrics, evaluation, grids, checkpoints).
 
-mod hooks;
 pub mod distill;
+mod hooks;
 pub mod noisy_classifier;
 mod open;
 pub mod step;
