@@ -305,11 +305,9 @@ mod tests {
             &mut seeded(6),
         )
         .unwrap();
-        let got = crate::elbo::to_f64(weighted_integrand(
-            &e,
-            Some(Weighting::FlowMatching),
-            |t| sched.gamma(t),
-        ))
+        let got = crate::elbo::to_f64(weighted_integrand(&e, Some(Weighting::FlowMatching), |t| {
+            sched.gamma(t)
+        }))
         .unwrap();
         // ‖û − u‖² = ‖ε̂ − ε‖²/α² (û − u = (ε̂ − ε)/α on the straight path, α + σ = 1);
         // `mse` is ‖ε − ε̂‖² summed over the D dimensions.
@@ -368,6 +366,34 @@ mod tests {
         }
     }
 
+    /// One time sample of the diffusion bound per row of `n` × `d` draws of N(0, s² I) data
+    /// (seeded by `seed`), for the denoiser `den` on `sched` with `proposal` (times seeded by
+    /// `seed + 1`).
+    fn estimate(
+        den: &dyn Denoiser,
+        sched: &LinearGamma,
+        s2: f64,
+        [n, d]: [usize; 2],
+        proposal: Option<Arc<TimeProposal>>,
+        seed: u64,
+    ) -> crate::diffusion::elbo::DiffusionEstimate {
+        let x = randn(&mut seeded(seed), [n, d], &Device::flex()) * s2.sqrt();
+        diffusion_elbo(
+            den,
+            &Schedule::Fixed(sched),
+            x,
+            Decoder::Gaussian,
+            ElboOptions {
+                t_steps: None,
+                t_samples: 1,
+                proposal,
+            },
+            None,
+            &mut seeded(seed + 1),
+        )
+        .unwrap()
+    }
+
     fn proposals(sched: &LinearGamma) -> Vec<(&'static str, Option<Arc<TimeProposal>>)> {
         let skewed: Vec<f64> = (0..PROPOSAL_BINS).map(|i| 1.0 + (i % 7) as f64).collect();
         vec![
@@ -389,21 +415,7 @@ mod tests {
         };
         let closed = 0.5 * d as f64 * ((1.0 + 8f64.exp() * s2) / (1.0 + (-8f64).exp() * s2)).ln();
         for (name, p) in proposals(&sched) {
-            let x = randn(&mut seeded(1), [n, d], &Device::flex()) * s2.sqrt();
-            let e = diffusion_elbo(
-                &GaussianOracle::vp(s2),
-                &Schedule::Fixed(&sched),
-                x,
-                Decoder::Gaussian,
-                ElboOptions {
-                    t_steps: None,
-                    t_samples: 1,
-                    proposal: p,
-                },
-                None,
-                &mut seeded(2),
-            )
-            .unwrap();
+            let e = estimate(&GaussianOracle::vp(s2), &sched, s2, [n, d], p, 1);
             let integrand = weighted_integrand(&e, Some(Weighting::Elbo), |t| sched.gamma(t));
             let v = crate::elbo::to_f64(over_proposal(integrand, e.weights.as_deref())).unwrap();
             let st = crate::elbo::Stat::of(&v);
@@ -435,21 +447,14 @@ mod tests {
         for (pname, p) in proposals(&sched) {
             for w in weightings {
                 let objective = |scale: f64| -> f64 {
-                    let x = randn(&mut seeded(3), [n, d], &Device::flex()) * s2.sqrt();
-                    let e = diffusion_elbo(
+                    let e = estimate(
                         &Scaled(GaussianOracle::vp(s2), scale),
-                        &Schedule::Fixed(&sched),
-                        x,
-                        Decoder::Gaussian,
-                        ElboOptions {
-                            t_steps: None,
-                            t_samples: 1,
-                            proposal: p.clone(),
-                        },
-                        None,
-                        &mut seeded(4),
-                    )
-                    .unwrap();
+                        &sched,
+                        s2,
+                        [n, d],
+                        p.clone(),
+                        3,
+                    );
                     let i = weighted_integrand(&e, w, |t| sched.gamma(t));
                     let v = crate::elbo::to_f64(over_proposal(i, e.weights.as_deref())).unwrap();
                     v.iter().sum::<f64>() / n as f64
@@ -473,21 +478,7 @@ mod tests {
             gamma_max: 5.0,
         };
         let draw = |p: Option<Arc<TimeProposal>>, seed: u64| {
-            let x = randn(&mut seeded(seed), [n, d], &Device::flex()) * s2.sqrt();
-            let e = diffusion_elbo(
-                &GaussianOracle::vp(s2),
-                &Schedule::Fixed(&sched),
-                x,
-                Decoder::Gaussian,
-                ElboOptions {
-                    t_steps: None,
-                    t_samples: 1,
-                    proposal: p,
-                },
-                None,
-                &mut seeded(seed + 1),
-            )
-            .unwrap();
+            let e = estimate(&GaussianOracle::vp(s2), &sched, s2, [n, d], p, seed);
             let i = weighted_integrand(&e, Some(Weighting::Elbo), |t| sched.gamma(t));
             let raw = crate::elbo::to_f64(i.clone()).unwrap();
             let v = crate::elbo::to_f64(over_proposal(i, e.weights.as_deref())).unwrap();
