@@ -15,9 +15,13 @@ OUT=${3:-bench/out/study}
 mkdir -p "$OUT"
 cargo build --release --quiet
 ELBO=target/release/elbo
+UNGATED="--set vdm.unet.fourier_gate=false"  # the plain features, as first measured
+NOFEAT="--set vdm.unet.fourier=false"         # no Fourier features (the default has them now)
+# The previous default recipe, written out (L_simple on the cosine table, plain input).
+PREVIOUS="--set vdm.objective=simple --set vdm.elbo_weight=0 --set vdm.schedule.kind=cosine --set vdm.schedule.gamma_max=5 $NOFEAT"
 BOUND="--set vdm.schedule.kind=cosine-log-snr --set vdm.schedule.gamma_min=-13.3 --set vdm.schedule.gamma_max=6"
 declare -a NAMES=(
-  "default"
+  "default"   # the previous default (the table's first row)
   "elbo"
   "sigmoid-adaptive"
   "sigmoid-adaptive-fourier"
@@ -26,17 +30,23 @@ declare -a NAMES=(
   "simple-floor-fourier"
   "simple-floor-adaptive-fourier"
   "simple-floor-small"
+  "simple-floor-small-gated"
+  "simple-floor-mid-gated"
+  "elbo-adaptive-gated"
 )
 declare -a ARGS=(
-  ""
-  "--set vdm.objective=elbo $BOUND"
-  "--set vdm.objective=sigmoid --set vdm.proposal=adaptive $BOUND"
-  "--set vdm.objective=sigmoid --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
-  "--set vdm.objective=edm --set vdm.proposal=edm $BOUND"
+  "$PREVIOUS"
+  "--set vdm.objective=elbo $NOFEAT $BOUND"
+  "--set vdm.objective=sigmoid --set vdm.proposal=adaptive $NOFEAT $BOUND"
+  "--set vdm.objective=sigmoid --set vdm.proposal=adaptive --set vdm.unet.fourier=true $UNGATED $BOUND"
+  "--set vdm.objective=edm --set vdm.proposal=edm $NOFEAT $BOUND"
+  "--set vdm.objective=elbo --set vdm.proposal=adaptive --set vdm.unet.fourier=true $UNGATED $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.unet.fourier=true $UNGATED $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.proposal=adaptive --set vdm.unet.fourier=true $UNGATED $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.003 $NOFEAT $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.003 --set vdm.unet.fourier=true $BOUND"
+  "--set vdm.objective=simple --set vdm.elbo_weight=0.03 --set vdm.unet.fourier=true $BOUND"
   "--set vdm.objective=elbo --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
-  "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.unet.fourier=true $BOUND"
-  "--set vdm.objective=simple --set vdm.elbo_weight=0.1 --set vdm.proposal=adaptive --set vdm.unet.fourier=true $BOUND"
-  "--set vdm.objective=simple --set vdm.elbo_weight=0.003 $BOUND"
 )
 ONLY=${ONLY:-}
 for i in "${!NAMES[@]}"; do

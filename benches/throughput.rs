@@ -84,6 +84,7 @@ fn unet_vdm(device: &Device) -> Vdm {
             embed: 64,
             attention: false,
             fourier: false,
+            fourier_gate: false,
         },
         // The twin's loss: the continuous-time ELBO on linear γ (images now default to
         // L_simple on the cosine schedule).

@@ -52,7 +52,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a model (with no arguments: a VDM on the embedded mnist10k, about 6 minutes on 2 cores,
+    /// Train a model (with no arguments: a VDM on the embedded mnist10k, about 9 minutes on 2 cores,
     /// measured; BENCHMARKS.md §14).
     Train(train::TrainArgs),
     /// Evaluate a trained run: every ELBO term, the importance-weighted bound with --iw K, the exact

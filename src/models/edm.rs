@@ -38,6 +38,8 @@ pub fn edm_defaults() -> VdmConfig {
         proposal: ProposalKind::Edm,
         sampler: SamplerKind::Edm(EdmSampler::configure(&SamplerParams::default())),
         sample_steps: 18,
+        // The plain input (the VDM default has Fourier features; not measured here).
+        unet: crate::nn::unet::UNetConfig::default(),
         ..Default::default()
     }
 }

@@ -80,7 +80,7 @@ macro_rules! vdm_family {
                 self.0.validate()
             }
             fn defaults_for(kind: $crate::data::DataKind) -> (u64, usize) {
-                <$crate::models::vdm::VdmConfig as $crate::models::ModelSettings>::defaults_for(kind)
+                $crate::models::vdm::diffusion_defaults_for(kind)
             }
             fn resolve_for_data(&mut self, kind: $crate::data::DataKind) {
                 self.0.resolve_for_data(kind)

@@ -33,6 +33,8 @@ pub fn flow_defaults() -> VdmConfig {
         proposal: ProposalKind::Uniform,
         sampler: SamplerKind::FlowHeun(FlowHeun),
         sample_steps: 50,
+        // The plain input (the VDM default has Fourier features; not measured here).
+        unet: crate::nn::unet::UNetConfig::default(),
         ..Default::default()
     }
 }

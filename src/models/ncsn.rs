@@ -103,9 +103,9 @@ impl ModelSettings for NcsnConfig {
         self.vdm().validate()
     }
 
-    /// As the VDM's: 3,200 steps of 32 for images, 20,000 of 256 for vectors.
+    /// 3,200 steps of 32 for images, 20,000 of 256 for vectors.
     fn defaults_for(kind: DataKind) -> (u64, usize) {
-        VdmConfig::defaults_for(kind)
+        crate::models::vdm::diffusion_defaults_for(kind)
     }
 
     const CHANGEABLE_ON_RESUME: &'static [&'static str] = &["langevin_steps", "step_size"];

@@ -31,6 +31,13 @@ pub struct UNetConfig {
     /// detail of single 8-bit levels (2/255 ≈ 2⁻⁷ apart in model space).
     #[serde(default)]
     pub fourier: bool,
+    /// Attenuate each Fourier feature by what survives of it under the input's noise,
+    /// e^{−(2ⁿπσ)²/2} = E_ε[cos(2ⁿπσε)] for z = αx + σε (MATH.md M45): at noise levels where
+    /// sin(2ⁿπz) carries nothing about x the network sees zeros instead of white noise, and
+    /// the features appear only where single 8-bit levels become visible. Off in files that
+    /// predate it (they keep their plain features); on in new configurations.
+    #[serde(default)]
+    pub fourier_gate: bool,
 }
 
 /// The exponents n of the Fourier features sin(2ⁿ π z), cos(2ⁿ π z).
@@ -46,6 +53,7 @@ impl Default for UNetConfig {
             embed: 32,
             attention: false,
             fourier: false,
+            fourier_gate: true,
         }
     }
 }
@@ -157,6 +165,8 @@ pub struct UNet {
     classes: usize,
     #[module(skip)]
     fourier: bool,
+    #[module(skip)]
+    fourier_gate: bool,
 }
 
 impl UNet {
@@ -242,12 +252,21 @@ impl UNet {
             embed: e,
             classes,
             fourier: cfg.fourier,
+            fourier_gate: cfg.fourier_gate,
         }
     }
 
     /// # Shapes
-    /// `z`: `[B, C·H·W]`, `u` (normalised γ): `[B]`, `labels`: B or none → `[B, C·H·W]`.
-    pub fn forward(&self, z: Tensor<2>, u: Tensor<1>, labels: Option<&[u32]>) -> Tensor<2> {
+    /// `z`: `[B, C·H·W]`, `u` (normalised γ): `[B]`, `labels`: B or none, `noise_std`: the
+    /// standard deviation of the noise in `z` per example, `[B]` (for the Fourier features'
+    /// gate; none leaves them ungated) → `[B, C·H·W]`.
+    pub fn forward(
+        &self,
+        z: Tensor<2>,
+        u: Tensor<1>,
+        labels: Option<&[u32]>,
+        noise_std: Option<Tensor<1>>,
+    ) -> Tensor<2> {
         let [c, hh, ww] = self.shape;
         let b = z.dims()[0];
         let mut emb = self
@@ -259,10 +278,25 @@ impl UNet {
         let z = z.reshape([b, c, hh, ww]);
         let z = if self.fourier {
             let mut parts = vec![z.clone()];
+            let gate_std = noise_std
+                .filter(|_| self.fourier_gate)
+                .map(|s| s.reshape([b, 1, 1, 1]));
             for n in FOURIER_EXPONENTS {
-                let a = z.clone() * (2f64.powi(n) * std::f64::consts::PI);
-                parts.push(a.clone().sin());
-                parts.push(a.cos());
+                let f = 2f64.powi(n) * std::f64::consts::PI;
+                let a = z.clone() * f;
+                let (sin, cos) = (a.clone().sin(), a.cos());
+                match &gate_std {
+                    Some(s) => {
+                        // e^{−(fσ)²/2}, in (0, 1]; underflows to 0 at high noise, as it should.
+                        let g = (s.clone() * f).square().mul_scalar(-0.5).exp();
+                        parts.push(sin * g.clone());
+                        parts.push(cos * g);
+                    }
+                    None => {
+                        parts.push(sin);
+                        parts.push(cos);
+                    }
+                }
             }
             Tensor::cat(parts, 1)
         } else {
@@ -293,5 +327,60 @@ impl UNet {
             h = blk.forward(Tensor::cat(vec![h, s], 1), emb.clone());
         }
         conv2d(&self.conv_out, group_norm_silu(&self.norm_out, h, None)).reshape([b, c * hh * ww])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, TensorData};
+
+    fn vals(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec().unwrap_or_default()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn fourier_gate_hides_the_features_at_high_noise_and_passes_them_at_none() {
+        // With the gate, an input whose noise std is 1 (e^{−(2⁷π)²/2} = 0 in f32) must not
+        // depend on the Fourier channels' input weights at all; with noise std 0 the gate is 1
+        // and the output equals the ungated network's. The output layer is re-initialised
+        // (it starts at zero, which would make every comparison vacuous).
+        let d = Device::flex();
+        let cfg = UNetConfig {
+            channels: vec![8, 16],
+            embed: 8,
+            attention: false,
+            fourier: true,
+            fourier_gate: true,
+        };
+        let mut net = UNet::new([1, 8, 8], &cfg, 0, &d);
+        net.conv_out = conv3(8, 1, 1, &d);
+        let z = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 1.0), &d);
+        let u = Tensor::<1>::from_data(TensorData::new(vec![0.2f32, 0.5, 0.9], [3]), &d);
+        let std = |v: f32| Tensor::<1>::from_data(TensorData::new(vec![v; 3], [3]), &d);
+
+        // A second network, identical but for the weights that read the Fourier channels.
+        let mut other = net.clone();
+        let w = other.conv_in.weight.val();
+        let [o, _, kh, kw] = w.dims();
+        let fresh = Tensor::<4>::random([o, 4, kh, kw], Distribution::Normal(0.0, 1.0), &d);
+        other.conv_in.weight = Param::from_tensor(w.slice_assign([0..o, 1..5, 0..kh, 0..kw], fresh));
+
+        let hi_a = vals(net.forward(z.clone(), u.clone(), None, Some(std(1.0))));
+        let hi_b = vals(other.forward(z.clone(), u.clone(), None, Some(std(1.0))));
+        assert!(hi_a.iter().any(|v| v.abs() > 1e-4), "output is identically zero");
+        assert!(max_diff(&hi_a, &hi_b) < 1e-6, "{}", max_diff(&hi_a, &hi_b));
+
+        // At no noise the Fourier weights matter, and the gate is the identity.
+        let lo_a = vals(net.forward(z.clone(), u.clone(), None, Some(std(0.0))));
+        let lo_b = vals(other.forward(z.clone(), u.clone(), None, Some(std(0.0))));
+        assert!(max_diff(&lo_a, &lo_b) > 1e-3, "{}", max_diff(&lo_a, &lo_b));
+        let ungated = vals(net.forward(z, u, None, None));
+        assert!(max_diff(&lo_a, &ungated) < 1e-6);
     }
 }

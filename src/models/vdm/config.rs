@@ -112,6 +112,23 @@ pub struct VdmConfig {
 /// The sigmoid weighting's default shift b.
 pub const DEFAULT_SHIFT: f64 = 2.0;
 
+/// Steps and batch of the other diffusion models (NCSN, flow matching, EDM): 3,200 of 32 for
+/// images, 20,000 of 256 for vectors (the VDM's images train 5,000).
+pub fn diffusion_defaults_for(kind: DataKind) -> (u64, usize) {
+    match kind {
+        DataKind::Image8 => (3200, 32),
+        DataKind::Continuous => (20_000, 256),
+    }
+}
+
+/// The ELBO floor κ of the image default (`objective = auto` on 8-bit images): L_simple + κ ·
+/// (−ELBO) trains the low-noise end the 8-bit bound needs without giving up L_simple's samples
+/// (M46; BENCHMARKS.md §15: κ = 0.003 dominated plain L_simple, κ = 0.1 ruined the samples).
+pub const IMAGE_ELBO_WEIGHT: f64 = 0.003;
+
+/// γ_1 of the image default's schedule: the prior term under a nat on mnist10k (0.9 nats).
+pub const IMAGE_GAMMA_MAX: f64 = 6.0;
+
 impl VdmConfig {
     /// The weighting of the training objective (`None` for L_simple, which has its own path).
     pub fn weighting(&self) -> Option<Weighting> {
@@ -142,7 +159,12 @@ impl Default for VdmConfig {
             decoder: ImageDecoder::Softmax,
             network: NetworkKind::Auto,
             mlp: MlpDenoiserConfig::default(),
-            unet: UNetConfig::default(),
+            // The VDM's U-Net sees gated Fourier features (BENCHMARKS.md §15: −0.26 bits/dim at
+            // equal time, samples unchanged); the other models' defaults keep the plain input.
+            unet: UNetConfig {
+                fourier: true,
+                ..UNetConfig::default()
+            },
             conditional: false,
             p_uncond: 0.1,
             sampler: SamplerKind::Ancestral(crate::sample::Ancestral),
@@ -236,22 +258,28 @@ impl ModelSettings for VdmConfig {
         Ok(())
     }
 
-    /// Images: 3,200 steps of 32, about 3 minutes of training on 2 cores (the U-Net step is costly on a
-    /// CPU); vectors: 20,000 of 256.
+    /// Images: 5,000 steps of 32, under 10 minutes end to end on 2 cores (the U-Net step is
+    /// costly on a CPU; BENCHMARKS.md §14); vectors: 20,000 of 256.
     fn defaults_for(kind: DataKind) -> (u64, usize) {
         match kind {
-            DataKind::Image8 => (3200, 32),
-            DataKind::Continuous => (20_000, 256),
+            DataKind::Image8 => (5000, 32),
+            DataKind::Continuous => diffusion_defaults_for(kind),
         }
     }
 
     const CHANGEABLE_ON_RESUME: &'static [&'static str] = &["sampler", "sample_steps", "sample_grid", "clip_x0"];
 
-    /// 8-bit images: L_simple on the cosine schedule; vectors: the ELBO on linear γ.
+    /// 8-bit images: L_simple with an ELBO floor of [`IMAGE_ELBO_WEIGHT`] (unless
+    /// `elbo_weight` is set) on the cosine schedule in continuous time over [γ_min, 6] (γ_1 = 6
+    /// unless `gamma_max` is set: the prior term under a nat; BENCHMARKS.md §15); vectors: the
+    /// ELBO on linear γ.
     fn resolve_for_data(&mut self, kind: DataKind) {
         let image = kind == DataKind::Image8;
         if self.objective == Objective::Auto {
             self.objective = if image {
+                if self.elbo_weight == 0.0 {
+                    self.elbo_weight = IMAGE_ELBO_WEIGHT;
+                }
                 Objective::Simple
             } else {
                 Objective::Elbo
@@ -259,7 +287,10 @@ impl ModelSettings for VdmConfig {
         }
         if self.schedule.kind == ScheduleKind::Auto {
             self.schedule.kind = if image {
-                ScheduleKind::Cosine
+                if self.schedule.gamma_max == ScheduleConfig::default().gamma_max {
+                    self.schedule.gamma_max = IMAGE_GAMMA_MAX;
+                }
+                ScheduleKind::CosineLogSnr
             } else {
                 ScheduleKind::LinearGamma
             };

@@ -44,7 +44,10 @@ use crate::sample::SamplerKind;
 use crate::{Error, Result};
 
 mod config;
-pub use config::{NetworkKind, Objective, SampleGrid, VdmConfig};
+pub use config::{
+    diffusion_defaults_for, NetworkKind, Objective, SampleGrid, VdmConfig, IMAGE_ELBO_WEIGHT,
+    IMAGE_GAMMA_MAX,
+};
 
 /// What the VDM learned about its data before training: its data space.
 pub type VdmSpec = crate::data::DataSpace;
@@ -362,8 +365,14 @@ impl Denoiser for Vdm {
         // 1/√(σ̄² + σ_d²) with its own prediction); VP and the straight path need no scaling
         // (their z_t has variance between ½ and 1 for unit-variance data).
         let (lo, hi) = (self.cfg.schedule.gamma_min, self.cfg.schedule.gamma_max);
-        let z_in = match (self.cfg.process, self.cfg.prediction) {
-            (Process::VariancePreserving | Process::Linear, _) => z_t,
+        let fourier = self.cfg.unet.fourier && self.cfg.unet.fourier_gate;
+        // The noise's standard deviation in the units the network sees (for the Fourier
+        // features' gate).
+        let (z_in, noise_std) = match (self.cfg.process, self.cfg.prediction) {
+            (Process::VariancePreserving | Process::Linear, _) => {
+                let std = fourier.then(|| (self.cfg.process.log_sigma2(gamma.clone()) * 0.5).exp());
+                (z_t, std)
+            }
             (Process::VarianceExploding, p) => {
                 let (_, sigma) = Process::VarianceExploding.alpha_sigma(gamma.clone());
                 let d2 = if p == Prediction::Edm {
@@ -371,13 +380,16 @@ impl Denoiser for Vdm {
                 } else {
                     1.0
                 };
-                z_t / (sigma.square() + d2).sqrt()
+                let scale = (sigma.clone().square() + d2).sqrt();
+                let b = sigma.dims()[0];
+                let std = fourier.then(|| (sigma / scale.clone()).reshape([b]));
+                (z_t / scale, std)
             }
         };
         let u = (gamma - lo) / (hi - lo);
         match &self.net {
             Network::Mlp(m) => m.forward(z_in, u, cond),
-            Network::Unet(m) => m.forward(z_in, u, cond),
+            Network::Unet(m) => m.forward(z_in, u, cond, noise_std),
         }
     }
 }
