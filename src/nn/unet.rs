@@ -341,7 +341,10 @@ mod tests {
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -369,11 +372,15 @@ mod tests {
         let w = other.conv_in.weight.val();
         let [o, _, kh, kw] = w.dims();
         let fresh = Tensor::<4>::random([o, 4, kh, kw], Distribution::Normal(0.0, 1.0), &d);
-        other.conv_in.weight = Param::from_tensor(w.slice_assign([0..o, 1..5, 0..kh, 0..kw], fresh));
+        other.conv_in.weight =
+            Param::from_tensor(w.slice_assign([0..o, 1..5, 0..kh, 0..kw], fresh));
 
         let hi_a = vals(net.forward(z.clone(), u.clone(), None, Some(std(1.0))));
         let hi_b = vals(other.forward(z.clone(), u.clone(), None, Some(std(1.0))));
-        assert!(hi_a.iter().any(|v| v.abs() > 1e-4), "output is identically zero");
+        assert!(
+            hi_a.iter().any(|v| v.abs() > 1e-4),
+            "output is identically zero"
+        );
         assert!(max_diff(&hi_a, &hi_b) < 1e-6, "{}", max_diff(&hi_a, &hi_b));
 
         // At no noise the Fourier weights matter, and the gate is the identity.

@@ -189,14 +189,14 @@ pub enum Preset {
     /// A VDM that draws clean digits on mnist10k in under an hour on 2 CPU cores
     /// (presets/quality.toml; BENCHMARKS.md §8).
     Quality,
-    /// The tightest bound of the weighted-ELBO study, trained for about an hour
-    /// (presets/likelihood.toml; BENCHMARKS.md §15).
+    /// The tightest bound of the weighted-ELBO study, trained for about half an hour
+    /// (presets/likelihood.toml; BENCHMARKS.md §15: 1.156 bits/dim in 28 minutes).
     Likelihood,
 }
 
 crate::choice!(Preset {
     Quality = "quality": "a VDM that draws clean digits on mnist10k in under an hour on 2 CPU cores (presets/quality.toml)",
-    Likelihood = "likelihood": "the tightest bound: the ELBO, Fourier features, adaptive noise levels, about an hour on 2 CPU cores (presets/likelihood.toml)",
+    Likelihood = "likelihood": "the tightest bound: the ELBO, gated Fourier features, adaptive noise levels, about half an hour on 2 CPU cores (presets/likelihood.toml)",
 });
 
 impl Preset {

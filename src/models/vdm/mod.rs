@@ -711,12 +711,29 @@ mod tests {
 
     #[test]
     fn auto_settings_follow_the_data_and_explicit_ones_are_kept() {
+        // Images: L_simple with the ELBO floor, the cosine log-SNR schedule up to γ_1 = 6.
         let mut img = VdmConfig::default();
         img.resolve_for_data(DataKind::Image8);
         assert_eq!(
             (img.objective, img.schedule.kind),
-            (Objective::Simple, ScheduleKind::Cosine)
+            (Objective::Simple, ScheduleKind::CosineLogSnr)
         );
+        assert_eq!(
+            (img.elbo_weight, img.schedule.gamma_min, img.schedule.gamma_max),
+            (IMAGE_ELBO_WEIGHT, -13.3, IMAGE_GAMMA_MAX)
+        );
+        assert!(img.unet.fourier && img.unet.fourier_gate);
+        // A floor or an end that was set is kept.
+        let mut set = VdmConfig {
+            elbo_weight: 0.05,
+            schedule: ScheduleConfig {
+                gamma_max: 4.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        set.resolve_for_data(DataKind::Image8);
+        assert_eq!((set.elbo_weight, set.schedule.gamma_max), (0.05, 4.0));
         let mut vec = VdmConfig::default();
         vec.resolve_for_data(DataKind::Continuous);
         assert_eq!(
