@@ -13,8 +13,8 @@ OUT=${1:-bench/out/default_pair}
 mkdir -p "$OUT"
 cargo build --release --quiet
 ELBO=target/release/elbo
-OLD="--steps 3200 --set vdm.objective=simple --set vdm.elbo_weight=0 --set vdm.schedule.kind=cosine
-  --set vdm.schedule.gamma_max=5 --set vdm.unet.fourier=false"
+. bench/previous_default.sh
+OLD="--steps 3200 $PREVIOUS_DEFAULT"
 for name in new old; do
   [ -n "${ONLY:-}" ] && [ "$ONLY" != "$name" ] && continue
   args=""

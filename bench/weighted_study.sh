@@ -17,8 +17,7 @@ cargo build --release --quiet
 ELBO=target/release/elbo
 UNGATED="--set vdm.unet.fourier_gate=false"  # the plain features, as first measured
 NOFEAT="--set vdm.unet.fourier=false"         # no Fourier features (the default has them now)
-# The previous default recipe, written out (L_simple on the cosine table, plain input).
-PREVIOUS="--set vdm.objective=simple --set vdm.elbo_weight=0 --set vdm.schedule.kind=cosine --set vdm.schedule.gamma_max=5 $NOFEAT"
+. bench/previous_default.sh                   # PREVIOUS_DEFAULT
 BOUND="--set vdm.schedule.kind=cosine-log-snr --set vdm.schedule.gamma_min=-13.3 --set vdm.schedule.gamma_max=6"
 declare -a NAMES=(
   "default"   # the previous default (the table's first row)
@@ -35,7 +34,7 @@ declare -a NAMES=(
   "elbo-adaptive-gated"
 )
 declare -a ARGS=(
-  "$PREVIOUS"
+  "$PREVIOUS_DEFAULT"
   "--set vdm.objective=elbo $NOFEAT $BOUND"
   "--set vdm.objective=sigmoid --set vdm.proposal=adaptive $NOFEAT $BOUND"
   "--set vdm.objective=sigmoid --set vdm.proposal=adaptive --set vdm.unet.fourier=true $UNGATED $BOUND"
