@@ -69,6 +69,8 @@ fn main() -> elbo::Result<()> {
             device: Device::flex().autodiff(),
             note: &|m| eprintln!("{m}"),
             force: false,
+            comm: &elbo::comm::Solo,
+            devices: vec![],
         },
     )?;
     println!(

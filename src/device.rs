@@ -1,6 +1,14 @@
-//! Choosing where tensors live: the Flex CPU backend by default, CUDA with the `cuda` feature.
+//! Choosing where tensors live: the Flex CPU backend by default, CUDA with the `cuda` feature;
+//! and everything that depends on the device: several GPUs in one process, and the sum of their
+//! gradients with Burn's collective all-reduce (NCCL on CUDA).
+//!
+//! Status: the CUDA path compiles (`cargo check --features cuda`) but has not yet run on a GPU;
+//! `bench/gpu_check.sh` is the one command that checks it on the first machine that has one.
 
-use burn::tensor::Device;
+use burn::tensor::distributed::{
+    all_reduce, DistributedConfig, DistributedContext, ReduceOperation,
+};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -30,15 +38,58 @@ pub fn device(kind: DeviceKind, autodiff: bool) -> Result<Device> {
     Ok(if autodiff { d.autodiff() } else { d })
 }
 
-#[cfg(feature = "cuda")]
 fn cuda_device() -> Result<Device> {
-    Ok(Device::cuda(0usize))
+    cuda_device_at(0)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device_at(index: usize) -> Result<Device> {
+    Ok(Device::cuda(index))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device() -> Result<Device> {
+fn cuda_device_at(_: usize) -> Result<Device> {
     Err(Error::Invalid(
         "this binary was built without CUDA; rebuild with `cargo build --release --features cuda`"
             .into(),
     ))
+}
+
+/// `count` devices of `kind` for one process, each running its own shard of every step (with or
+/// without autodiff). Several devices are GPUs: on the CPU the cores are shared by threads
+/// (`--set threads=N`) and by MPI ranks instead, and Flex has no collective operations.
+pub fn devices(kind: DeviceKind, count: usize, autodiff: bool) -> Result<Vec<Device>> {
+    match (kind, count) {
+        (_, 0) => Err(Error::Invalid("--devices must be at least 1".into())),
+        (_, 1) => Ok(vec![device(kind, autodiff)?]),
+        (DeviceKind::Cpu, n) => Err(Error::Invalid(format!(
+            "--devices {n} needs GPUs (--device cuda): on the CPU, threads (--set threads=N) \
+             and MPI ranks (mpirun with a build with --features mpi) share the cores"
+        ))),
+        (DeviceKind::Cuda, n) => (0..n)
+            .map(|i| cuda_device_at(i).map(|d| if autodiff { d.autodiff() } else { d }))
+            .collect(),
+    }
+}
+
+/// Starts the collective operations among `devices` (several GPUs), for as long as the returned
+/// context lives; `None` for one device.
+pub fn collectives(devices: &[Device]) -> Option<DistributedContext> {
+    (devices.len() > 1).then(|| {
+        let inner: Vec<Device> = devices.iter().map(|d| d.clone().inner()).collect();
+        DistributedContext::init(
+            inner,
+            DistributedConfig {
+                all_reduce_op: ReduceOperation::Sum,
+            },
+        )
+    })
+}
+
+/// The sum of `t` over `devices`, each of which holds one such tensor: called once per device,
+/// from one thread per device, every thread making its calls in the same order (Burn's
+/// `all_reduce`, NCCL on CUDA; the result is on every device).
+pub fn sum_across(t: Tensor<1>, devices: &[Device]) -> Tensor<1> {
+    let inner: Vec<Device> = devices.iter().map(|d| d.clone().inner()).collect();
+    all_reduce(t, ReduceOperation::Sum, inner).resolve()
 }

@@ -282,6 +282,7 @@ pub fn import(file: &Path, out: &RunDir) -> Result<usize> {
                     examples_seen: 0,
                     config: Some(cfg.clone()),
                     model_state: None,
+                    ranks: 1,
                 };
                 dir.save_checkpoint(&p, &opt, &p, &state, 1)?;
                 Ok(got.len())

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod choice;
+pub mod comm;
 pub mod data;
 pub mod device;
 pub mod diffusion;

@@ -104,14 +104,33 @@ pub fn tune_allocator() {
 }
 
 /// Threads to use by default: `$ELBO_THREADS` if set (any positive count; the command line
-/// refuses a bad value at start-up), else one per core, at most 8.
+/// refuses a bad value at start-up), else the cores this process may run on (its CPU affinity
+/// and cgroup quota), shared evenly with the other MPI ranks on this machine when an MPI
+/// launcher started several. There is no ceiling: a step's batch is cut into one shard per
+/// thread (`train::step`), so on a large machine the shards of the default batch of 32 get small;
+/// `--set threads=N` or `$ELBO_THREADS` chooses fewer.
 pub fn default_threads() -> usize {
     if let Ok(Some(t)) = env_threads() {
         return t;
     }
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8)
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match crate::comm::launcher_local_size() {
+        Some(local) if local > 1 => usable.min((online_cpus() / local).max(1)),
+        _ => usable,
+    }
+}
+
+/// The machine's online CPUs (all of them, whatever this process's affinity).
+fn online_cpus() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads a system constant.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        if n > 0 {
+            return n as usize;
+        }
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

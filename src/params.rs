@@ -27,9 +27,13 @@ fn tensor_values<const D: usize>(t: Tensor<D>) -> std::result::Result<Vec<f32>, 
         .map_err(|e| format!("{e:?}"))
 }
 
+/// A map applied to each gradient (flattened) before it is read: a sum across devices.
+pub type GradMap<'a> = &'a dyn Fn(Tensor<1>) -> Tensor<1>;
+
 struct Collect<'a> {
     path: Vec<String>,
     grads: Option<&'a Gradients>,
+    map: Option<GradMap<'a>>,
     out: NamedParams,
     error: Option<String>,
 }
@@ -50,7 +54,14 @@ impl ModuleVisitor for Collect<'_> {
             Some(g) => t.grad(g),
         };
         if let Some(t) = t {
-            match tensor_values(t) {
+            let values = match self.map {
+                None => tensor_values(t),
+                Some(f) => {
+                    let n = shape.iter().product::<usize>();
+                    tensor_values(f(t.reshape([n])))
+                }
+            };
+            match values {
                 Ok(data) => {
                     self.out.insert(path, ParamValue { shape, data });
                 }
@@ -65,6 +76,7 @@ pub fn collect<M: Module>(m: &M) -> Result<NamedParams> {
     let mut v = Collect {
         path: vec![],
         grads: None,
+        map: None,
         out: NamedParams::new(),
         error: None,
     };
@@ -113,9 +125,20 @@ pub fn lazy_count<M: Module>(m: &M) -> f64 {
 
 /// The gradient of every parameter that has one.
 pub fn collect_grads<M: Module>(m: &M, grads: &Gradients) -> Result<NamedParams> {
+    collect_grads_mapped(m, grads, None)
+}
+
+/// [`collect_grads`], each gradient passed through `map` first (in the modules' order, the same
+/// on every thread: a collective sum across devices is matched call for call).
+pub fn collect_grads_mapped<M: Module>(
+    m: &M,
+    grads: &Gradients,
+    map: Option<GradMap<'_>>,
+) -> Result<NamedParams> {
     let mut v = Collect {
         path: vec![],
         grads: Some(grads),
+        map,
         out: NamedParams::new(),
         error: None,
     };

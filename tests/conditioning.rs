@@ -43,6 +43,8 @@ fn a_conditional_mlp_denoiser_prefers_the_right_label() {
         device: Device::flex().autodiff(),
         note: &|_| {},
         force: false,
+        comm: &elbo::comm::Solo,
+        devices: vec![],
     };
     train::train(&cfg, &opts).unwrap();
 

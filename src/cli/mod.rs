@@ -43,6 +43,10 @@ pub struct Cli {
     /// Where tensors live.
     #[arg(long, global = true, value_parser = choice::<DeviceKind>(), default_value = "cpu")]
     device: DeviceKind,
+    /// Train on this many devices of --device's kind at once (GPUs: one shard of each step on
+    /// each, gradients summed by the devices' all-reduce). On the CPU use threads and MPI ranks.
+    #[arg(long, global = true, default_value_t = 1)]
+    devices: usize,
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -115,6 +119,7 @@ pub fn run() -> i32 {
     };
     let g = Global {
         device: cli.device,
+        devices: cli.devices,
         quiet: cli.quiet,
     };
     if let Err(e) = elbo::par::env_threads() {
@@ -154,6 +159,8 @@ pub fn run() -> i32 {
 /// Options shared by every subcommand.
 pub struct Global {
     pub device: DeviceKind,
+    /// Devices to train on (`--devices`).
+    pub devices: usize,
     pub quiet: bool,
 }
 

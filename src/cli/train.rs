@@ -219,8 +219,22 @@ pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
     if a.model.as_deref() == Some(NOISY_CLASSIFIER) {
         return train_noisy_classifier(&a, g);
     }
+    // One process, or one rank of `mpirun -np N elbo train …` (a build with `--features mpi`).
+    let comm = elbo::comm::from_launch()?;
     let (cfg, out) = resolve(&a)?;
-    train_run(&cfg, &out, a.resume, a.force, g)
+    // Every rank trains into rank 0's directory (a default name is chosen once, by rank 0).
+    let mut name = out.to_string_lossy().into_owned().into_bytes();
+    elbo::comm::broadcast_bytes(&*comm, &mut name);
+    let out = std::path::PathBuf::from(String::from_utf8_lossy(&name).into_owned());
+    let code = train_run(&cfg, &out, a.resume, a.force, g, &*comm);
+    if comm.size() > 1 {
+        if let Err(e) = &code {
+            // The other ranks wait in a collective call for this one: end them all.
+            eprintln!("error (rank {} of {}): {e:#}", comm.rank(), comm.size());
+            comm.abort(1);
+        }
+    }
+    code
 }
 
 fn train_run(
@@ -229,7 +243,30 @@ fn train_run(
     resume: bool,
     force: bool,
     g: &Global,
+    comm: &dyn elbo::comm::Comm,
 ) -> anyhow::Result<i32> {
+    if !comm.is_root() {
+        // Rank r > 0 of an MPI run: its share of every step, silently; rank 0 reports and
+        // writes.
+        // Ctrl-C and SIGTERM reach every rank; rank 0 saves and tells the others when to stop.
+        let stop = Arc::new(AtomicBool::new(false));
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let _ = signal_hook::flag::register(SIGINT, Arc::clone(&stop));
+        let _ = signal_hook::flag::register(SIGTERM, Arc::clone(&stop));
+        let opts = TrainOptions {
+            out,
+            resume,
+            stop: &stop,
+            progress: &(),
+            device: elbo::device::device(g.device, true)?,
+            note: &|_| {},
+            force,
+            comm,
+            devices: train_devices(g)?,
+        };
+        let o = train::train(cfg, &opts)?;
+        return Ok(if o.interrupted { EXIT_INTERRUPTED } else { 0 });
+    }
     // Ctrl-C and SIGTERM (a scheduler's or container's stop) both ask the loop to save a
     // checkpoint and stop; a second Ctrl-C quits at once.
     let stop = Arc::new(AtomicBool::new(false));
@@ -253,6 +290,16 @@ fn train_run(
         cfg.batch_size,
         out.display()
     );
+    if comm.size() > 1 {
+        eprintln!(
+            "data parallel over {} MPI ranks, {} thread{} each: each rank computes its share of \
+             every batch of {}",
+            comm.size(),
+            cfg.threads,
+            if cfg.threads == 1 { "" } else { "s" },
+            cfg.batch_size
+        );
+    }
     let note = |m: &str| eprintln!("note: {m}");
     let opts = TrainOptions {
         out,
@@ -262,6 +309,8 @@ fn train_run(
         device,
         note: &note,
         force,
+        comm,
+        devices: train_devices(g)?,
     };
     let outcome = train::train(cfg, &opts)?;
     // Training is committed: from here on Ctrl-C and SIGTERM end the process at once (the
@@ -304,6 +353,14 @@ fn train_run(
             outcome.step, outcome.examples_per_sec
         );
     }
+    if comm.size() > 1 {
+        eprintln!(
+            "communication across the {} ranks: {:.1} ms per step (all-reduce of the gradient, \
+             waiting included)",
+            comm.size(),
+            1e3 * outcome.comm_secs_per_step
+        );
+    }
     // Held-out evaluation of the EMA weights, and pictures.
     // A time budget keeps the bound from outlasting training on schedules whose time integrand
     // is hard to sample (`elbo eval DIR` afterwards has none).
@@ -324,6 +381,15 @@ fn train_run(
         eprintln!("training curve: {}", p.display());
     }
     Ok(0)
+}
+
+/// The devices of `--devices N` (N > 1; GPUs), or none: the one `--device`.
+fn train_devices(g: &Global) -> anyhow::Result<Vec<burn::tensor::Device>> {
+    Ok(if g.devices == 1 {
+        vec![]
+    } else {
+        elbo::device::devices(g.device, g.devices, true)?
+    })
 }
 
 /// `elbo train --model noisy-classifier`: its own short loop (no ELBO, no checkpoints: a few

@@ -56,8 +56,9 @@ pub struct RunConfig {
     pub grid: usize,
     /// Threads that each run forward and backward on a shard of the batch, for models whose
     /// step is large enough (the U-Net; the VAE, HVAE and MLP denoisers train as one shard whose
-    /// operations use the cores) (0: `$ELBO_THREADS` or one per core, at most 8, resolved when
-    /// the run starts and saved in config.json). Results are deterministic for a given count.
+    /// operations use the cores) (0: `$ELBO_THREADS` or one per usable core, shared with the
+    /// other MPI ranks on the machine, resolved when the run starts and saved in config.json).
+    /// Results are deterministic for a given count (of threads × ranks).
     pub threads: usize,
     pub optim: OptimConfig,
 }

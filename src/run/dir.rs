@@ -106,6 +106,18 @@ pub struct TrainState {
     /// noise levels), at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_state: Option<serde_json::Value>,
+    /// The processes that train the run together (MPI ranks; 1 for an ordinary run, and in
+    /// checkpoints written before it was recorded).
+    #[serde(default = "one_rank", skip_serializing_if = "is_one_rank")]
+    pub ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
+}
+
+fn is_one_rank(n: &usize) -> bool {
+    *n == 1
 }
 
 const MARKER: &str = ".elbo-run";

@@ -254,6 +254,8 @@ pub fn compare(opts: &CompareOptions, progress: &dyn Progress) -> Result<Compare
                         device: opts.device.clone(),
                         note: opts.note,
                         force: false,
+                        comm: &crate::comm::Solo,
+                        devices: vec![],
                     },
                 )?;
                 if outcome.interrupted {

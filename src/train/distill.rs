@@ -421,6 +421,7 @@ fn save_student(
         examples_seen: 0,
         config: Some(cfg.clone()),
         model_state: None,
+        ranks: 1,
     };
     dir.save_checkpoint(w, &AdamW::new(w), w, &state, 1)?;
     Ok(())

@@ -20,11 +20,14 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
-pub use step::{loss_and_grads, step_grads, StepGrads};
+pub use step::{loss_and_grads, step_grads, step_grads_across, StepGrads};
 
+use crate::comm::Comm;
 use crate::data::{batches, Binarize};
 use crate::models::{Model, ModelVisitor};
-use crate::optim::fit::{fit, StepLoss, Stopped};
+use crate::optim::fit::{fit, FitHooks, StepDone, StepLoss, Stopped};
+use crate::optim::AdamW;
+use crate::params::NamedParams;
 use crate::progress::Progress;
 use crate::rng::{derived, streams};
 use crate::run::RunConfig;
@@ -45,6 +48,12 @@ pub struct TrainOptions<'a> {
     pub note: &'a dyn Fn(&str),
     /// Train even a model whose estimated memory is beyond [`crate::limits::memory_limit`].
     pub force: bool,
+    /// The processes training this run together ([`crate::comm::Solo`] for one): rank 0 writes
+    /// the run, every rank computes its share of each batch.
+    pub comm: &'a dyn Comm,
+    /// Several GPUs of this process, one shard of each step on each, their gradients summed by
+    /// the devices' all-reduce ([`crate::device::devices`]); empty: `device` alone.
+    pub devices: Vec<Device>,
 }
 
 /// How a training invocation ended.
@@ -54,6 +63,8 @@ pub struct TrainOutcome {
     pub interrupted: bool,
     pub timed_out: bool,
     pub examples_per_sec: f64,
+    /// Seconds per step spent in collective operations across ranks (0 for one process).
+    pub comm_secs_per_step: f64,
 }
 
 /// Train (or resume) the model `cfg` names: the dispatch from a configuration to its model type.
@@ -76,14 +87,37 @@ fn train_model<M: Model>(
     opts: &TrainOptions,
 ) -> Result<TrainOutcome> {
     let device = opts.device.clone();
+    let comm = opts.comm;
     let (run, new_spec) = open::open::<M>(cfg, section, opts)?;
+    // Rank 0 writes (or reads, on resume) the committed checkpoint; the other ranks wait for it
+    // and read it: every rank starts from the same bits.
+    let setup = if comm.is_root() {
+        let s = open::setup::<M>(&run, section, new_spec, &device, comm.size())?;
+        comm.barrier();
+        s
+    } else {
+        comm.barrier();
+        open::follow::<M>(&run, section, &device)?
+    };
     let open::Setup {
         spec,
         mut model,
         mut params,
         mut opt,
         state,
-    } = open::setup::<M>(&run, section, new_spec, &device)?;
+    } = setup;
+    // Shards per rank: one per device where there are several, else per thread as the model
+    // chooses; rank 0's choice, so that every rank cuts the batch the same way.
+    let devices = &opts.devices;
+    let _collectives = crate::device::collectives(devices);
+    let mut shards_per_rank = [if devices.len() > 1 {
+        devices.len()
+    } else {
+        model.train_shards(run.cfg.threads)
+    } as u64];
+    comm.broadcast_u64(&mut shards_per_rank);
+    let shards_per_rank = shards_per_rank[0] as usize;
+    let comm_at_start = comm.seconds();
     let cfg = &run.cfg;
     let (train_ds, test_ds, info) = (&run.train, &run.test, &run.info);
     let dim = train_ds.dim();
@@ -101,7 +135,7 @@ fn train_model<M: Model>(
     let start = state.step;
     let start_elapsed = state.elapsed_secs;
     let state = RefCell::new(state);
-    let mut hooks = hooks::RunHooks::<M> {
+    let mut run_hooks = comm.is_root().then(|| hooks::RunHooks::<M> {
         dir: &run.dir,
         cfg,
         section,
@@ -123,7 +157,7 @@ fn train_model<M: Model>(
         last_rate: 0.0,
         held_out: None,
         last_checkpoint: start,
-    };
+    });
     opts.progress.start("training", cfg.steps);
     opts.progress.set_position(start);
     let n_train = train_ds.n;
@@ -148,7 +182,7 @@ fn train_model<M: Model>(
         }
         let b = idx.len();
         model.at_step(step);
-        let s = step_grads(
+        let s = step_grads_across(
             &model,
             p,
             rows,
@@ -157,7 +191,9 @@ fn train_model<M: Model>(
             dim,
             &device,
             &mut st.rng,
-            model.train_shards(cfg.threads),
+            shards_per_rank,
+            comm,
+            devices,
         )?;
         if !s.draws.is_empty() {
             model.learn(&s.draws);
@@ -170,6 +206,14 @@ fn train_model<M: Model>(
             examples: b,
         })
     };
+    let mut no_hooks = ();
+    let mut agreed = Agreed {
+        inner: match &mut run_hooks {
+            Some(h) => h,
+            None => &mut no_hooks,
+        },
+        comm,
+    };
     let ended = fit(
         &mut params,
         &mut opt,
@@ -177,7 +221,7 @@ fn train_model<M: Model>(
         start,
         cfg.steps,
         step_loss,
-        &mut hooks,
+        &mut agreed,
     );
     let (step, stopped) = match ended {
         Ok(r) => r,
@@ -186,16 +230,54 @@ fn train_model<M: Model>(
             return Err(e);
         }
     };
-    if stopped.is_some() {
-        hooks.checkpoint(&params, &opt)?;
-    } else {
-        state.borrow_mut().elapsed_secs = start_elapsed + hooks.t0.elapsed().as_secs_f64();
+    let mut rate = 0.0;
+    if let Some(hooks) = &mut run_hooks {
+        if stopped.is_some() {
+            hooks.checkpoint(&params, &opt)?;
+        } else {
+            state.borrow_mut().elapsed_secs = start_elapsed + hooks.t0.elapsed().as_secs_f64();
+        }
+        rate = hooks.last_rate;
     }
     opts.progress.finish();
     Ok(TrainOutcome {
         step,
         interrupted: stopped == Some(Stopped::Interrupted),
         timed_out: stopped == Some(Stopped::TimedOut),
-        examples_per_sec: hooks.last_rate,
+        examples_per_sec: rate,
+        comm_secs_per_step: (comm.seconds() - comm_at_start) / (step - start).max(1) as f64,
     })
+}
+
+/// The hooks of a run shared by ranks: rank 0's decision to stop (Ctrl-C, the time budget)
+/// is every rank's, so all of them stop before the same step; the rest is rank 0's own.
+struct Agreed<'a> {
+    inner: &'a mut dyn FitHooks,
+    comm: &'a dyn Comm,
+}
+
+impl FitHooks for Agreed<'_> {
+    fn before(&mut self, done: u64) -> Option<Stopped> {
+        let mine = self.inner.before(done);
+        if self.comm.size() == 1 {
+            return mine;
+        }
+        let mut v = [match mine {
+            None => 0,
+            Some(Stopped::Interrupted) => 1,
+            Some(Stopped::TimedOut) => 2,
+        }];
+        self.comm.broadcast_u64(&mut v);
+        match v[0] {
+            1 => Some(Stopped::Interrupted),
+            2 => Some(Stopped::TimedOut),
+            _ => None,
+        }
+    }
+    fn after(&mut self, s: &StepDone, params: &NamedParams, opt: &AdamW) -> Result<()> {
+        self.inner.after(s, params, opt)
+    }
+    fn last_checkpoint(&self) -> u64 {
+        self.inner.last_checkpoint()
+    }
 }

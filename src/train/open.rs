@@ -18,7 +18,8 @@ use crate::{Error, Result};
 /// data.
 pub(super) struct Opened {
     pub dir: RunDir,
-    pub _lock: crate::run::dir::RunLock,
+    /// Held by the rank that writes the run (none on the other ranks of an MPI run).
+    pub _lock: Option<crate::run::dir::RunLock>,
     pub cfg: RunConfig,
     pub train: Dataset,
     pub test: Dataset,
@@ -84,6 +85,22 @@ pub(super) fn open<M: Model>(
         cfg.batch_size,
         opts.force,
     )?;
+    if !opts.comm.is_root() {
+        // Another rank of an MPI run: rank 0 claims and writes the directory; this rank reads
+        // the checkpoint rank 0 committed ([`follow`]).
+        return Ok((
+            Opened {
+                dir,
+                _lock: None,
+                cfg,
+                train,
+                test,
+                info,
+                resume: opts.resume,
+            },
+            new_spec,
+        ));
+    }
 
     // The directory: ours or refused, then locked before anything in it changes.
     let refuse = |msg: String| {
@@ -138,7 +155,7 @@ pub(super) fn open<M: Model>(
     Ok((
         Opened {
             dir,
-            _lock: lock,
+            _lock: Some(lock),
             cfg,
             train,
             test,
@@ -157,6 +174,7 @@ pub(super) fn setup<M: Model>(
     section: &M::Config,
     new_spec: M::Spec,
     device: &Device,
+    ranks: usize,
 ) -> Result<Setup<M>> {
     let (dir, cfg) = (&run.dir, &run.cfg);
     if run.resume {
@@ -172,6 +190,28 @@ pub(super) fn setup<M: Model>(
             });
         }
         let (params, opt, mut state) = dir.load_checkpoint()?;
+        if state.ranks != ranks {
+            // The shards of a step, and so the run's numbers, depend on the number of
+            // processes: continuing under another count would silently make a different run.
+            return Err(Error::Checkpoint {
+                path: dir.path.clone(),
+                msg: format!(
+                    "the run was trained by {} process{} and this resume has {ranks}: resume it \
+                     as it was trained ({}), or train a new run",
+                    state.ranks,
+                    if state.ranks == 1 {
+                        ""
+                    } else {
+                        "es (MPI ranks)"
+                    },
+                    if state.ranks == 1 {
+                        "without mpirun".to_string()
+                    } else {
+                        format!("`mpirun -np {} elbo train --resume …`", state.ranks)
+                    }
+                ),
+            });
+        }
         if let Some(recorded) = &state.config {
             cfg.check_resume(recorded).map_err(|e| Error::Checkpoint {
                 path: dir.path.clone(),
@@ -223,6 +263,7 @@ pub(super) fn setup<M: Model>(
             examples_seen: 0,
             config: Some(cfg.clone()),
             model_state: model.train_state(),
+            ranks,
         };
         let mf = ModelFile {
             model: cfg.model.kind(),
@@ -241,4 +282,32 @@ pub(super) fn setup<M: Model>(
             state,
         })
     }
+}
+
+/// The setup of a rank other than 0 in an MPI run, once rank 0's [`setup`] has committed the
+/// checkpoint: the model, parameters, optimiser and state read from it, nothing written. Every
+/// rank then starts from the same bits.
+pub(super) fn follow<M: Model>(
+    run: &Opened,
+    section: &M::Config,
+    device: &Device,
+) -> Result<Setup<M>> {
+    let dir = &run.dir;
+    let (_, spec) = crate::run::model_spec_of::<M>(dir)?;
+    let (params, opt, state) = dir.load_checkpoint()?;
+    let model = M::build(section, &spec, device)?;
+    let mut model = params::assign(model, &params)?;
+    if let Some(v) = &state.model_state {
+        model.set_train_state(v).map_err(|e| Error::Checkpoint {
+            path: dir.path.clone(),
+            msg: format!("its checkpoint's model state: {e}"),
+        })?;
+    }
+    Ok(Setup {
+        spec,
+        model,
+        params,
+        opt,
+        state,
+    })
 }

@@ -2,8 +2,9 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::comm::{Comm, Solo};
 use crate::models::Model;
-use crate::params::{self, NamedParams};
+use crate::params::{self, NamedParams, ParamValue};
 use crate::rng::{derived, streams, Rng};
 use crate::{Error, Result};
 
@@ -37,7 +38,7 @@ pub struct StepGrads {
     pub draws: Vec<(f64, f64)>,
 }
 
-/// [`loss_and_grads`] with the model's draws.
+/// [`loss_and_grads`] with the model's draws, on one process ([`Solo`]).
 #[allow(clippy::too_many_arguments)]
 pub fn step_grads<M: Model>(
     model: &M,
@@ -50,28 +51,90 @@ pub fn step_grads<M: Model>(
     rng: &mut Rng,
     threads: usize,
 ) -> Result<StepGrads> {
-    // One shard: (loss, −ELBO, gradients of the loss, draws) of the model on these rows.
-    fn shard<M: Model>(
-        m: &M,
-        rows: Vec<f32>,
-        labels: Option<&[u32]>,
-        n: usize,
-        dim: usize,
-        device: &Device,
-        rng: &mut Rng,
-    ) -> Result<Shard> {
-        let x = Tensor::<2>::from_data(TensorData::new(rows, [n, dim]), device);
-        let (loss, terms, draws) = m.loss_draws(x, labels, rng)?;
-        let v: f32 = loss.clone().into_scalar();
-        let e: f32 = terms.total().mean().into_scalar();
-        let grads = loss.backward();
-        Ok((v as f64, e as f64, params::collect_grads(m, &grads)?, draws))
-    }
-    type Shard = (f64, f64, NamedParams, Vec<(f64, f64)>);
-    let shards = threads.clamp(1, b);
-    if shards == 1 {
+    step_grads_across(
+        model,
+        params,
+        rows,
+        labels,
+        b,
+        dim,
+        device,
+        rng,
+        threads,
+        &Solo,
+        &[],
+    )
+}
+
+/// One shard: (loss, −ELBO, gradients of the loss, draws) of the model on its rows.
+type Shard = (f64, f64, NamedParams, Vec<(f64, f64)>);
+
+/// With `summed = Some((w, devices))` (one shard per GPU) the loss is weighted by w before the
+/// backward pass and each gradient is summed across the devices as it is read
+/// ([`crate::device::sum_across`]): every shard returns the whole step's gradient.
+#[allow(clippy::too_many_arguments)]
+fn shard<M: Model>(
+    m: &M,
+    rows: Vec<f32>,
+    labels: Option<&[u32]>,
+    n: usize,
+    dim: usize,
+    device: &Device,
+    rng: &mut Rng,
+    summed: Option<(f32, &[Device])>,
+) -> Result<Shard> {
+    let x = Tensor::<2>::from_data(TensorData::new(rows, [n, dim]), device);
+    let (loss, terms, draws) = m.loss_draws(x, labels, rng)?;
+    let v: f32 = loss.clone().into_scalar();
+    let e: f32 = terms.total().mean().into_scalar();
+    let grads = match summed {
+        None => params::collect_grads(m, &loss.backward())?,
+        Some((w, devices)) => {
+            let g = (loss * w).backward();
+            let sum = |t: Tensor<1>| crate::device::sum_across(t, devices);
+            params::collect_grads_mapped(m, &g, Some(&sum))?
+        }
+    };
+    Ok((v as f64, e as f64, grads, draws))
+}
+
+/// The step of [`step_grads`] shared by the ranks of `comm` (data parallelism, M-free: the
+/// gradient of a mean is the weighted sum of the shards' gradients). Every rank passes the
+/// whole global batch `rows` (they all follow one data order) and an `rng` in the same state;
+/// the batch is cut into `comm.size() × threads` shards (at most `b`), each with its own noise
+/// seed drawn from `rng`, and rank r computes shards r·threads .. (r+1)·threads on its threads.
+/// The weighted sums of the ranks are added by `comm` ([`Comm::sum_f32`]), the draws gathered
+/// in shard order. The shards, their seeds and their weights are those of one process running
+/// `comm.size() × threads` threads, so N ranks reproduce that run; with two ranks of one thread
+/// each, the sum is the same two additions in f32 and the result is the same to the bit.
+///
+/// With several `devices` (GPUs; `threads` is then their number), shard j of a rank runs on
+/// device j and the shards' gradients are summed on the devices by their collective all-reduce
+/// before they reach the host.
+#[allow(clippy::too_many_arguments)]
+pub fn step_grads_across<M: Model>(
+    model: &M,
+    params: &NamedParams,
+    rows: Vec<f32>,
+    labels: Option<Vec<u32>>,
+    b: usize,
+    dim: usize,
+    device: &Device,
+    rng: &mut Rng,
+    threads: usize,
+    comm: &dyn Comm,
+    devices: &[Device],
+) -> Result<StepGrads> {
+    let on_devices = devices.len() > 1;
+    let per_rank = if on_devices {
+        devices.len()
+    } else {
+        threads.max(1)
+    };
+    let shards = (comm.size() * per_rank).clamp(1, b.max(1));
+    if shards == 1 && comm.size() == 1 {
         let (loss, neg_elbo, grads, draws) =
-            shard(model, rows, labels.as_deref(), b, dim, device, rng)?;
+            shard(model, rows, labels.as_deref(), b, dim, device, rng, None)?;
         return Ok(StepGrads {
             loss,
             neg_elbo,
@@ -83,46 +146,85 @@ pub fn step_grads<M: Model>(
     let sizes: Vec<usize> = (0..shards)
         .map(|i| b / shards + usize::from(i < b % shards))
         .collect();
+    let mine = (comm.rank() * per_rank).min(shards)..((comm.rank() + 1) * per_rank).min(shards);
     let mut parts = Vec::new();
-    let mut start = 0;
-    for &n in &sizes {
+    let mut start: usize = sizes[..mine.start].iter().sum();
+    for &n in &sizes[mine.clone()] {
         let y = labels.as_ref().map(|l| l[start..start + n].to_vec());
         parts.push((rows[start * dim..(start + n) * dim].to_vec(), y));
         start += n;
     }
-    let results: Vec<Result<Shard>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .zip(&seeds)
-            .zip(&sizes)
-            .map(|(((part, y), &seed), &n)| {
-                let m = model.clone();
-                let device = device.clone();
-                s.spawn(move || -> Result<Shard> {
-                    // Fresh leaf tensors: threads must not share autodiff graph nodes.
-                    let m = params::assign(m, params)?;
-                    let mut r = derived(seed, streams::TRAIN_NOISE);
-                    shard(&m, part, y.as_deref(), n, dim, &device, &mut r)
+    if on_devices && mine.len() != devices.len() {
+        return Err(Error::Invalid(format!(
+            "a batch of {b} cannot give each of the {} devices (× {} processes) a shard: use a \
+             batch of at least {}",
+            devices.len(),
+            comm.size(),
+            devices.len() * comm.size()
+        )));
+    }
+    let my_seeds = &seeds[mine.clone()];
+    let my_sizes = &sizes[mine];
+    let results: Vec<Result<Shard>> = if parts.len() == 1 && comm.size() > 1 && !on_devices {
+        // One shard on this rank: no thread to spawn.
+        let (part, y) = parts.pop().map_or((Vec::new(), None), |p| p);
+        let mut r = derived(my_seeds[0], streams::TRAIN_NOISE);
+        vec![shard(
+            model,
+            part,
+            y.as_deref(),
+            my_sizes[0],
+            dim,
+            device,
+            &mut r,
+            None,
+        )]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .zip(my_seeds)
+                .zip(my_sizes)
+                .enumerate()
+                .map(|(j, (((part, y), &seed), &n))| {
+                    let (m, device) = if on_devices {
+                        (model.clone().fork(&devices[j]), devices[j].clone())
+                    } else {
+                        (model.clone(), device.clone())
+                    };
+                    let summed = on_devices.then_some((n as f32 / b as f32, devices));
+                    s.spawn(move || -> Result<Shard> {
+                        // Fresh leaf tensors: threads must not share autodiff graph nodes.
+                        let m = params::assign(m, params)?;
+                        let mut r = derived(seed, streams::TRAIN_NOISE);
+                        shard(&m, part, y.as_deref(), n, dim, &device, &mut r, summed)
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Invalid("a training thread panicked".into())))
-            })
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Invalid("a training thread panicked".into()))
+                    })
+                })
+                .collect()
+        })
+    };
     let (mut loss, mut neg_elbo) = (0.0, 0.0);
     let mut total: Option<NamedParams> = None;
     let mut all_draws = Vec::new();
-    for (r, &n) in results.into_iter().zip(&sizes) {
+    for (r, &n) in results.into_iter().zip(my_sizes) {
         let (l, e, g, d) = r?;
         all_draws.extend(d);
         let w = n as f32 / b as f32;
         loss += l * w as f64;
         neg_elbo += e * w as f64;
+        if on_devices {
+            // Each device's shard returned the sum already (weighted): keep one.
+            total.get_or_insert(g);
+            continue;
+        }
         match &mut total {
             None => {
                 let mut g = g;
@@ -142,11 +244,56 @@ pub fn step_grads<M: Model>(
             }
         }
     }
+    if comm.size() == 1 {
+        return Ok(StepGrads {
+            loss,
+            neg_elbo,
+            grads: total.unwrap_or_default(),
+            draws: all_draws,
+        });
+    }
+    // Across ranks: the weighted sums laid end to end in the parameters' order (a rank without
+    // a shard, or a parameter without a gradient, adds zeros; which parameters have one is
+    // summed beside), the loss and −ELBO, and the draws in rank (= shard) order.
+    let local = total.unwrap_or_default();
+    let mut flat = Vec::with_capacity(params.values().map(|p| p.data.len()).sum());
+    let mut small = vec![loss, neg_elbo];
+    for (k, p) in params {
+        match local.get(k) {
+            Some(g) if g.data.len() == p.data.len() => {
+                flat.extend_from_slice(&g.data);
+                small.push(1.0);
+            }
+            _ => {
+                flat.resize(flat.len() + p.data.len(), 0.0);
+                small.push(0.0);
+            }
+        }
+    }
+    comm.sum_f32(&mut flat);
+    comm.sum_f64(&mut small);
+    let flat_draws: Vec<f64> = all_draws.iter().flat_map(|&(a, b)| [a, b]).collect();
+    let gathered = comm.gather_f64(&flat_draws);
+    let mut grads = NamedParams::new();
+    let mut at = 0;
+    for ((k, p), &has) in params.iter().zip(&small[2..]) {
+        let n = p.data.len();
+        if has > 0.0 {
+            grads.insert(
+                k.clone(),
+                ParamValue {
+                    shape: p.shape.clone(),
+                    data: flat[at..at + n].to_vec(),
+                },
+            );
+        }
+        at += n;
+    }
     Ok(StepGrads {
-        loss,
-        neg_elbo,
-        grads: total.unwrap_or_default(),
-        draws: all_draws,
+        loss: small[0],
+        neg_elbo: small[1],
+        grads,
+        draws: gathered.chunks_exact(2).map(|c| (c[0], c[1])).collect(),
     })
 }
 
