@@ -7,6 +7,8 @@
 #   bench/weighted_study.sh [MINUTES] [DATA] [OUT_DIR]    (defaults: 10 mnist10k bench/out/study)
 #
 # One JSON line per configuration in OUT_DIR/results.jsonl; nothing else should run meanwhile.
+# ONLY=name,name runs some of the configurations; EVAL_ARGS adds flags to `elbo eval` (for
+# Fashion-MNIST, whose test split has 10,000 images: EVAL_ARGS="--limit 1000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIN=${1:-10}
@@ -56,7 +58,8 @@ for i in "${!NAMES[@]}"; do
   # shellcheck disable=SC2086
   $ELBO -q train --data "$DATA" --out "$run" --max-minutes "$MIN" --steps 1000000 \
     --set eval_every=2000 --set grid=16 ${ARGS[$i]} > /dev/null 2> "$run.train.log" || true
-  $ELBO eval "$run" --json --quality 500 > "$run.eval.json" 2> "$run.eval.log"
+  # shellcheck disable=SC2086
+  $ELBO eval "$run" --json --quality 500 ${EVAL_ARGS:-} > "$run.eval.json" 2> "$run.eval.log"
   python3 - "$run" "$name" "$MIN" "$DATA" >> "$OUT/results.jsonl" <<'PY'
 import json, sys
 run, name, minutes, data = sys.argv[1:]
@@ -67,6 +70,7 @@ print(json.dumps({
     "bits_per_dim": e.get("bits_per_dim"), "mc_se": e.get("bits_per_dim_mc_se"),
     "terms": e["terms"], "fd_classifier": e["quality"]["samples"]["fd_classifier"],
     "real_fd": e["quality"]["real"]["fd_classifier"], "objective": e.get("objective"),
+    "n": e.get("n"),
 }))
 PY
   tail -1 "$OUT/results.jsonl"

@@ -2,8 +2,9 @@
 //! and everything that depends on the device: several GPUs in one process, and the sum of their
 //! gradients with Burn's collective all-reduce (NCCL on CUDA).
 //!
-//! Status: the CUDA path compiles (`cargo check --features cuda`) but has not yet run on a GPU;
-//! `bench/gpu_check.sh` is the one command that checks it on the first machine that has one.
+//! Status: nothing here has run on a GPU yet. Only [`Device::cuda`] is behind the `cuda` feature;
+//! the device list, the collective context and the all-reduce compile in every build.
+//! `bench/gpu_check.sh` is the one command that checks them on the first machine with a GPU.
 
 use burn::tensor::distributed::{
     all_reduce, DistributedConfig, DistributedContext, ReduceOperation,

@@ -8,6 +8,15 @@
 
 mod common;
 
+/// A line on the terminal even when the test harness captures output (it captures only the
+/// print macros): a skipped test says so by name.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 use std::path::Path;
 use std::process::Command;
 
@@ -39,6 +48,7 @@ const RUN: &[&str] = &[
     "grid=0",
     "--set",
     "vdm.sample_steps=2",
+    "--no-eval",
 ];
 
 fn args<'a>(out: &'a str, steps: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -83,11 +93,11 @@ fn checkpoint(dir: &Path) -> (elbo::params::NamedParams, elbo::run::TrainState) 
 fn two_mpi_ranks_reproduce_one_process_with_the_same_shards() {
     let name = "two_mpi_ranks_reproduce_one_process_with_the_same_shards";
     if !cfg!(feature = "mpi") {
-        eprintln!("skipped: {name} (built without --features mpi)");
+        say!("skipped: {name} (built without --features mpi)");
         return;
     }
     if mpirun().is_none() {
-        eprintln!("skipped: {name} (no mpirun on the PATH)");
+        say!("skipped: {name} (no mpirun on the PATH)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -147,7 +157,7 @@ fn two_mpi_ranks_reproduce_one_process_with_the_same_shards() {
 fn an_mpi_launch_of_a_binary_without_mpi_is_refused() {
     if cfg!(feature = "mpi") {
         // With the feature this environment starts MPI; the test above covers that build.
-        eprintln!("skipped: an_mpi_launch_of_a_binary_without_mpi_is_refused (built with mpi)");
+        say!("skipped: an_mpi_launch_of_a_binary_without_mpi_is_refused (built with mpi)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

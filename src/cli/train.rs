@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// moments and EMA, and a batch's activations) is beyond three quarters of this machine's.
     #[arg(long)]
     pub force: bool,
+    /// Stop when training ends: no held-out bound and no sample grid afterwards (run `elbo eval
+    /// DIR` and `elbo sample DIR` when you want them).
+    #[arg(long)]
+    pub no_eval: bool,
 }
 
 /// The noisy classifier's name among `--model`'s values (it is not a latent-variable model of
@@ -226,7 +230,7 @@ pub fn run(a: TrainArgs, g: &Global) -> anyhow::Result<i32> {
     let mut name = out.to_string_lossy().into_owned().into_bytes();
     elbo::comm::broadcast_bytes(&*comm, &mut name);
     let out = std::path::PathBuf::from(String::from_utf8_lossy(&name).into_owned());
-    let code = train_run(&cfg, &out, a.resume, a.force, g, &*comm);
+    let code = train_run(&cfg, &out, a.resume, a.force, a.no_eval, g, &*comm);
     if comm.size() > 1 {
         if let Err(e) = &code {
             // The other ranks wait in a collective call for this one: end them all.
@@ -242,6 +246,7 @@ fn train_run(
     out: &std::path::Path,
     resume: bool,
     force: bool,
+    no_eval: bool,
     g: &Global,
     comm: &dyn elbo::comm::Comm,
 ) -> anyhow::Result<i32> {
@@ -360,6 +365,13 @@ fn train_run(
             comm.size(),
             1e3 * outcome.comm_secs_per_step
         );
+    }
+    if no_eval {
+        eprintln!(
+            "evaluate with: elbo eval {0}; samples: elbo sample {0}",
+            out.display()
+        );
+        return Ok(0);
     }
     // Held-out evaluation of the EMA weights, and pictures.
     // A time budget keeps the bound from outlasting training on schedules whose time integrand
