@@ -179,11 +179,6 @@ mod with_mpi {
                 _universe: universe,
             })
         }
-
-        /// The ranks on this machine (MPI's shared-memory split).
-        pub fn local_size(&self) -> usize {
-            self.world.split_shared(0).size() as usize
-        }
     }
 
     impl Comm for Mpi {

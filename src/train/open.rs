@@ -230,14 +230,7 @@ pub(super) fn setup<M: Model>(
                 cfg.steps, state.step, state.step
             )));
         }
-        let model = M::build(section, &spec, device)?;
-        let mut model = params::assign(model, &params)?;
-        if let Some(v) = &state.model_state {
-            model.set_train_state(v).map_err(|e| Error::Checkpoint {
-                path: dir.path.clone(),
-                msg: format!("its checkpoint's model state: {e}"),
-            })?;
-        }
+        let model = restored::<M>(dir, section, &spec, &params, &state, device)?;
         dir.truncate_metrics(state.step)?;
         // The resumed configuration (what a resume may change: steps, minutes, …).
         dir.write_json("config.json", cfg)?;
@@ -295,14 +288,7 @@ pub(super) fn follow<M: Model>(
     let dir = &run.dir;
     let (_, spec) = crate::run::model_spec_of::<M>(dir)?;
     let (params, opt, state) = dir.load_checkpoint()?;
-    let model = M::build(section, &spec, device)?;
-    let mut model = params::assign(model, &params)?;
-    if let Some(v) = &state.model_state {
-        model.set_train_state(v).map_err(|e| Error::Checkpoint {
-            path: dir.path.clone(),
-            msg: format!("its checkpoint's model state: {e}"),
-        })?;
-    }
+    let model = restored::<M>(dir, section, &spec, &params, &state, device)?;
     Ok(Setup {
         spec,
         model,
@@ -310,4 +296,24 @@ pub(super) fn follow<M: Model>(
         opt,
         state,
     })
+}
+
+/// The model of a checkpoint: built from its spec, its parameters written in, and what training
+/// changed outside them (an adaptive proposal) restored.
+fn restored<M: Model>(
+    dir: &RunDir,
+    section: &M::Config,
+    spec: &M::Spec,
+    params: &NamedParams,
+    state: &TrainState,
+    device: &Device,
+) -> Result<M> {
+    let mut model = params::assign(M::build(section, spec, device)?, params)?;
+    if let Some(v) = &state.model_state {
+        model.set_train_state(v).map_err(|e| Error::Checkpoint {
+            path: dir.path.clone(),
+            msg: format!("its checkpoint's model state: {e}"),
+        })?;
+    }
+    Ok(model)
 }
