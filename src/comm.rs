@@ -84,23 +84,22 @@ pub fn broadcast_bytes(comm: &dyn Comm, bytes: &mut Vec<u8>) {
     *bytes = words.iter().flat_map(|w| w.to_le_bytes()).take(n).collect();
 }
 
-/// The world size an MPI launcher announced in the environment (Open MPI, MPICH/Hydra, PMIx,
-/// Slurm's `srun`), if any.
+/// The world size an MPI launcher announced in the environment (Open MPI's `mpirun`;
+/// `PMI_SIZE` from MPICH's Hydra, Intel MPI and Slurm's `srun --mpi=pmi2`), if any.
+/// (`MPI_LOCALNRANKS` is the count on one machine, not the world's: see
+/// [`launcher_local_size`].)
 pub fn launcher_world_size() -> Option<usize> {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMIX_SIZE",
-        "MPI_LOCALNRANKS",
-    ]
-    .iter()
-    .find_map(|k| std::env::var(k).ok()?.trim().parse::<usize>().ok())
+    env_count(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
 }
 
 /// How many ranks share this machine, as the launcher announced it (Open MPI, MPICH/Hydra).
 pub fn launcher_local_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
-        .iter()
+    env_count(&["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"])
+}
+
+/// The first of `keys` set to a whole number.
+fn env_count(keys: &[&str]) -> Option<usize> {
+    keys.iter()
         .find_map(|k| std::env::var(k).ok()?.trim().parse::<usize>().ok())
 }
 
