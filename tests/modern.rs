@@ -158,6 +158,7 @@ fn the_flow_oracles_ode_likelihood_is_the_true_density() {
     let opts = OdeOptions {
         rtol: 1e-6,
         atol: 1e-6,
+        logp_tol: None,
         divergence: Divergence::Exact,
     };
     // The data as the ODE sees them at γ_0: the data convolved with N(0, e^{γ_0}) in x̄.

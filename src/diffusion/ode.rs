@@ -63,11 +63,22 @@ impl Divergence {
     }
 }
 
+/// The state's default tolerance (relative and absolute) for the likelihood ODE.
+pub const DEFAULT_STATE_TOL: f64 = 1e-3;
+
+/// The log-density's default tolerance per solver step, nats per dimension of the data.
+pub const DEFAULT_LOGP_TOL_PER_DIM: f64 = 1e-3;
+
 /// Tolerances of the adaptive solver and the divergence.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct OdeOptions {
+    /// Tolerances of the state x̄ (and, if `logp_tol` is `None`, of the log-density too, in one
+    /// mixed norm over all columns).
     pub rtol: f64,
     pub atol: f64,
+    /// Tolerance of the log-density column per step, nats per example, held on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logp_tol: Option<f64>,
     pub divergence: Divergence,
 }
 
@@ -77,12 +88,35 @@ impl OdeOptions {
         OdeOptions {
             rtol: 1e-5,
             atol: 1e-5,
+            logp_tol: None,
+            divergence,
+        }
+    }
+
+    /// `elbo eval --method ode`'s defaults for data of `dim` dimensions: the state to
+    /// rtol = atol = [`DEFAULT_STATE_TOL`], the log-density on its own to
+    /// [`DEFAULT_LOGP_TOL_PER_DIM`] × `dim` nats per step (BENCHMARKS.md §11: on the default
+    /// mnist10k model a third of the evaluations of 1e-5 in one norm, for the same NLL within
+    /// a small fraction of its standard error).
+    pub fn for_data(dim: usize, divergence: Divergence) -> Self {
+        OdeOptions {
+            rtol: DEFAULT_STATE_TOL,
+            atol: DEFAULT_STATE_TOL,
+            logp_tol: Some(DEFAULT_LOGP_TOL_PER_DIM * dim.max(1) as f64),
             divergence,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
         check_tolerances(self.rtol, self.atol)?;
+        if let Some(t) = self.logp_tol {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(Error::Config(format!(
+                    "--logp-tol {t:e}: the log-density's tolerance must be a positive number of \
+                     nats"
+                )));
+            }
+        }
         if let Divergence::Hutchinson { probes } = self.divergence {
             if probes == 0 {
                 return Err(Error::Config("--probes must be at least 1".into()));
@@ -104,6 +138,10 @@ pub struct OdeLogDensity {
     pub prior: Vec<f64>,
     /// Evaluations of F (each a forward and a backward pass over the batch).
     pub nfe: usize,
+    /// Per row, the solver's error estimate of `log_p` (nats; the mean over probes of the sums
+    /// of the log-density's local error estimates, [`SolveStats::integral_err`]): 0 when the
+    /// log-density shares the state's norm (`logp_tol` unset), where it is not tracked.
+    pub solver_err: Vec<f64>,
 }
 
 /// −log p(x) of data rows along the ODE, in the data's own units.
@@ -116,14 +154,21 @@ pub struct OdeNll {
     pub se: Vec<f64>,
     /// Evaluations of the ODE's right-hand side (each a forward and a backward pass).
     pub nfe: usize,
+    /// Per row, the solver's error estimate, nats ([`OdeLogDensity::solver_err`]).
+    pub solver_err: Vec<f64>,
 }
 
 /// Solver statistics of [`dormand_prince`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SolveStats {
     pub evaluations: usize,
     pub accepted: usize,
     pub rejected: usize,
+    /// With [`ErrorControl::state_cols`] set: per row and integral column (row-major), the sum
+    /// over accepted steps of |the step's error estimate|, a conservative estimate of the
+    /// integral's error (the estimate is that of the embedded 4th-order solution; the 5th-order
+    /// one carried on is usually far more accurate).
+    pub integral_err: Vec<f64>,
 }
 
 /// Dormand–Prince 5(4) tableau.
@@ -191,18 +236,104 @@ pub fn check_tolerances(rtol: f64, atol: f64) -> Result<()> {
     Ok(())
 }
 
+/// How a step's error is measured: the error of the state columns (the first `state_cols` of
+/// `y`, or all of them) in scipy's mixed RMS norm √(mean((err / (atol + rtol·max(|y|, |y_new|)))²)),
+/// and, if `integral_tol` is set, the columns after the state (integrals carried beside it, such
+/// as a log-density) each on its own: max |err| / integral_tol. A step is accepted when the larger
+/// of the two is at most 1.
+///
+/// The separation matters for the likelihood ODE: in one RMS norm over D + 1 columns the
+/// log-density column, a single value hundreds of nats in size, may carry √(D+1) times its share
+/// of the tolerance (its error was about 1.3 rtol of its whole value), while the D state columns
+/// are held far tighter than the log-density needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorControl {
+    pub rtol: f64,
+    pub atol: f64,
+    /// Columns before this index are the state; `None`: every column is.
+    pub state_cols: Option<usize>,
+    /// Absolute tolerance of each integral column per step (its own units).
+    pub integral_tol: f64,
+}
+
+impl ErrorControl {
+    /// One mixed norm over every column.
+    pub fn mixed(rtol: f64, atol: f64) -> Self {
+        ErrorControl {
+            rtol,
+            atol,
+            state_cols: None,
+            integral_tol: f64::INFINITY,
+        }
+    }
+
+    /// Add |err| of the integral columns to `acc` (row-major; sized on first use).
+    fn accumulate(&self, err: Tensor<2>, acc: &mut Vec<f64>) -> Result<()> {
+        let [b, c] = err.dims();
+        let Some(s) = self.state_cols.filter(|&s| s < c) else {
+            return Ok(());
+        };
+        let e = crate::elbo::to_f64(err.slice([0..b, s..c]).reshape([b * (c - s)]))?;
+        if acc.len() != e.len() {
+            *acc = vec![0.0; e.len()];
+        }
+        for (a, v) in acc.iter_mut().zip(e) {
+            *a += v.abs();
+        }
+        Ok(())
+    }
+
+    /// The step's error in units of the tolerance (≤ 1: accept).
+    fn error(&self, y: &Tensor<2>, y_new: &Tensor<2>, err: Tensor<2>) -> f64 {
+        let [b, c] = y.dims();
+        let s = self.state_cols.unwrap_or(c).min(c);
+        let state = |t: &Tensor<2>| {
+            if s < c {
+                t.clone().slice([0..b, 0..s])
+            } else {
+                t.clone()
+            }
+        };
+        let scale = state(y).abs().max_pair(state(y_new).abs()) * self.rtol + self.atol;
+        let ratio: f32 = (state(&err) / scale).square().sum().into_scalar();
+        let n = (b * s).max(1) as f64;
+        let e_state = ((ratio as f64) / n).sqrt();
+        if s >= c {
+            return e_state;
+        }
+        let worst: f32 = err.slice([0..b, s..c]).abs().max().into_scalar();
+
+        e_state.max(worst as f64 / self.integral_tol)
+    }
+}
+
 /// Integrate dy/dt = f(y, t) from t0 to t1 (either direction) by adaptive Dormand–Prince 5(4)
 /// with the mixed error norm √(mean((err / (atol + rtol·max(|y|, |y_new|)))²)) ≤ 1, as
 /// scipy's RK45 does. A solve that needs more than [`MAX_SOLVER_STEPS`] steps, or a step below
 /// 1e-10 of the span, is an error that says where it stopped: never an answer at the wrong end.
 pub fn dormand_prince(
     f: &mut dyn FnMut(&Tensor<2>, f64) -> Tensor<2>,
-    mut y: Tensor<2>,
+    y: Tensor<2>,
     t0: f64,
     t1: f64,
     rtol: f64,
     atol: f64,
 ) -> Result<(Tensor<2>, SolveStats)> {
+    dormand_prince_with(f, y, t0, t1, &ErrorControl::mixed(rtol, atol))
+}
+
+/// [`dormand_prince`] with the error measured by `ctl`. The step size follows Gustafsson's
+/// proportional–integral controller, h ← h · 0.9 · e_n^(−0.7/5) · e_{n−1}^(0.4/5) after an
+/// accepted step (Hairer and Wanner's choice for DOPRI5; fewer rejected steps than the plain
+/// 0.9 · e^(−1/5)), and the plain factor after a rejection, never growing after one.
+pub fn dormand_prince_with(
+    f: &mut dyn FnMut(&Tensor<2>, f64) -> Tensor<2>,
+    mut y: Tensor<2>,
+    t0: f64,
+    t1: f64,
+    ctl: &ErrorControl,
+) -> Result<(Tensor<2>, SolveStats)> {
+    let (rtol, atol) = (ctl.rtol, ctl.atol);
     let mut stats = SolveStats::default();
     let span = t1 - t0;
     if span == 0.0 {
@@ -212,7 +343,6 @@ pub fn dormand_prince(
     let mut h = span / 20.0;
     let mut k0 = f(&y, t);
     stats.evaluations += 1;
-    let n = y.dims().iter().product::<usize>().max(1) as f64;
     let stuck = |t: f64, why: &str| {
         Error::Invalid(format!(
             "the adaptive ODE solver stopped at {:.1}% of its interval [{t0:.4}, {t1:.4}] \
@@ -221,6 +351,9 @@ pub fn dormand_prince(
             100.0 * (t - t0) / span
         ))
     };
+    // The previous accepted step's error (the controller's integral part).
+    let mut e_prev = 1e-4f64;
+    let mut rejected_last = false;
     while (t1 - t) / span > 1e-12 {
         if stats.accepted + stats.rejected >= MAX_SOLVER_STEPS {
             return Err(stuck(t, &format!("{MAX_SOLVER_STEPS} steps")));
@@ -252,21 +385,26 @@ pub fn dormand_prince(
                     err = err + k.clone() * (h * DP_E[j]);
                 }
             }
-            let scale = y.clone().abs().max_pair(y_new.clone().abs()) * rtol + atol;
-            let ratio: f32 = (err / scale).square().sum().into_scalar();
-            let e = ((ratio as f64) / n).sqrt();
-            if e <= 1.0 {
+            let e = ctl.error(&y, &y_new, err.clone());
+            if !e.is_finite() {
+                return Err(stuck(t, "the error estimate is not finite"));
+            }
+            let factor = if e <= 1.0 {
                 t += h;
                 y = y_new;
                 k0 = ks[6].clone();
                 stats.accepted += 1;
+                ctl.accumulate(err, &mut stats.integral_err)?;
+                let e = e.max(1e-10);
+                let grow = 0.9 * e.powf(-0.7 / 5.0) * e_prev.powf(0.4 / 5.0);
+                e_prev = e.max(1e-4);
+                let cap = if rejected_last { 1.0 } else { 5.0 };
+                rejected_last = false;
+                grow.clamp(0.2, cap)
             } else {
                 stats.rejected += 1;
-            }
-            let factor = if e == 0.0 {
-                5.0
-            } else {
-                (0.9 * e.powf(-0.2)).clamp(0.2, 5.0)
+                rejected_last = true;
+                (0.9 * e.powf(-0.2)).clamp(0.2, 1.0)
             };
             h *= factor;
         }
@@ -362,7 +500,13 @@ pub fn log_density(
         Tensor::cat(vec![fx * scale, div.detach() * scale], 1)
     };
     let y0 = Tensor::cat(vec![x.detach(), Tensor::zeros([b, l], &device)], 1);
-    let (y1, stats) = dormand_prince(&mut f, y0, 0.5 * gamma0, 0.5 * gamma1, opts.rtol, opts.atol)?;
+    let ctl = ErrorControl {
+        rtol: opts.rtol,
+        atol: opts.atol,
+        state_cols: opts.logp_tol.map(|_| d),
+        integral_tol: opts.logp_tol.unwrap_or(f64::INFINITY),
+    };
+    let (y1, stats) = dormand_prince_with(&mut f, y0, 0.5 * gamma0, 0.5 * gamma1, &ctl)?;
     let (alpha1, _) = den.process().alpha_sigma_f64(gamma1);
     let v1 = den.process().prior_var(gamma1);
     let xb1 = y1.clone().slice([0..b, 0..d]);
@@ -374,6 +518,15 @@ pub fn log_density(
         se: Vec::with_capacity(b),
         prior: Vec::with_capacity(b),
         nfe: stats.evaluations,
+        solver_err: (0..b)
+            .map(|row| {
+                let e = stats
+                    .integral_err
+                    .get(row * l..(row + 1) * l)
+                    .unwrap_or(&[]);
+                e.iter().sum::<f64>() / l as f64
+            })
+            .collect(),
     };
     for (row, sq) in sq.iter().enumerate() {
         let prior = -0.5 * df * (2.0 * std::f64::consts::PI * v1).ln()
@@ -418,6 +571,7 @@ pub fn image8_nll(
         nll: r.log_p.iter().map(|lp| offset - lp).collect(),
         se: r.se,
         nfe: r.nfe,
+        solver_err: r.solver_err,
     })
 }
 
@@ -465,6 +619,7 @@ mod tests {
         let opts = OdeOptions {
             rtol: 1e-6,
             atol: 1e-6,
+            logp_tol: None,
             divergence: div,
         };
         log_density(&oracle, xt, g0, g1, None, &opts, &mut crate::rng::seeded(3)).unwrap()
@@ -537,6 +692,66 @@ mod tests {
         }
     }
 
+    /// dy/dt = −y for S state columns beside one integral column dI/dt = 100 cos(5t)
+    /// (I(t) = 20 sin(5t)), on [0, 3].
+    fn integral_problem(s: usize, ctl: &ErrorControl) -> (f64, f64, SolveStats) {
+        let dev = Device::flex();
+        let y = Tensor::<2>::cat(
+            vec![Tensor::ones([1, s], &dev), Tensor::zeros([1, 1], &dev)],
+            1,
+        );
+        let mut f = |y: &Tensor<2>, t: f64| {
+            let state = y.clone().slice([0..1, 0..s]) * -1.0;
+            let g = Tensor::<2>::full([1, 1], 100.0 * (5.0 * t).cos(), &y.device());
+            Tensor::cat(vec![state, g], 1)
+        };
+        let (y1, stats) = dormand_prince_with(&mut f, y, 0.0, 3.0, ctl).unwrap();
+        let v = crate::elbo::to_f64(y1.reshape([s + 1])).unwrap();
+        let integral_err = (v[s] - 20.0 * (15f64).sin()).abs();
+        let state_err = (v[0] - (-3f64).exp()).abs();
+        (integral_err, state_err, stats)
+    }
+
+    #[test]
+    fn the_integral_column_is_held_to_its_own_tolerance() {
+        // In one RMS norm over 400 state columns and the integral, the integral may carry
+        // √401 ≈ 20 times its share of the tolerance; measured apart it is held to it. Its
+        // tolerance is per step, so its error after n steps is at most about n × tol; the
+        // reported sum of local estimates bounds what happened (the integrand is smooth, where
+        // the estimate of the 4th-order solution exceeds the 5th-order solution's error).
+        let tol = 1e-4;
+        let (mixed_err, _, mixed) = integral_problem(400, &ErrorControl::mixed(tol, tol));
+        let ctl = ErrorControl {
+            rtol: tol,
+            atol: tol,
+            state_cols: Some(400),
+            integral_tol: 1e-4,
+        };
+        let (sep_err, state_err, sep) = integral_problem(400, &ctl);
+        eprintln!(
+            "integral error: mixed norm {mixed_err:.2e} ({} evaluations), apart {sep_err:.2e} \
+             ({} evaluations, estimate {:.2e}); state error {state_err:.1e}",
+            mixed.evaluations, sep.evaluations, sep.integral_err[0]
+        );
+        assert!(
+            mixed.integral_err.is_empty(),
+            "no integral columns in the mixed norm"
+        );
+        assert_eq!(sep.integral_err.len(), 1);
+        assert!(
+            sep_err <= sep.integral_err[0] + 1e-4,
+            "{sep_err} vs its estimate"
+        );
+        assert!(sep.integral_err[0] <= sep.accepted as f64 * 1e-4);
+        // f32 arithmetic: I ≈ 13 carries rounding of about 1e-6 per step.
+        assert!(sep_err < 2e-3, "{sep_err}");
+        assert!(
+            mixed_err > 5.0 * sep_err,
+            "mixed {mixed_err} vs apart {sep_err}"
+        );
+        assert!(state_err < 1e-3, "{state_err}");
+    }
+
     #[test]
     fn bad_tolerances_and_plain_devices_are_refused() {
         let m = Mixture::named("blobs2").unwrap();
@@ -564,10 +779,12 @@ mod tests {
         // (3978.047 nats here). The oracle's drift is linear, so Hutchinson's estimate of its
         // divergence is exact for every Rademacher probe: the only errors are the solver's and
         // the u noise (sd about 1e-3 nats per row; 5e-4 for the mean of 4). At γ1 = 16 the
-        // prior's mismatch is D α1² / 4 ≈ 2e-5 nats. The solver's error follows its tolerance
-        // (measured: 10.1, 0.53, 0.053 and 0.0006 nats at rtol = atol = 1e-3 … 1e-6, about
-        // 1.3 rtol of the total): within 0.1 nats (2.5e-5 relative) at the default 1e-5, and
-        // within 0.005 at 1e-6, each about twice what was measured.
+        // prior's mismatch is D α1² / 4 ≈ 2e-5 nats. The solver's error follows its tolerance:
+        // in one norm over state and log-density (measured with the PI step control: 0.003 nats
+        // at rtol = atol = 1e-5 in 145 evaluations, 0.001 at 1e-6 in 229) within 0.1 and 0.005;
+        // at `elbo eval`'s defaults (state 1e-3, log-density apart to 0.784 nats per step;
+        // measured 0.096 nats in 61 evaluations, its own estimate 0.053) within 0.2 nats (5e-5
+        // relative, 3.7e-4 bits/dim), in fewer than half the evaluations of 1e-5.
         let (s2, g0, g1, k, d, b) = (0.25f64, -10.0f64, 16.0f64, 127.0f64, 784usize, 4usize);
         let dev = Device::flex().autodiff();
         let oracle = GaussianOracle::vp(s2);
@@ -577,26 +794,41 @@ mod tests {
         let want = d as f64
             * (0.5 * (std::f64::consts::TAU * v).ln() + (c * c + delta * delta / 12.0) / (2.0 * v)
                 - delta.ln());
-        for (tol, within) in [(1e-5, 0.1), (1e-6, 0.005)] {
+        let hutch = Divergence::Hutchinson { probes: 2 };
+        let mixed = |tol: f64| OdeOptions {
+            rtol: tol,
+            atol: tol,
+            logp_tol: None,
+            divergence: hutch,
+        };
+        let mut nfe = Vec::new();
+        for (opts, within) in [
+            (mixed(1e-5), 0.1),
+            (mixed(1e-6), 0.005),
+            (OdeOptions::for_data(d, hutch), 0.2),
+        ] {
             let x = Tensor::<2>::from_data(TensorData::new(vec![k as f32; b * d], [b, d]), &dev);
-            let opts = OdeOptions {
-                rtol: tol,
-                atol: tol,
-                divergence: Divergence::Hutchinson { probes: 2 },
-            };
             let r =
                 image8_nll(&oracle, x, g0, g1, None, &opts, &mut crate::rng::seeded(4)).unwrap();
             let got = r.nll.iter().sum::<f64>() / b as f64;
+            let est = r.solver_err.iter().sum::<f64>() / b as f64;
             eprintln!(
-                "image8 oracle, tol {tol:e}: {got:.5} vs {want:.5}, NFE {}",
+                "image8 oracle, {opts:?}: {got:.5} vs {want:.5}, NFE {}, estimated error {est:.4}",
                 r.nfe
             );
-            assert!((got - want).abs() < within, "tol {tol}: {got} vs {want}");
+            nfe.push(r.nfe);
+            assert!((got - want).abs() < within, "{opts:?}: {got} vs {want}");
             assert!(
                 r.se.iter().all(|s| *s < 1e-3),
                 "probes disagree: {:?}",
                 r.se
             );
+            assert_eq!(
+                opts.logp_tol.is_some(),
+                est > 0.0,
+                "the estimate is kept when apart"
+            );
         }
+        assert!(2 * nfe[2] < nfe[0], "NFE {nfe:?}");
     }
 }

@@ -37,6 +37,16 @@ pub struct OdeReport {
     pub per_dim_mc_se: f64,
     pub rtol: f64,
     pub atol: f64,
+    /// The log-density's own tolerance per solver step (nats per example), if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logp_tol: Option<f64>,
+    /// The solver's estimate of its error in the mean NLL (nats; the mean over examples of the
+    /// sums of each step's local error estimates, conservative), when `logp_tol` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver_err_nats: Option<f64>,
+    /// The same per dimension, in `unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver_err_per_dim: Option<f64>,
     /// How the divergence was computed, in words.
     pub divergence: String,
     /// Mean evaluations of the ODE's right-hand side per solve (a forward and a backward pass).
@@ -128,6 +138,13 @@ pub(super) fn evaluate<M: Model>(
     let mc_se = mc_var.sqrt() / n.max(1) as f64;
     let nfe = parts.iter().map(|p| p.nfe as f64).sum::<f64>() / parts.len().max(1) as f64;
     let s = Stat::of(&nll);
+    let solver_err = ode.logp_tol.map(|_| {
+        let e: Vec<f64> = parts
+            .iter()
+            .flat_map(|p| p.solver_err.iter().copied())
+            .collect();
+        e.iter().sum::<f64>() / e.len().max(1) as f64
+    });
     let gap = super::paired_gap(&nll, d.head.target_rows.as_deref());
     let dequantization = (d.unit == Unit::BitsPerDim && !l.file.data.dequantized).then(|| {
         "uniform: each 8-bit value k read as k + u, u ~ U(−½, ½), and the density times the \
@@ -145,6 +162,9 @@ pub(super) fn evaluate<M: Model>(
         per_dim_mc_se: d.unit.per_dim(mc_se, dim),
         rtol: ode.rtol,
         atol: ode.atol,
+        logp_tol: ode.logp_tol,
+        solver_err_nats: solver_err,
+        solver_err_per_dim: solver_err.map(|e| d.unit.per_dim(e, dim)),
         divergence: ode.divergence.describe(),
         nfe,
         dequantization,

@@ -399,9 +399,16 @@ pub fn lines(r: &EvalReport) -> Vec<String> {
                 ))
                 .unwrap_or_default()
         ));
+        let logp = match (o.logp_tol, o.solver_err_nats, o.solver_err_per_dim) {
+            (Some(t), Some(e), Some(ed)) => format!(
+                "; log-density to {t:e} nats per step, its estimated error {e:.3} nats \
+                 ({ed:.5} {unit})"
+            ),
+            _ => String::new(),
+        };
         out.push(format!(
-            "  solver: adaptive RK45, rtol {:e}, atol {:e}, {:.0} evaluations per solve (NFE), \
-             {:.1} s; divergence: {}",
+            "  solver: adaptive RK45, state rtol {:e}, atol {:e}{logp}; {:.0} evaluations per \
+             solve (NFE), {:.1} s; divergence: {}",
             o.rtol, o.atol, o.nfe, o.seconds, o.divergence
         ));
         if let Some(dq) = &o.dequantization {

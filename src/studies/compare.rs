@@ -335,11 +335,10 @@ fn evaluate_row(
         limit: opts.ode,
         quality: None,
         iw: None,
-        ode: Some(crate::diffusion::ode::OdeOptions {
-            rtol: 1e-5,
-            atol: 1e-5,
-            divergence: crate::diffusion::ode::Divergence::for_dim(mf.data.dim(), 2),
-        }),
+        ode: Some(crate::diffusion::ode::OdeOptions::for_data(
+            mf.data.dim(),
+            crate::diffusion::ode::Divergence::for_dim(mf.data.dim(), 2),
+        )),
         ..eo.clone()
     };
     let e = crate::eval::evaluate(&rd, &eo, progress)?;

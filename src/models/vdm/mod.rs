@@ -466,6 +466,7 @@ impl DiffusionModel for Vdm {
                     nll: r.log_p.iter().map(|lp| offset - lp).collect(),
                     se: r.se,
                     nfe: r.nfe,
+                    solver_err: r.solver_err,
                 })
             }
         }
