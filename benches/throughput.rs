@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use burn::tensor::Device;
+use elbo::comm::Solo;
 use elbo::data::DataKind;
 use elbo::models::vae::{Likelihood, Observation, Vae, VaeConfig, VaeSpec};
 use elbo::models::vdm::{NetworkKind, Vdm, VdmConfig, VdmSpec};
@@ -14,7 +15,7 @@ use elbo::models::{Model, SampleOptions};
 use elbo::optim::{AdamW, OptimConfig};
 use elbo::params::{self, NamedParams};
 use elbo::rng::{seeded, Rng};
-use elbo::train::loss_and_grads;
+use elbo::train::{choose_ops, step_grads_across};
 
 /// One timed iteration and the examples it processes.
 type Iter = Box<dyn FnMut()>;
@@ -48,11 +49,25 @@ impl<M: Model> TrainState<M> {
         }
     }
 
-    /// One full training step, as `elbo train` does it: loss, backward, AdamW, EMA.
+    /// One full training step, as `elbo train` does it: loss, backward, AdamW, EMA, with the
+    /// operations on one thread or all as `elbo train` measures at its start.
     fn iter(mut self) -> Iter {
         let device = Device::flex().autodiff();
+        let shards = self.model.train_shards(self.threads);
+        let ops = choose_ops(
+            &self.model,
+            &self.params,
+            &self.rows,
+            None,
+            self.b,
+            self.d,
+            &device,
+            shards,
+        )
+        .expect("trial steps");
+        eprintln!("operations: {ops:?}");
         Box::new(move || {
-            let (_, _, g) = loss_and_grads(
+            let g = step_grads_across(
                 &self.model,
                 &self.params,
                 self.rows.clone(),
@@ -61,9 +76,13 @@ impl<M: Model> TrainState<M> {
                 self.d,
                 &device,
                 &mut self.rng,
-                self.model.train_shards(self.threads),
+                shards,
+                &Solo,
+                &[],
+                ops,
             )
-            .expect("step");
+            .expect("step")
+            .grads;
             self.opt.step(&self.cfg, 1e-4, &mut self.params, &g);
             self.model = params::assign(self.model.clone(), &self.params).expect("assign");
         })

@@ -75,6 +75,18 @@ pub fn replicas<S: Clone>(state: &S, threads: usize, chunks: usize) -> Vec<S> {
         .collect()
 }
 
+/// Run `f` on a pool of one thread, so that the operations inside it (the CPU backend's and the
+/// GEMMs', which split work over the current rayon pool) run serially; inline if that pool
+/// cannot be made. The operations give the same numbers either way (their splits do not change
+/// the order of any sum: `train::step` tests it); only the time differs.
+pub fn one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    match POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().ok()) {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
 /// `$ELBO_THREADS` if it is set: a positive count, or an error naming the bad value.
 pub fn env_threads() -> Result<Option<usize>> {
     match std::env::var("ELBO_THREADS") {

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
-pub use step::{loss_and_grads, step_grads, step_grads_across, StepGrads};
+pub use step::{choose_ops, loss_and_grads, step_grads, step_grads_across, Ops, StepGrads};
 
 use crate::comm::Comm;
 use crate::data::{batches, Binarize};
@@ -158,6 +158,34 @@ fn train_model<M: Model>(
         held_out: None,
         last_checkpoint: start,
     });
+    // A small one-shard network may run faster with its operations on one thread (measured
+    // here, on this machine; the result is the same either way).
+    // The trial batch is prepared as a step's (binarised, dequantised) with noise of its own; a
+    // failed trial leaves the default (the step itself reports any error).
+    let ops = if comm.size() == 1 && devices.len() <= 1 {
+        let b = cfg.batch_size.min(train_ds.n);
+        let mut noise = derived(cfg.seed ^ 0x0b5e_55ed, streams::TRAIN_NOISE);
+        let mut rows = train_rows[..b * dim].to_vec();
+        if binarize == Some(Binarize::Dynamic) {
+            rows = batches::binarize(&rows, &mut noise);
+        }
+        if dequant {
+            rows = batches::dequantize(&rows, &mut noise);
+        }
+        step::choose_ops(
+            &model,
+            &params,
+            &rows,
+            train_ds.labels.as_deref(),
+            b,
+            dim,
+            &device,
+            shards_per_rank,
+        )
+        .unwrap_or_default()
+    } else {
+        step::Ops::AllThreads
+    };
     opts.progress.start("training", cfg.steps);
     opts.progress.set_position(start);
     let n_train = train_ds.n;
@@ -194,6 +222,7 @@ fn train_model<M: Model>(
             shards_per_rank,
             comm,
             devices,
+            ops,
         )?;
         if !s.draws.is_empty() {
             model.learn(&s.draws);
