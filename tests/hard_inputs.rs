@@ -237,6 +237,12 @@ fn absurd_probe_counts_and_tolerances_are_refused_before_work() {
         ],
         "--rtol 1e-12",
     );
+    for bad in ["-1", "0", "nan", "inf"] {
+        refused_at_once(
+            &["eval", v, "--method", "ode", "--logp-tol", bad],
+            "--logp-tol",
+        );
+    }
     refused_at_once(
         &[
             "sample",
