@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use elbo::comm::Solo;
 use elbo::data::DataKind;
-use elbo::models::vae::{Likelihood, Observation, Vae, VaeConfig, VaeSpec};
+use elbo::models::vae::{Observation, Vae, VaeConfig, VaeSpec};
 use elbo::models::vdm::{NetworkKind, Vdm, VdmConfig, VdmSpec};
 use elbo::models::{Model, SampleOptions};
 use elbo::optim::{AdamW, OptimConfig};
@@ -160,12 +160,7 @@ const CASES: &[(&str, &str)] = &[
 
 fn vae_784(device: &Device) -> Vae {
     let spec = VaeSpec {
-        obs: Observation {
-            likelihood: Likelihood::Bernoulli,
-            data_dim: 784,
-            shift: vec![],
-            scale: vec![],
-        },
+        obs: Observation::bernoulli(784),
         latent: 50,
     };
     device.seed(0);

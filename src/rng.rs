@@ -18,6 +18,9 @@ pub mod streams {
     pub const SAMPLE_NOISE: u64 = 0x5a;
     /// The decoder's draws of a latent model's samples (after its prior's).
     pub const DECODE_NOISE: u64 = 0x5b;
+    /// The trial steps that time a model's operations on one thread and on all
+    /// (`train::step::choose_ops`): never the run's own noise.
+    pub const OPS_TRIAL: u64 = 0x5c;
 }
 
 /// The generator: ChaCha8, whose full state serialises with serde.

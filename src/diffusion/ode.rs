@@ -267,10 +267,15 @@ impl ErrorControl {
         }
     }
 
+    /// Where the integral columns of a `c`-column state begin, if it has any.
+    fn integrals_from(&self, c: usize) -> Option<usize> {
+        self.state_cols.filter(|&s| s < c)
+    }
+
     /// Add |err| of the integral columns to `acc` (row-major; sized on first use).
     fn accumulate(&self, err: Tensor<2>, acc: &mut Vec<f64>) -> Result<()> {
         let [b, c] = err.dims();
-        let Some(s) = self.state_cols.filter(|&s| s < c) else {
+        let Some(s) = self.integrals_from(c) else {
             return Ok(());
         };
         let e = crate::elbo::to_f64(err.slice([0..b, s..c]).reshape([b * (c - s)]))?;
@@ -286,24 +291,22 @@ impl ErrorControl {
     /// The step's error in units of the tolerance (≤ 1: accept).
     fn error(&self, y: &Tensor<2>, y_new: &Tensor<2>, err: Tensor<2>) -> f64 {
         let [b, c] = y.dims();
-        let s = self.state_cols.unwrap_or(c).min(c);
-        let state = |t: &Tensor<2>| {
-            if s < c {
-                t.clone().slice([0..b, 0..s])
-            } else {
-                t.clone()
-            }
+        let split = self.integrals_from(c);
+        let s = split.unwrap_or(c);
+        let state = |t: &Tensor<2>| match split {
+            Some(_) => t.clone().slice([0..b, 0..s]),
+            None => t.clone(),
         };
         let scale = state(y).abs().max_pair(state(y_new).abs()) * self.rtol + self.atol;
         let ratio: f32 = (state(&err) / scale).square().sum().into_scalar();
-        let n = (b * s).max(1) as f64;
-        let e_state = ((ratio as f64) / n).sqrt();
-        if s >= c {
-            return e_state;
+        let e_state = ((ratio as f64) / (b * s).max(1) as f64).sqrt();
+        match split {
+            None => e_state,
+            Some(s) => {
+                let worst: f32 = err.slice([0..b, s..c]).abs().max().into_scalar();
+                e_state.max(worst as f64 / self.integral_tol)
+            }
         }
-        let worst: f32 = err.slice([0..b, s..c]).abs().max().into_scalar();
-
-        e_state.max(worst as f64 / self.integral_tol)
     }
 }
 

@@ -72,6 +72,16 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Bernoulli pixels of binarised images of `data_dim` values, unstandardised.
+    pub fn bernoulli(data_dim: usize) -> Observation {
+        Observation {
+            likelihood: Likelihood::Bernoulli,
+            data_dim,
+            shift: vec![],
+            scale: vec![],
+        }
+    }
+
     /// The observation model of a training split.
     pub fn for_data(train: &Dataset, scaling: Scaling, images: ImageLikelihood) -> Observation {
         let d = train.dim();

@@ -158,20 +158,27 @@ fn train_model<M: Model>(
         held_out: None,
         last_checkpoint: start,
     });
+    // A step's batch as the model sees it: binarised or dequantised with `rng`'s noise.
+    let prepare = |rows: Vec<f32>, rng: &mut crate::rng::Rng| {
+        let rows = match binarize {
+            Some(Binarize::Dynamic) => batches::binarize(&rows, rng),
+            _ => rows,
+        };
+        if dequant {
+            batches::dequantize(&rows, rng)
+        } else {
+            rows
+        }
+    };
     // A small one-shard network may run faster with its operations on one thread (measured
-    // here, on this machine; the result is the same either way).
-    // The trial batch is prepared as a step's (binarised, dequantised) with noise of its own; a
-    // failed trial leaves the default (the step itself reports any error).
+    // here, on this machine, on a trial batch with noise of its own; the result is the same
+    // either way). A failed trial leaves the default: the step itself reports any error.
     let ops = if comm.size() == 1 && devices.len() <= 1 {
         let b = cfg.batch_size.min(train_ds.n);
-        let mut noise = derived(cfg.seed ^ 0x0b5e_55ed, streams::TRAIN_NOISE);
-        let mut rows = train_rows[..b * dim].to_vec();
-        if binarize == Some(Binarize::Dynamic) {
-            rows = batches::binarize(&rows, &mut noise);
-        }
-        if dequant {
-            rows = batches::dequantize(&rows, &mut noise);
-        }
+        let rows = prepare(
+            train_rows[..b * dim].to_vec(),
+            &mut derived(cfg.seed, streams::OPS_TRIAL),
+        );
         step::choose_ops(
             &model,
             &params,
@@ -197,17 +204,11 @@ fn train_model<M: Model>(
         }
         let mut st = state.borrow_mut();
         let idx = st.order.next_batch(n_train, cfg.batch_size);
-        let mut rows = batches::gather(&train_rows, dim, &idx);
+        let rows = prepare(batches::gather(&train_rows, dim, &idx), &mut st.rng);
         let labels = train_ds
             .labels
             .as_ref()
             .map(|l| idx.iter().map(|&i| l[i]).collect::<Vec<u32>>());
-        if binarize == Some(Binarize::Dynamic) {
-            rows = batches::binarize(&rows, &mut st.rng);
-        }
-        if dequant {
-            rows = batches::dequantize(&rows, &mut st.rng);
-        }
         let b = idx.len();
         model.at_step(step);
         let s = step_grads_across(
