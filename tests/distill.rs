@@ -1,7 +1,8 @@
 //! Progressive distillation from the command line (MATH.md M50): `elbo distill` on a small
 //! VDM of a 2-D mixture. Its 4-step student must land closer to the teacher's 16-step DDIM
 //! samples (from the same prior draws) than the teacher's own 4 DDIM steps do; each student is
-//! a complete run with a bound; bad settings are refused before any work.
+//! a complete run with a bound, saved to sample by ancestral steps on its unclipped x̂; bad
+//! settings are refused before any work.
 
 mod common;
 
@@ -83,7 +84,7 @@ fn a_distilled_student_takes_in_four_steps_what_the_teacher_takes_in_sixteen() {
     };
     let reference = draw(t, &["--sampler", "ddim", "--steps", "16"], "t16.npy");
     let naive = draw(t, &["--sampler", "ddim", "--steps", "4"], "t4.npy");
-    let distilled = draw(s, &[], "s4.npy");
+    let distilled = draw(s, &["--sampler", "ddim"], "s4.npy");
     let (e_naive, e_student) = (mean_sq(&naive, &reference), mean_sq(&distilled, &reference));
     eprintln!("mean squared distance to the teacher's 16 steps: DDIM 4 steps {e_naive:.4}, student {e_student:.4}");
     // Measured: the student's distance is a fraction of DDIM's; half is asserted.
@@ -91,6 +92,15 @@ fn a_distilled_student_takes_in_four_steps_what_the_teacher_takes_in_sixteen() {
         e_student < 0.5 * e_naive,
         "student {e_student} vs teacher's 4 DDIM steps {e_naive}"
     );
+    // Saved to sample by its own rule: ancestral steps on its unclipped x̂, on the grid it
+    // was trained on.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(student.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["vdm"]["sampler"], "ancestral", "{cfg}");
+    assert_eq!(cfg["vdm"]["clip_x0"], false, "{cfg}");
+    assert_eq!(cfg["vdm"]["sample_grid"], "uniform", "{cfg}");
+    assert_eq!(cfg["vdm"]["sample_steps"], 4, "{cfg}");
     // A student is a model with a bound.
     let j: serde_json::Value =
         serde_json::from_str(&ok(&["eval", s, "--json", "--limit", "256"])).unwrap();

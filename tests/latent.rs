@@ -4,7 +4,11 @@
 //! posterior, the decoder to p(x | z), and the latent's diffusion prior the exact denoiser of
 //! N(0, I) (M31). Then the reconstruction is E_q[−log p(x | z)], the negative entropy is
 //! −H[q], the latent's diffusion bound is E_q[−log N(z; 0, I)] up to its endpoints, and the
-//! whole bound is −log p(x) exactly, for every x.
+//! whole bound is −log p(x) exactly, for every x. Then, from the command line, a latent VDM on
+//! the latent of a trained VAE run (`latent-vdm.vae_run`): the VAE held as it was trained, or
+//! fine-tuned, and every mismatched start refused before anything is written.
+
+mod common;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -190,4 +194,142 @@ fn every_term_of_the_latent_bound_has_its_closed_form() {
             "{name}: estimate − closed form {st:?}"
         );
     }
+}
+
+/// The weights under `prefix.` of a run (all of them for an empty prefix), the prefix removed.
+fn weights_under(dir: &std::path::Path, prefix: &str) -> elbo::params::NamedParams {
+    let w = elbo::run::RunDir::new(dir).model_weights().unwrap();
+    w.into_iter()
+        .filter_map(|(k, v)| {
+            if prefix.is_empty() {
+                Some((k, v))
+            } else {
+                k.strip_prefix(&format!("{prefix}."))
+                    .map(|r| (r.to_string(), v))
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_latent_vdm_trains_its_prior_on_a_trained_vaes_latent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let small = [
+        "--set",
+        "grid=0",
+        "--set",
+        "eval_examples=200",
+        "--batch-size",
+        "64",
+    ];
+    let train = |extra: &[&str]| {
+        let mut a = vec!["-q", "train"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&small);
+        common::ok(&a)
+    };
+    let vae_args = ["--set", "vae.latent=8", "--set", "vae.hidden=[64]"];
+    let mut a = vec!["--model", "vae", "--steps", "150", "--out"];
+    let vae = p("vae");
+    a.push(&vae);
+    a.extend_from_slice(&vae_args);
+    train(&a);
+    let lv_args = [
+        "--set",
+        "latent-vdm.vae.latent=8",
+        "--set",
+        "latent-vdm.vae.hidden=[64]",
+    ];
+    let run = |name: &str, extra: &[&str]| -> String {
+        let dir = p(name);
+        let from = format!("latent-vdm.vae_run={vae}");
+        let mut a = vec![
+            "--model",
+            "latent-vdm",
+            "--steps",
+            "60",
+            "--out",
+            &dir,
+            "--set",
+            &from,
+        ];
+        a.extend_from_slice(&lv_args);
+        a.extend_from_slice(extra);
+        train(&a);
+        dir
+    };
+    // Held fixed: the VAE's weights are the trained run's, bit for bit, after 60 steps, and
+    // the note says so; the prior has trained.
+    let frozen = run("frozen", &[]);
+    let (theirs, ours) = (
+        weights_under(tmp.path().join("vae").as_path(), ""),
+        weights_under(std::path::Path::new(&frozen), "vae"),
+    );
+    assert_eq!(theirs.len(), ours.len());
+    for (k, v) in &theirs {
+        assert_eq!(ours[k].data, v.data, "vae.{k} moved");
+    }
+    let prior = weights_under(std::path::Path::new(&frozen), "prior");
+    assert!(!prior.is_empty());
+    let j: serde_json::Value =
+        serde_json::from_str(&common::ok(&["eval", &frozen, "--json", "--limit", "64"])).unwrap();
+    assert!(j["nll_nats"].as_f64().is_some_and(f64::is_finite), "{j}");
+    assert!(
+        j.to_string().contains("held fixed"),
+        "the objective's note names the fixed VAE: {j}"
+    );
+    // Fine-tuned: started from the same weights, the VAE moves.
+    let tuned = run("tuned", &["--set", "latent-vdm.finetune_vae=true"]);
+    let moved = weights_under(std::path::Path::new(&tuned), "vae");
+    assert!(
+        theirs.iter().any(|(k, v)| moved[k].data != v.data),
+        "finetune_vae left the VAE as it was"
+    );
+    // Refused, naming the problem, and leaving nothing behind: a VAE of another latent size,
+    // a run of another kind, a directory that is no run, fine-tuning without a run.
+    let refuse = |name: &str, from: &str, extra: &[&str], want: &str| {
+        let dir = p(name);
+        let from = format!("latent-vdm.vae_run={from}");
+        let mut a = vec![
+            "train",
+            "--model",
+            "latent-vdm",
+            "--steps",
+            "5",
+            "--out",
+            &dir,
+            "--set",
+            &from,
+        ];
+        a.extend_from_slice(extra);
+        common::fails_with(&a, want);
+        assert!(
+            !tmp.path().join(name).join("config.json").exists(),
+            "a refused start wrote {name}/config.json"
+        );
+    };
+    refuse(
+        "r1",
+        &vae,
+        &["--set", "latent-vdm.vae.hidden=[64]"],
+        "vae.latent",
+    );
+    refuse("r2", &frozen, &lv_args, "a latent-vdm run");
+    refuse("r3", &p("nowhere"), &lv_args, "latent-vdm.vae_run");
+    let r4 = p("r4");
+    common::fails_with(
+        &[
+            "train",
+            "--model",
+            "latent-vdm",
+            "--steps",
+            "5",
+            "--out",
+            &r4,
+            "--set",
+            "latent-vdm.finetune_vae=true",
+        ],
+        "needs latent-vdm.vae_run",
+    );
 }

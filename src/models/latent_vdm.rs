@@ -43,6 +43,13 @@ pub struct LatentVdmConfig {
     pub vae: VaeConfig,
     /// The VDM over the latent (an MLP denoiser; its data are z, unscaled).
     pub prior: VdmConfig,
+    /// A trained `vae` run (its directory) whose encoder and decoder a new run starts from:
+    /// then the diffusion prior is trained on the latent of that VAE, which stays as it was
+    /// (unless `finetune_vae`). Its `vae` settings and data must be this run's. None: the VAE
+    /// and its prior are trained jointly from scratch.
+    pub vae_run: Option<String>,
+    /// With `vae_run`: train the VAE on the joint bound too, from its trained weights.
+    pub finetune_vae: bool,
 }
 
 impl Default for LatentVdmConfig {
@@ -63,7 +70,16 @@ impl Default for LatentVdmConfig {
                 network: NetworkKind::Mlp,
                 ..Default::default()
             },
+            vae_run: None,
+            finetune_vae: false,
         }
+    }
+}
+
+impl LatentVdmConfig {
+    /// Whether training leaves the VAE as `vae_run` trained it.
+    pub fn vae_frozen(&self) -> bool {
+        self.vae_run.is_some() && !self.finetune_vae
     }
 }
 
@@ -78,6 +94,18 @@ impl ModelSettings for LatentVdmConfig {
 
     fn validate(&self) -> Result<()> {
         self.vae.validate()?;
+        if self.finetune_vae && self.vae_run.is_none() {
+            return Err(Error::Config(
+                "latent-vdm.finetune_vae needs latent-vdm.vae_run (a trained vae run to start \
+                 from); without it the VAE is trained jointly anyway"
+                    .into(),
+            ));
+        }
+        if self.vae_run.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(Error::Config(
+                "latent-vdm.vae_run is empty; give a trained vae run's directory".into(),
+            ));
+        }
         if self.prior.network == NetworkKind::Unet {
             return Err(Error::Config(
                 "latent-vdm.prior.network must be mlp: the latent is a vector".into(),
@@ -117,11 +145,27 @@ impl ModelSettings for LatentVdmConfig {
     }
 
     fn objective_note(&self) -> Option<String> {
-        Some(
-            "the VAE's reconstruction, minus the encoder's entropy, plus the latent VDM's \
-             ELBO at z ~ q(z | x) (LSGM)"
-                .into(),
-        )
+        let mut note = "the VAE's reconstruction, minus the encoder's entropy, plus the latent \
+                        VDM's ELBO at z ~ q(z | x) (LSGM)"
+            .to_string();
+        if let Some(run) = &self.vae_run {
+            note.push_str(&if self.finetune_vae {
+                format!("; the VAE started from {run} and is trained on it too")
+            } else {
+                format!("; the VAE is {run}'s, held fixed, so only the prior's terms train")
+            });
+        }
+        Some(note)
+    }
+
+    fn warm_start(&self) -> Option<crate::models::WarmStart> {
+        self.vae_run.as_ref().map(|r| crate::models::WarmStart {
+            run: r.into(),
+            kind: "vae",
+            prefix: "vae",
+            key: "latent-vdm.vae_run",
+            free_keys: &["binarize", "kl_warmup"],
+        })
     }
 }
 
@@ -137,6 +181,10 @@ pub struct LatentVdmSpec {
 pub struct LatentVdm {
     pub vae: Vae,
     pub prior: Vdm,
+    /// Training leaves the VAE as it is (`vae_run` without `finetune_vae`): its parameters
+    /// take no gradient, so the optimiser never moves them.
+    #[module(skip)]
+    pub vae_frozen: bool,
 }
 
 /// −H[q] = −½ Σ (log 2π e + log σ²) per row, exactly.
@@ -175,8 +223,15 @@ pub fn latent_terms(
 
 impl LatentVdm {
     fn terms(&self, x: Tensor<2>, t_samples: usize, rng: &mut Rng) -> Result<ElboTerms> {
+        let frozen;
+        let vae = if self.vae_frozen {
+            frozen = self.vae.clone().no_grad();
+            &frozen
+        } else {
+            &self.vae
+        };
         latent_terms(
-            &self.vae,
+            vae,
             &self.prior,
             &self.prior.schedule(),
             x,
@@ -240,6 +295,7 @@ impl Model for LatentVdm {
         Ok(LatentVdm {
             vae: Vae::new(&cfg.vae, spec.vae.clone(), device)?,
             prior: Vdm::new(&cfg.prior, spec.prior.clone(), device)?,
+            vae_frozen: cfg.vae_frozen(),
         })
     }
 

@@ -89,6 +89,27 @@ pub trait ModelSettings:
 
     /// Dotted keys of the section that size the model (named when a size is refused).
     const SIZE_KEYS: &'static [&'static str] = &[];
+
+    /// A trained run whose weights a new run of these settings starts from, in part
+    /// (the latent VDM's autoencoder from a `vae` run); `None`: a fresh initialisation.
+    fn warm_start(&self) -> Option<WarmStart> {
+        None
+    }
+}
+
+/// Weights for part of a new model from a trained run: every parameter under `prefix` (the
+/// submodule's field, say `vae`) is read from `run`'s evaluation weights, which must be a run
+/// of `kind` with the same data and the same spec as that submodule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmStart {
+    pub run: std::path::PathBuf,
+    pub kind: &'static str,
+    pub prefix: &'static str,
+    /// The settings key that named the run (for errors).
+    pub key: &'static str,
+    /// Keys of the submodule's settings that may differ from the run's (how it is trained, not
+    /// what it is); every other key must be equal.
+    pub free_keys: &'static [&'static str],
 }
 
 /// Where a model's ELBO takes its noise: `noise(name, dims)` returns a standard normal draw of

@@ -80,7 +80,8 @@ impl Sampler for Ddim {
         let (e, x0_hat) = eps_x0_at(den, z_t, gamma_t, cond);
         let (alpha_s, sigma_s) = process.alpha_sigma_f64(gamma_s);
         let c = -(gamma_s - gamma_t).exp_m1();
-        let s2 = self.eta * self.eta * sigma_s * sigma_s * c;
+        // η > 1 adds more noise than ancestral sampling, up to a full renoising (s = σ_s).
+        let s2 = (self.eta * self.eta * c).min(1.0) * sigma_s * sigma_s;
         let dir = (sigma_s * sigma_s - s2).max(0.0).sqrt();
         let z_s = x0_hat * alpha_s + e * dir;
         Ok(if s2 > 0.0 {

@@ -46,7 +46,7 @@ impl Setting {
     /// The line it belongs to in the plot.
     fn series(&self) -> String {
         match &self.run {
-            Some(_) => "distilled students".into(),
+            Some(_) => format!("distilled students, {}", self.sampler.name()),
             None => self.sampler.name().into(),
         }
     }
@@ -84,7 +84,8 @@ pub fn default_settings() -> Vec<Setting> {
     v
 }
 
-/// The sweep of a distillation (M50): each student at its own steps (DDIM on its grid) beside
+/// The sweep of a distillation (M50): each student at its own steps on its grid, by its own
+/// sampler (ancestral, `STUDENT_SAMPLER`) and by deterministic DDIM, beside
 /// the teacher's ancestral, DDIM and DPM-Solver++ samplers at the same NFE and Heun at the
 /// nearest (2k − 1 ≤ NFE), and the teacher's 200 ancestral steps as the reference.
 pub fn distill_settings(students: &[(usize, std::path::PathBuf)]) -> Vec<Setting> {
@@ -102,7 +103,9 @@ pub fn distill_settings(students: &[(usize, std::path::PathBuf)]) -> Vec<Setting
     };
     add("ancestral", 200, None);
     for (n, dir) in students {
-        add("ddim", *n, Some(dir.display().to_string()));
+        let run = Some(dir.display().to_string());
+        add(crate::train::distill::STUDENT_SAMPLER, *n, run.clone());
+        add("ddim", *n, run);
         add("ancestral", *n, None);
         add("ddim", *n, None);
         add("dpm-solver++", *n, None);

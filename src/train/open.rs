@@ -242,11 +242,16 @@ pub(super) fn setup<M: Model>(
             state,
         })
     } else {
-        dir.write_json("config.json", cfg)?;
         let spec = new_spec;
         device.seed(cfg.seed);
-        let model = M::build(section, &spec, device)?;
-        let params = params::collect(&model)?; // also fixes the lazy initialisation order
+        let mut model = M::build(section, &spec, device)?;
+        let mut params = params::collect(&model)?; // also fixes the lazy initialisation order
+        if let Some(w) = crate::models::ModelSettings::warm_start(section) {
+            // Before anything is written: a run that cannot start leaves nothing behind.
+            warm_start(&w, cfg, section, &run.info, &spec, &mut params)?;
+            model = params::assign(model, &params)?;
+        }
+        dir.write_json("config.json", cfg)?;
         let opt = AdamW::new(&params);
         let state = TrainState {
             step: 0,
@@ -316,4 +321,100 @@ fn restored<M: Model>(
         })?;
     }
     Ok(model)
+}
+
+/// Overwrite the parameters under `w.prefix` with the evaluation weights of the trained run
+/// `w.run`, after checking that it is a run of `w.kind` on the same data whose spec is the
+/// submodule's; every parameter under the prefix must be there with its shape.
+fn warm_start<C: serde::Serialize, S: serde::Serialize>(
+    w: &crate::models::WarmStart,
+    cfg: &RunConfig,
+    section: &C,
+    info: &DataInfo,
+    spec: &S,
+    params: &mut NamedParams,
+) -> Result<()> {
+    let src = RunDir::new(&w.run);
+    let refuse = |msg: String| Error::Config(format!("{} = {}: {msg}", w.key, w.run.display()));
+    src.check().map_err(|e| refuse(e.to_string()))?;
+    let file = src.model_file().map_err(|e| refuse(e.to_string()))?;
+    if file.model.name() != w.kind {
+        return Err(refuse(format!(
+            "a {} run; this needs a trained {} run",
+            file.model.name(),
+            w.kind
+        )));
+    }
+    let src_cfg = src.config().map_err(|e| refuse(e.to_string()))?;
+    if &file.data != info || src_cfg.data != cfg.data {
+        return Err(refuse(format!(
+            "trained on other data ({} as {:?}); this run's are {} as {:?}",
+            src_cfg.data, file.data, cfg.data, info
+        )));
+    }
+    // The settings that shape the submodule, key by key, named where they differ.
+    let json =
+        |v: serde_json::Result<serde_json::Value>| v.map_err(|e| Error::Invalid(e.to_string()));
+    let (theirs, ours) = (
+        json(serde_json::to_value(&src_cfg))?,
+        json(serde_json::to_value(section))?,
+    );
+    let (theirs, ours) = (&theirs[w.kind], &ours[w.prefix]);
+    if let (Some(t), Some(o)) = (theirs.as_object(), ours.as_object()) {
+        let differ: Vec<String> = t
+            .iter()
+            .filter(|(k, v)| {
+                o.get(*k).is_some_and(|ov| ov != *v) && !w.free_keys.contains(&k.as_str())
+            })
+            .map(|(k, v)| format!("{}.{k} = {v} there, {} here", w.prefix, o[k]))
+            .collect();
+        if !differ.is_empty() {
+            return Err(refuse(format!(
+                "its {} settings differ from this run's: {}; set them as it was trained",
+                w.kind,
+                differ.join(", ")
+            )));
+        }
+    }
+    let ours = serde_json::to_value(spec).map_err(|e| Error::Invalid(e.to_string()))?;
+    if ours.get(w.prefix) != Some(&file.spec) {
+        return Err(refuse(format!(
+            "its {} differs from this run's (its spec {}, this run's {}): give this run the \
+             same {} settings as it was trained with",
+            w.kind,
+            file.spec,
+            ours.get(w.prefix).cloned().unwrap_or_default(),
+            w.kind
+        )));
+    }
+    let weights = src.model_weights().map_err(|e| refuse(e.to_string()))?;
+    let head = format!("{}.", w.prefix);
+    let mut used = 0;
+    for (name, p) in params.iter_mut() {
+        let Some(rest) = name.strip_prefix(&head) else {
+            continue;
+        };
+        match weights.get(rest) {
+            Some(v) if v.shape == p.shape => {
+                *p = v.clone();
+                used += 1;
+            }
+            Some(v) => {
+                return Err(refuse(format!(
+                    "its parameter {rest} has shape {:?}, this run's {:?}: give this run the same \
+                     {} settings as it was trained with",
+                    v.shape, p.shape, w.kind
+                )))
+            }
+            None => return Err(refuse(format!("it has no parameter {rest}"))),
+        }
+    }
+    if used != weights.len() {
+        return Err(refuse(format!(
+            "it has {} parameters, this run's {} has {used}",
+            weights.len(),
+            w.prefix
+        )));
+    }
+    Ok(())
 }
