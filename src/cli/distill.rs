@@ -21,14 +21,16 @@ pub struct DistillArgs {
     /// DIR-distilled).
     #[arg(long, value_name = "OUT")]
     pub out: Option<PathBuf>,
-    /// The teacher's DDIM steps that the first student learns to take in half as many.
-    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 64)]
+    /// The teacher's DDIM steps that the first student learns to take in half as many. The
+    /// default, one round from 16 to 8 steps, gave the best 8-step student measured on 2 cores
+    /// (BENCHMARKS.md §16): each further round of a CPU budget adds its own fitting error.
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 16)]
     pub from_steps: usize,
     /// The last student's steps (--from-steps divided by a power of two).
-    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 4)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 8)]
     pub to_steps: usize,
     /// Training iterations per round.
-    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 1000)]
+    #[arg(allow_negative_numbers = true, value_parser = super::whole::<u64>, long, default_value_t = 1500)]
     pub iters: u64,
     /// Batch size (default: the run's).
     #[arg(allow_negative_numbers = true, value_parser = super::whole::<usize>, long, default_value_t = 0)]
