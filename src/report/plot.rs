@@ -41,6 +41,20 @@ pub struct Series<'a> {
     pub markers: bool,
 }
 
+/// The label of a log axis's tick at `x`: only 1, 2 and 5 times a power of ten are labelled,
+/// the others would run into each other (their grid lines stay).
+fn log_axis_label(x: f64) -> String {
+    let m = x / 10f64.powf(x.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|k| (m - k).abs() < 1e-6 * k)
+    {
+        format!("{}", (x * 1e6).round() / 1e6)
+    } else {
+        String::new()
+    }
+}
+
 /// Plot lines to a PNG of 900×500 pixels. `log_x` puts x on a log scale.
 pub fn line_plot(
     path: &Path,
@@ -111,6 +125,10 @@ pub fn line_plot(
                     .build_cartesian_2d($xr, y0..y1)
                     .map_err(|e| err(e.to_string()))?;
                 let mut mesh = chart.configure_mesh();
+                let log_label = |x: &f64| log_axis_label(*x);
+                if log_x {
+                    mesh.x_label_formatter(&log_label);
+                }
                 if text {
                     mesh.x_desc(x_label).y_desc(y_label);
                 } else {
@@ -166,4 +184,41 @@ pub fn line_plot(
     let img = image::RgbImage::from_raw(w, h, buf)
         .ok_or_else(|| err("plot buffer has the wrong size".into()))?;
     img.save(path).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_axis_labels_one_two_and_five_times_a_power_of_ten() {
+        let labels: Vec<String> = [3.0, 5.0, 10.0, 20.0, 30.0, 70.0, 80.0, 100.0, 200.0, 0.2]
+            .iter()
+            .map(|&x| log_axis_label(x))
+            .collect();
+        assert_eq!(
+            labels,
+            ["", "5", "10", "20", "", "", "", "100", "200", "0.2"],
+            "{labels:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("log.png");
+        let points = [4.0, 8.0, 16.0, 32.0, 200.0]
+            .map(|x| (x, 1000.0 / x))
+            .to_vec();
+        line_plot(
+            &png,
+            "t",
+            "x",
+            "y",
+            &[Series {
+                name: "a",
+                points,
+                markers: true,
+            }],
+            true,
+        )
+        .unwrap();
+        assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    }
 }
