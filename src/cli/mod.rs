@@ -90,8 +90,9 @@ enum Command {
     /// images: a table, JSON and a plot.
     Samplers(samplers::SamplersArgs),
     /// Progressive distillation: students that take in one DDIM step what the run takes in
-    /// two, halving the steps each round (64 → 4 by default), each saved as a run; then their
-    /// FD-classifier against NFE beside the teacher's samplers.
+    /// two, halving the steps each round (one round, 16 → 8, by default), each saved as a run
+    /// that samples by ancestral steps; then their FD-classifier against NFE beside the
+    /// teacher's samplers.
     Distill(distill::DistillArgs),
     /// Write a run's weights as a PyTorch state dict (safetensors, PyTorch names and layouts, the
     /// config in its metadata), for python/elbo_torch or any PyTorch code.
