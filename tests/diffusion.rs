@@ -565,13 +565,24 @@ fn the_elbo_is_the_same_whatever_the_network_predicts() {
     }
 }
 
+/// The schedule the samplers are drawn on from the Gaussian oracle (`sample_moments`).
+const ORACLE_SCHEDULE: LinearGamma = LinearGamma {
+    gamma_min: -10.0,
+    gamma_max: 8.0,
+};
+
+/// The γ grid `sample_moments` walks in `steps` steps (the clean end follows the last).
+fn oracle_gammas(steps: usize) -> Vec<f64> {
+    time_grid(None, steps)
+        .iter()
+        .map(|&t| ORACLE_SCHEDULE.gamma(t))
+        .collect()
+}
+
 /// Mean and variance of samples of N(0, s² I) data drawn by a sampler from the Gaussian oracle.
 fn sample_moments(sampler: &dyn Sampler, process: Process, steps: usize, seed: u64) -> (Stat, f64) {
     let (s2, n, d) = (0.5f64, 4000usize, 4usize);
-    let sched = LinearGamma {
-        gamma_min: -10.0,
-        gamma_max: 8.0,
-    };
+    let sched = ORACLE_SCHEDULE;
     let den = GaussianOracle { s2, process };
     let dev = Device::flex();
     let prior_sd = match process {
@@ -658,14 +669,7 @@ fn samplers_draw_the_gaussian_oracles_data() {
     // 0.0045 for ancestral, 0.0022 for DDIM). A sampler that ends at z_0/α_0, mixes up α and σ
     // or adds the wrong step variance misses by far more.
     let steps = 1000;
-    let sched = LinearGamma {
-        gamma_min: -10.0,
-        gamma_max: 8.0,
-    };
-    let gammas: Vec<f64> = time_grid(None, steps)
-        .iter()
-        .map(|&t| sched.gamma(t))
-        .collect();
+    let gammas = oracle_gammas(steps);
     let samplers: [(&str, &dyn Sampler, Option<f64>); 3] = [
         ("ancestral", &Ancestral, None),
         ("ddim η=0", &Ddim { eta: 0.0 }, Some(0.0)),
@@ -707,14 +711,7 @@ fn ddim_beyond_eta_one_renoises_at_most_fully() {
     // step but the clean end has 9c > 1, so the cap acts at each; the output's variance must
     // match the capped chain's exact variance within 4 standard errors (se = V √(2/16000)).
     let steps = 8;
-    let sched = LinearGamma {
-        gamma_min: -10.0,
-        gamma_max: 8.0,
-    };
-    let gammas: Vec<f64> = time_grid(None, steps)
-        .iter()
-        .map(|&t| sched.gamma(t))
-        .collect();
+    let gammas = oracle_gammas(steps);
     assert!(gammas
         .windows(2)
         .all(|w| 9.0 * (1.0 - (w[1] - w[0]).exp()) > 1.0));

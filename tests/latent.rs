@@ -241,22 +241,20 @@ fn a_latent_vdm_trains_its_prior_on_a_trained_vaes_latent() {
         "--set",
         "latent-vdm.vae.hidden=[64]",
     ];
+    // `train --model latent-vdm` of `steps` into `dir`, started from the run `from`.
+    let latent_cmd = |dir: &str, steps: &str, from: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["--model", "latent-vdm", "--steps", steps, "--out", dir]
+            .map(String::from)
+            .to_vec();
+        a.push("--set".into());
+        a.push(format!("latent-vdm.vae_run={from}"));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
     let run = |name: &str, extra: &[&str]| -> String {
         let dir = p(name);
-        let from = format!("latent-vdm.vae_run={vae}");
-        let mut a = vec![
-            "--model",
-            "latent-vdm",
-            "--steps",
-            "60",
-            "--out",
-            &dir,
-            "--set",
-            &from,
-        ];
-        a.extend_from_slice(&lv_args);
-        a.extend_from_slice(extra);
-        train(&a);
+        let a = latent_cmd(&dir, "60", &vae, &[&lv_args[..], extra].concat());
+        train(&a.iter().map(String::as_str).collect::<Vec<_>>());
         dir
     };
     // Held fixed: the VAE's weights are the trained run's, bit for bit, after 60 steps, and
@@ -289,21 +287,9 @@ fn a_latent_vdm_trains_its_prior_on_a_trained_vaes_latent() {
     // Refused, naming the problem, and leaving nothing behind: a VAE of another latent size,
     // a run of another kind, a directory that is no run, fine-tuning without a run.
     let refuse = |name: &str, from: &str, extra: &[&str], want: &str| {
-        let dir = p(name);
-        let from = format!("latent-vdm.vae_run={from}");
-        let mut a = vec![
-            "train",
-            "--model",
-            "latent-vdm",
-            "--steps",
-            "5",
-            "--out",
-            &dir,
-            "--set",
-            &from,
-        ];
-        a.extend_from_slice(extra);
-        common::fails_with(&a, want);
+        let mut a = vec!["train".to_string()];
+        a.extend(latent_cmd(&p(name), "5", from, extra));
+        common::fails_with(&a.iter().map(String::as_str).collect::<Vec<_>>(), want);
         assert!(
             !tmp.path().join(name).join("config.json").exists(),
             "a refused start wrote {name}/config.json"
