@@ -257,8 +257,11 @@ fn gn_fwd_group(
     hw: usize,
     eps: f32,
     y: &mut [f32],
+    stats: &mut [f32],
 ) {
     let (mean, rstd) = group_stats(x, shift, hw, eps);
+    stats[0] = mean;
+    stats[1] = rstd;
     for (c, (chan, out)) in x.chunks_exact(hw).zip(y.chunks_exact_mut(hw)).enumerate() {
         // a = ((x + s − μ) r) γ + β = x (r γ) + ((s − μ) r γ + β)
         let scale = rstd * gamma[c];
@@ -272,25 +275,29 @@ fn gn_fwd_group(
 simd_dispatch!(
     gn_fwd_simd,
     gn_fwd_group,
-    (x: &[f32], shift: &[f32], gamma: &[f32], beta: &[f32], hw: usize, eps: f32, y: &mut [f32])
+    (x: &[f32], shift: &[f32], gamma: &[f32], beta: &[f32], hw: usize, eps: f32, y: &mut [f32],
+     stats: &mut [f32])
 );
 
 /// y = silu(GroupNorm(x + shift) γ + β) for x `[B, C, HW]` (NCHW, contiguous), shift `[B, C]`
 /// (broadcast over HW), γ, β `[C]`: one pass for the statistics, one for the output, per
-/// (example, group), in parallel.
+/// (example, group), in parallel. Also returns each (example, group)'s mean and 1/√(var + ε),
+/// `[B, G, 2]`, which [`group_norm_silu_backward`] reuses instead of computing them again.
 pub fn group_norm_silu_forward(
     x: &[f32],
     shift: &[f32],
     gamma: &[f32],
     beta: &[f32],
     s: GnShape,
-) -> Vec<f32> {
+) -> (Vec<f32>, Vec<f32>) {
     let gsize = s.cpg() * s.hw;
     let mut y = vec![0.0; x.len()];
+    let mut stats = vec![0.0; 2 * s.b * s.groups];
     y.par_chunks_mut(gsize)
         .zip(x.par_chunks(gsize))
+        .zip(stats.par_chunks_mut(2))
         .enumerate()
-        .for_each(|(i, (y, x))| {
+        .for_each(|(i, ((y, x), st))| {
             let (b, g) = (i / s.groups, i % s.groups);
             let c0 = g * s.cpg();
             let sh = &shift[b * s.c + c0..b * s.c + c0 + s.cpg()];
@@ -302,9 +309,10 @@ pub fn group_norm_silu_forward(
                 s.hw,
                 s.eps,
                 y,
+                st,
             );
         });
-    y
+    (y, stats)
 }
 
 /// Per group: dx (written into `dx`), and per channel of the group Σ da·u and Σ da (for γ, β).
@@ -317,12 +325,11 @@ fn gn_bwd_group(
     gamma: &[f32],
     beta: &[f32],
     hw: usize,
-    eps: f32,
+    (mean, rstd): (f32, f32),
     dx: &mut [f32],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
-    let (mean, rstd) = group_stats(x, shift, hw, eps);
     let n = x.len() as f32;
     // First pass: da = g σ(a)(1 + a(1 − σ(a))) into dx; then per channel Σ da u and Σ da (dγ,
     // dβ), and per group Σ du = Σ da γ and Σ du u.
@@ -366,19 +373,20 @@ fn gn_bwd_group(
 simd_dispatch!(
     gn_bwd_simd,
     gn_bwd_group,
-    (x: &[f32], g: &[f32], shift: &[f32], gamma: &[f32], beta: &[f32], hw: usize, eps: f32,
-     dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32])
+    (x: &[f32], g: &[f32], shift: &[f32], gamma: &[f32], beta: &[f32], hw: usize,
+     stats: (f32, f32), dx: &mut [f32], dgamma: &mut [f32], dbeta: &mut [f32])
 );
 
-/// Gradients of [`group_norm_silu_forward`] given dL/dy: (dx `[B, C, HW]`, dshift `[B, C]`,
-/// dγ `[C]`, dβ `[C]`). dshift is Σ_hw dx; dγ and dβ are summed over the batch in a fixed
-/// order.
+/// Gradients of [`group_norm_silu_forward`] given dL/dy and the forward's statistics:
+/// (dx `[B, C, HW]`, dshift `[B, C]`, dγ `[C]`, dβ `[C]`). dshift is Σ_hw dx; dγ and dβ are
+/// summed over the batch in a fixed order.
 pub fn group_norm_silu_backward(
     x: &[f32],
     shift: &[f32],
     gamma: &[f32],
     beta: &[f32],
     grad: &[f32],
+    stats: &[f32],
     s: GnShape,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     let cpg = s.cpg();
@@ -401,7 +409,7 @@ pub fn group_norm_silu_backward(
                 &gamma[c0..c0 + cpg],
                 &beta[c0..c0 + cpg],
                 s.hw,
-                s.eps,
+                (stats[2 * i], stats[2 * i + 1]),
                 dx,
                 pg,
                 pb,
@@ -518,18 +526,20 @@ fn sgemm(
     }
 }
 
-/// One example's im2col in the NCHW-native (Caffe) layout `[Cin·9, H·W]`: row ci·9 + ky·3 + kx
-/// holds input channel ci shifted by (ky − 1, kx − 1), zero outside; every element is written.
-fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32]) {
+/// One example's im2col in the NCHW-native (Caffe) layout: row ci·9 + ky·3 + kx (at `col[r·ld
+/// ..]`, Ho·Wo values) holds input channel ci shifted by (ky − 1, kx − 1), zero outside; every
+/// element of each row is written. `ld` is the row stride, so that the columns of several
+/// examples can sit side by side in one matrix.
+fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
     if s.stride != 1 {
-        return im2col_strided(x, s, col);
+        return im2col_strided(x, s, col, ld);
     }
     let (h, w, hw) = (s.h, s.w, s.hw());
     for (ci, plane) in x.chunks_exact(hw).enumerate() {
         for ky in 0..3 {
             for kx in 0..3 {
                 let r = ci * 9 + ky * 3 + kx;
-                let row = &mut col[r * hw..(r + 1) * hw];
+                let row = &mut col[r * ld..r * ld + hw];
                 for y in 0..h {
                     let dst = &mut row[y * w..(y + 1) * w];
                     let sy = y as isize + ky as isize - 1;
@@ -555,19 +565,19 @@ fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32]) {
     }
 }
 
-/// col2im for one example, the adjoint of [`im2col_one`]: dx (zeroed here) = Σ of the rows
-/// shifted back.
-fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
+/// col2im for one example, the adjoint of [`im2col_one`] (rows at `dcol[r·ld ..]`): dx (zeroed
+/// here) = Σ of the rows shifted back.
+fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32], ld: usize) {
     dx.fill(0.0);
     if s.stride != 1 {
-        return col2im_strided(dcol, s, dx);
+        return col2im_strided(dcol, s, dx, ld);
     }
     let (h, w, hw) = (s.h, s.w, s.hw());
     for (ci, plane) in dx.chunks_exact_mut(hw).enumerate() {
         for ky in 0..3 {
             for kx in 0..3 {
                 let r = ci * 9 + ky * 3 + kx;
-                let row = &dcol[r * hw..(r + 1) * hw];
+                let row = &dcol[r * ld..r * ld + hw];
                 for y in 0..h {
                     let sy = y as isize + ky as isize - 1;
                     if sy < 0 || sy >= h as isize {
@@ -591,7 +601,7 @@ fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
 
 /// [`im2col_one`] for stride s > 1: column (oy, ox) of row (ci, ky, kx) is input
 /// (oy s + ky − 1, ox s + kx − 1), zero outside.
-fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32]) {
+fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
     let (h, w, hw, st) = (s.h as isize, s.w as isize, s.hw(), s.stride as isize);
     let (ho, wo) = s.out_hw();
     let ohw = ho * wo;
@@ -599,7 +609,7 @@ fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32]) {
         for ky in 0..3isize {
             for kx in 0..3isize {
                 let r = ci * 9 + (ky * 3 + kx) as usize;
-                let row = &mut col[r * ohw..(r + 1) * ohw];
+                let row = &mut col[r * ld..r * ld + ohw];
                 for oy in 0..ho {
                     let dst = &mut row[oy * wo..(oy + 1) * wo];
                     let sy = oy as isize * st + ky - 1;
@@ -623,7 +633,7 @@ fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32]) {
 }
 
 /// [`col2im_one`] for stride s > 1 (dx already zeroed).
-fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
+fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32], ld: usize) {
     let (h, w, hw, st) = (s.h as isize, s.w as isize, s.hw(), s.stride as isize);
     let (ho, wo) = s.out_hw();
     let ohw = ho * wo;
@@ -631,7 +641,7 @@ fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
         for ky in 0..3isize {
             for kx in 0..3isize {
                 let r = ci * 9 + (ky * 3 + kx) as usize;
-                let row = &dcol[r * ohw..(r + 1) * ohw];
+                let row = &dcol[r * ld..r * ld + ohw];
                 for oy in 0..ho {
                     let sy = oy as isize * st + ky - 1;
                     if sy < 0 || sy >= h {
@@ -650,47 +660,64 @@ fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
     }
 }
 
-/// y_b = W [Cout, Cin·9] × col_b [Cin·9, Ho·Wo] + bias for each example in parallel: NCHW in,
-/// NCHW out, no layout conversion.
+/// The columns of one example into the part's column matrix (rows at `col[r·ld ..]`): im2col
+/// for a 3×3 convolution, the input's channels themselves for a 1×1.
+fn columns_one(xb: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
+    if s.ksize == 3 {
+        return im2col_one(xb, s, col, ld);
+    }
+    for (r, plane) in xb.chunks_exact(s.hw()).enumerate() {
+        col[r * ld..r * ld + plane.len()].copy_from_slice(plane);
+    }
+}
+
+/// Examples whose columns go into one GEMM: enough for about 768 columns (a 7×7 map alone
+/// gives a GEMM 49 wide, which the micro-kernels run below their peak, and the GEMM's own
+/// overhead is paid per call), but no more than leaves 8 parts to share among the threads. It
+/// depends on the shapes only, and each output is computed by the same GEMM whatever the thread
+/// count, so the results do not depend on the thread count.
+fn examples_per_gemm(s: ConvShape) -> usize {
+    768usize
+        .div_ceil(s.ohw().max(1))
+        .min(s.b.div_ceil(8))
+        .max(1)
+}
+
+/// y = W [Cout, Cin·9] × columns + bias, the batch cut into parts of
+/// [`examples_per_gemm`] examples, one GEMM per part, the parts in parallel: NCHW in, NCHW out.
 pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
     let (hw, ohw, k) = (s.hw(), s.ohw(), s.k());
+    let per = examples_per_gemm(s);
     let mut y = vec![0.0f32; s.b * s.cout * ohw];
-    y.par_chunks_mut(s.cout * ohw)
-        .zip(x.par_chunks(s.cin * hw))
-        .for_each(|(yb, xb)| {
-            if s.ksize == 1 {
-                // Pointwise: the input itself is the column matrix [Cin, H·W].
-                sgemm(s.cout, ohw, k, yb, ohw, false, weight, (k, 1), xb, (ohw, 1));
-            } else {
-                with_scratch(k * ohw, |col| {
-                    im2col_one(xb, s, col);
-                    sgemm(
-                        s.cout,
-                        ohw,
-                        k,
-                        yb,
-                        ohw,
-                        false,
-                        weight,
-                        (k, 1),
-                        col,
-                        (ohw, 1),
-                    );
-                });
-            }
-            for (row, &bv) in yb.chunks_exact_mut(ohw).zip(bias) {
-                row.iter_mut().for_each(|v| *v += bv);
-            }
+    y.par_chunks_mut(per * s.cout * ohw)
+        .zip(x.par_chunks(per * s.cin * hw))
+        .for_each(|(yp, xp)| {
+            let np = xp.len() / (s.cin * hw);
+            let n = np * ohw;
+            with_scratch(k * n + s.cout * n, |buf| {
+                let (col, out) = buf.split_at_mut(k * n);
+                for (j, xb) in xp.chunks_exact(s.cin * hw).enumerate() {
+                    columns_one(xb, s, &mut col[j * ohw..], n);
+                }
+                sgemm(s.cout, n, k, out, n, false, weight, (k, 1), col, (n, 1));
+                // [Cout, np·Ho·Wo] → [np, Cout, Ho·Wo], plus the bias.
+                for (j, yb) in yp.chunks_exact_mut(s.cout * ohw).enumerate() {
+                    for (co, row) in yb.chunks_exact_mut(ohw).enumerate() {
+                        let src = &out[co * n + j * ohw..co * n + (j + 1) * ohw];
+                        let bv = bias[co];
+                        for (a, v) in row.iter_mut().zip(src) {
+                            *a = v + bv;
+                        }
+                    }
+                }
+            });
         });
     y
 }
 
-/// Parts of the batch whose weight gradients are summed separately (in parallel), then added in
-/// order.
-const DW_PARTS: usize = 8;
-
-/// Gradients of [`conv3x3_forward`]: dx_b = col2im(Wᵀ dy_b); dW = Σ_b dy_b col_bᵀ, summed over
-/// a fixed split of the batch ([`DW_PARTS`] parts) in a fixed order; dbias = Σ dy.
+/// Gradients of [`conv3x3_forward`], per part of the batch in parallel: with dY the part's
+/// output gradient as `[Cout, np·Ho·Wo]`, dW_part = dY × columnsᵀ and dx = col2im(Wᵀ dY); dW is
+/// the sum of the parts' in order, dbias = Σ dy.
 pub fn conv3x3_backward(
     x: &[f32],
     weight: &[f32],
@@ -698,86 +725,42 @@ pub fn conv3x3_backward(
     s: ConvShape,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (hw, ohw, k) = (s.hw(), s.ohw(), s.k());
+    let per = examples_per_gemm(s);
     let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(s.cin * hw)
-        .zip(grad.par_chunks(s.cout * ohw))
-        .for_each(|(dxb, gb)| {
-            if s.ksize == 1 {
-                sgemm(
-                    k,
-                    ohw,
-                    s.cout,
-                    dxb,
-                    ohw,
-                    false,
-                    weight,
-                    (1, k),
-                    gb,
-                    (ohw, 1),
-                );
-                return;
-            }
-            with_scratch(k * ohw, |dcol| {
-                // Wᵀ: [Cin·9, Cout] with row stride 1 and column stride Cin·9.
-                sgemm(
-                    k,
-                    ohw,
-                    s.cout,
-                    dcol,
-                    ohw,
-                    false,
-                    weight,
-                    (1, k),
-                    gb,
-                    (ohw, 1),
-                );
-                col2im_one(dcol, s, dxb);
-            });
-        });
-    // A fixed split (not one part per thread): the sum's order, hence dW to the last bit, does
-    // not depend on the machine's core count.
-    let parts = DW_PARTS.clamp(1, s.b.max(1));
-    let per = s.b.div_ceil(parts);
-    let partial: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|p| {
-            let mut acc = vec![0.0f32; s.cout * k];
-            for b in (p * per)..((p + 1) * per).min(s.b) {
-                let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
-                let gb = &grad[b * s.cout * ohw..(b + 1) * s.cout * ohw];
-                if s.ksize == 1 {
-                    sgemm(
-                        s.cout,
-                        k,
-                        ohw,
-                        &mut acc,
-                        k,
-                        true,
-                        gb,
-                        (ohw, 1),
-                        xb,
-                        (1, ohw),
-                    );
-                    continue;
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(per * s.cin * hw)
+        .zip(x.par_chunks(per * s.cin * hw))
+        .zip(grad.par_chunks(per * s.cout * ohw))
+        .map(|((dxp, xp), gp)| {
+            let np = xp.len() / (s.cin * hw);
+            let n = np * ohw;
+            let mut dw = vec![0.0f32; s.cout * k];
+            with_scratch(k * n + s.cout * n, |buf| {
+                let (col, dy) = buf.split_at_mut(k * n);
+                // [np, Cout, Ho·Wo] → [Cout, np·Ho·Wo].
+                for (j, gb) in gp.chunks_exact(s.cout * ohw).enumerate() {
+                    for (co, row) in gb.chunks_exact(ohw).enumerate() {
+                        dy[co * n + j * ohw..co * n + (j + 1) * ohw].copy_from_slice(row);
+                    }
                 }
-                with_scratch(k * ohw, |col| {
-                    im2col_one(xb, s, col);
-                    // dW += dy_b [Cout, Ho·Wo] × col_bᵀ [Ho·Wo, Cin·9].
-                    sgemm(
-                        s.cout,
-                        k,
-                        ohw,
-                        &mut acc,
-                        k,
-                        true,
-                        gb,
-                        (ohw, 1),
-                        col,
-                        (1, ohw),
-                    );
-                });
-            }
-            acc
+                for (j, xb) in xp.chunks_exact(s.cin * hw).enumerate() {
+                    columns_one(xb, s, &mut col[j * ohw..], n);
+                }
+                // dW_part = dY [Cout, n] × colᵀ [n, K].
+                sgemm(s.cout, k, n, &mut dw, k, false, dy, (n, 1), col, (1, n));
+                // dcol = Wᵀ [K, Cout] × dY [Cout, n], into the columns' buffer.
+                sgemm(k, n, s.cout, col, n, false, weight, (1, k), dy, (n, 1));
+                for (j, dxb) in dxp.chunks_exact_mut(s.cin * hw).enumerate() {
+                    if s.ksize == 3 {
+                        col2im_one(&col[j * ohw..], s, dxb, n);
+                    } else {
+                        for (r, plane) in dxb.chunks_exact_mut(hw).enumerate() {
+                            plane.copy_from_slice(&col[r * n + j * ohw..r * n + (j + 1) * ohw]);
+                        }
+                    }
+                }
+            });
+            dw
         })
         .collect();
     let mut dw = vec![0.0f32; s.cout * k];
@@ -798,6 +781,109 @@ pub fn conv3x3_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The convolution by its definition, in f64: y, dx, dW, db for dy = g.
+    #[allow(clippy::type_complexity)]
+    fn conv_by_definition(
+        x: &[f32],
+        wt: &[f32],
+        bias: &[f32],
+        g: &[f32],
+        s: ConvShape,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (ho, wo) = s.out_hw();
+        let (kz, pad) = (s.ksize as isize, if s.ksize == 3 { 1 } else { 0 });
+        let mut y = vec![0.0f64; s.b * s.cout * ho * wo];
+        let mut dx = vec![0.0f64; x.len()];
+        let mut dw = vec![0.0f64; wt.len()];
+        let mut db = vec![0.0f64; s.cout];
+        for b in 0..s.b {
+            for co in 0..s.cout {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let o = ((b * s.cout + co) * ho + oy) * wo + ox;
+                        let mut acc = bias[co] as f64;
+                        db[co] += g[o] as f64;
+                        for ci in 0..s.cin {
+                            for ky in 0..kz {
+                                for kx in 0..kz {
+                                    let iy = (oy * s.stride) as isize + ky - pad;
+                                    let ix = (ox * s.stride) as isize + kx - pad;
+                                    if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let i =
+                                        ((b * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize;
+                                    let wi = ((co * s.cin + ci) as isize * kz + ky) * kz + kx;
+                                    acc += wt[wi as usize] as f64 * x[i] as f64;
+                                    dx[i] += wt[wi as usize] as f64 * g[o] as f64;
+                                    dw[wi as usize] += x[i] as f64 * g[o] as f64;
+                                }
+                            }
+                        }
+                        y[o] = acc;
+                    }
+                }
+            }
+        }
+        (y, dx, dw, db)
+    }
+
+    #[test]
+    fn convolution_matches_its_definition_for_every_part_size() {
+        // Shapes whose parts hold 1 example (28×28) or several with a short last part (20 of
+        // 7×7: parts of 3, the last of 2; 9 of 14×14 at stride 2 or 1×1: parts of 2, the last
+        // of 1), stride 1 and 2, 3×3 and 1×1, a one-pixel-wide plane. f32 against the f64 definition: 1e-5 of the largest
+        // value is a few f32 rounding steps for sums of at most 9·Cin products.
+        let mut rng = crate::rng::seeded(7);
+        let mut normal = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng))
+                .collect()
+        };
+        for &(b, cin, cout, h, w, stride, ksize) in &[
+            (2, 3, 4, 28, 28, 1, 3),
+            (20, 4, 6, 7, 7, 1, 3),
+            (9, 2, 3, 14, 14, 2, 3),
+            (9, 3, 2, 14, 14, 1, 1),
+            (3, 2, 3, 4, 1, 1, 3),
+            (3, 5, 4, 6, 9, 2, 3),
+        ] {
+            let s = ConvShape {
+                b,
+                cin,
+                cout,
+                h,
+                w,
+                stride,
+                ksize,
+            };
+            let (ho, wo) = s.out_hw();
+            let x = normal(b * cin * h * w);
+            let wt = normal(cout * cin * ksize * ksize);
+            let bias = normal(cout);
+            let g = normal(b * cout * ho * wo);
+            let (y0, dx0, dw0, db0) = conv_by_definition(&x, &wt, &bias, &g, s);
+            let y1 = conv3x3_forward(&x, &wt, &bias, s);
+            let (dx1, dw1, db1) = conv3x3_backward(&x, &wt, &g, s);
+            for (what, got, want) in [
+                ("y", &y1, &y0),
+                ("dx", &dx1, &dx0),
+                ("dW", &dw1, &dw0),
+                ("db", &db1, &db0),
+            ] {
+                assert_eq!(got.len(), want.len(), "{what}");
+                let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                for (i, (p, q)) in got.iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        (*p as f64 - q).abs() <= 1e-5 * scale,
+                        "{what}[{i}] of {s:?}: {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn exp_is_accurate_over_the_range_it_is_used_on() {

@@ -10,8 +10,8 @@
 //! | --- | --- | --- |
 //! | [`silu`] | x · sigmoid(x) (3 ops, scalar `expf`) | vectorised exp |
 //! | [`softplus`] | max(x, 0) + log(1 + e^{−|x|}) (6 ops, scalar `expf`, `logf`) | vectorised exp and log |
-//! | [`group_norm_silu`] | GroupNorm (about 10 ops) + time-embedding add + SiLU | statistics and output per (example, group) |
-//! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | im2col (none for 1×1) and GEMM per example on NCHW data; dx and dW as GEMMs |
+//! | [`group_norm_silu`] | GroupNorm (about 10 ops) + time-embedding add + SiLU | statistics and output per (example, group); the backward reuses the forward's statistics |
+//! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | im2col (none for 1×1) on NCHW data, the columns of a few examples side by side so that small maps make one wide GEMM; dx and dW as GEMMs of the same parts |
 
 pub mod cpu;
 
@@ -55,14 +55,25 @@ pub trait ElboKernels: Backend {
 pub trait ElboKernelsBackward: Backend {
     fn silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
     fn softplus_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// (dx, dshift, dγ, dβ).
-    #[allow(clippy::type_complexity)]
+    /// [`ElboKernels::group_norm_silu_kernel`] that also returns each (example, group)'s mean
+    /// and 1/√(var + ε) `[B, G, 2]`, kept for the backward.
+    fn group_norm_silu_forward_stats(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// (dx, dshift, dγ, dβ), given the forward's statistics.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn group_norm_silu_backward(
         x: FloatTensor<Self>,
         shift: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
         groups: usize,
         eps: f64,
     ) -> [FloatTensor<Self>; 4];
@@ -137,16 +148,10 @@ impl ElboKernels for Flex {
         groups: usize,
         eps: f64,
     ) -> FlexTensor {
-        let (xv, shape) = values(&x);
-        let s = gn_shape(&shape, groups, eps);
-        let y = cpu::group_norm_silu_forward(
-            &xv,
-            &values(&shift).0,
-            &values(&gamma).0,
-            &values(&beta).0,
-            s,
-        );
-        flex(y, shape)
+        <Flex as ElboKernelsBackward>::group_norm_silu_forward_stats(
+            x, shift, gamma, beta, groups, eps,
+        )
+        .0
     }
 
     fn conv3x3_kernel(
@@ -188,12 +193,33 @@ impl ElboKernelsBackward for Flex {
         flex(cpu::silu_backward(&xv, &values(&grad).0), shape)
     }
 
+    fn group_norm_silu_forward_stats(
+        x: FlexTensor,
+        shift: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        eps: f64,
+    ) -> (FlexTensor, FlexTensor) {
+        let (xv, shape) = values(&x);
+        let s = gn_shape(&shape, groups, eps);
+        let (y, stats) = cpu::group_norm_silu_forward(
+            &xv,
+            &values(&shift).0,
+            &values(&gamma).0,
+            &values(&beta).0,
+            s,
+        );
+        (flex(y, shape), flex(stats, vec![s.b, s.groups, 2]))
+    }
+
     fn group_norm_silu_backward(
         x: FlexTensor,
         shift: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
         grad: FlexTensor,
+        stats: FlexTensor,
         groups: usize,
         eps: f64,
     ) -> [FlexTensor; 4] {
@@ -205,6 +231,7 @@ impl ElboKernelsBackward for Flex {
             &values(&gamma).0,
             &values(&beta).0,
             &values(&grad).0,
+            &values(&stats).0,
             s,
         );
         [
@@ -238,14 +265,7 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
         #[derive(Debug)]
         struct GnSiluBackward;
         impl<B: Backend + ElboKernelsBackward> Backward<B, 4> for GnSiluBackward {
-            type State = (
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                usize,
-                f64,
-            );
+            type State = ([FloatTensor<B>; 5], usize, f64);
             fn backward(
                 self,
                 ops: Ops<Self::State, 4>,
@@ -253,8 +273,9 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                 _: &mut Checkpointer,
             ) {
                 let grad = grads.consume::<B>(&ops.node);
-                let (x, shift, gamma, beta, groups, eps) = ops.state;
-                let g = B::group_norm_silu_backward(x, shift, gamma, beta, grad, groups, eps);
+                let ([x, shift, gamma, beta, stats], groups, eps) = ops.state;
+                let g =
+                    B::group_norm_silu_backward(x, shift, gamma, beta, grad, stats, groups, eps);
                 for (parent, g) in ops.parents.into_iter().zip(g) {
                     if let Some(node) = parent {
                         grads.register::<B>(node.id, g);
@@ -274,7 +295,7 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                     gamma.into_primitive(),
                     beta.into_primitive(),
                 );
-                let out = B::group_norm_silu_kernel(
+                let (out, stats) = B::group_norm_silu_forward_stats(
                     x.clone(),
                     s.clone(),
                     g.clone(),
@@ -282,7 +303,7 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                     groups,
                     eps,
                 );
-                prep.finish((x, s, g, b, groups, eps), out)
+                prep.finish(([x, s, g, b, stats], groups, eps), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::group_norm_silu_kernel(
                 x.into_primitive(),
