@@ -249,6 +249,7 @@ fn group_stats(x: &[f32], shift: &[f32], hw: usize, eps: f32) -> (f32, f32) {
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn gn_fwd_group(
     x: &[f32],
     shift: &[f32],
