@@ -527,20 +527,18 @@ fn sgemm(
     }
 }
 
-/// One example's im2col in the NCHW-native (Caffe) layout: row ci·9 + ky·3 + kx (at `col[r·ld
-/// ..]`, Ho·Wo values) holds input channel ci shifted by (ky − 1, kx − 1), zero outside; every
-/// element of each row is written. `ld` is the row stride, so that the columns of several
-/// examples can sit side by side in one matrix.
-fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
+/// One example's im2col in the NCHW-native (Caffe) layout `[Cin·9, H·W]`: row ci·9 + ky·3 + kx
+/// holds input channel ci shifted by (ky − 1, kx − 1), zero outside; every element is written.
+fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32]) {
     if s.stride != 1 {
-        return im2col_strided(x, s, col, ld);
+        return im2col_strided(x, s, col);
     }
     let (h, w, hw) = (s.h, s.w, s.hw());
     for (ci, plane) in x.chunks_exact(hw).enumerate() {
         for ky in 0..3 {
             for kx in 0..3 {
                 let r = ci * 9 + ky * 3 + kx;
-                let row = &mut col[r * ld..r * ld + hw];
+                let row = &mut col[r * hw..(r + 1) * hw];
                 for y in 0..h {
                     let dst = &mut row[y * w..(y + 1) * w];
                     let sy = y as isize + ky as isize - 1;
@@ -566,19 +564,19 @@ fn im2col_one(x: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
     }
 }
 
-/// col2im for one example, the adjoint of [`im2col_one`] (rows at `dcol[r·ld ..]`): dx (zeroed
-/// here) = Σ of the rows shifted back.
-fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32], ld: usize) {
+/// col2im for one example, the adjoint of [`im2col_one`]: dx (zeroed here) = Σ of the rows
+/// shifted back.
+fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
     dx.fill(0.0);
     if s.stride != 1 {
-        return col2im_strided(dcol, s, dx, ld);
+        return col2im_strided(dcol, s, dx);
     }
     let (h, w, hw) = (s.h, s.w, s.hw());
     for (ci, plane) in dx.chunks_exact_mut(hw).enumerate() {
         for ky in 0..3 {
             for kx in 0..3 {
                 let r = ci * 9 + ky * 3 + kx;
-                let row = &dcol[r * ld..r * ld + hw];
+                let row = &dcol[r * hw..(r + 1) * hw];
                 for y in 0..h {
                     let sy = y as isize + ky as isize - 1;
                     if sy < 0 || sy >= h as isize {
@@ -602,7 +600,7 @@ fn col2im_one(dcol: &[f32], s: ConvShape, dx: &mut [f32], ld: usize) {
 
 /// [`im2col_one`] for stride s > 1: column (oy, ox) of row (ci, ky, kx) is input
 /// (oy s + ky − 1, ox s + kx − 1), zero outside.
-fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
+fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32]) {
     let (h, w, hw, st) = (s.h as isize, s.w as isize, s.hw(), s.stride as isize);
     let (ho, wo) = s.out_hw();
     let ohw = ho * wo;
@@ -610,7 +608,7 @@ fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
         for ky in 0..3isize {
             for kx in 0..3isize {
                 let r = ci * 9 + (ky * 3 + kx) as usize;
-                let row = &mut col[r * ld..r * ld + ohw];
+                let row = &mut col[r * ohw..(r + 1) * ohw];
                 for oy in 0..ho {
                     let dst = &mut row[oy * wo..(oy + 1) * wo];
                     let sy = oy as isize * st + ky - 1;
@@ -634,7 +632,7 @@ fn im2col_strided(x: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
 }
 
 /// [`col2im_one`] for stride s > 1 (dx already zeroed).
-fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32], ld: usize) {
+fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
     let (h, w, hw, st) = (s.h as isize, s.w as isize, s.hw(), s.stride as isize);
     let (ho, wo) = s.out_hw();
     let ohw = ho * wo;
@@ -642,7 +640,7 @@ fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32], ld: usize) {
         for ky in 0..3isize {
             for kx in 0..3isize {
                 let r = ci * 9 + (ky * 3 + kx) as usize;
-                let row = &dcol[r * ld..r * ld + ohw];
+                let row = &dcol[r * ohw..(r + 1) * ohw];
                 for oy in 0..ho {
                     let sy = oy as isize * st + ky - 1;
                     if sy < 0 || sy >= h {
@@ -661,64 +659,47 @@ fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32], ld: usize) {
     }
 }
 
-/// The columns of one example into the part's column matrix (rows at `col[r·ld ..]`): im2col
-/// for a 3×3 convolution, the input's channels themselves for a 1×1.
-fn columns_one(xb: &[f32], s: ConvShape, col: &mut [f32], ld: usize) {
-    if s.ksize == 3 {
-        return im2col_one(xb, s, col, ld);
-    }
-    for (r, plane) in xb.chunks_exact(s.hw()).enumerate() {
-        col[r * ld..r * ld + plane.len()].copy_from_slice(plane);
-    }
-}
-
-/// Examples whose columns go into one GEMM: enough for about 768 columns (a 7×7 map alone
-/// gives a GEMM 49 wide, which the micro-kernels run below their peak, and the GEMM's own
-/// overhead is paid per call), but no more than leaves 8 parts to share among the threads. It
-/// depends on the shapes only, and each output is computed by the same GEMM whatever the thread
-/// count, so the results do not depend on the thread count.
-fn examples_per_gemm(s: ConvShape) -> usize {
-    768usize
-        .div_ceil(s.ohw().max(1))
-        .min(s.b.div_ceil(8))
-        .max(1)
-}
-
-/// y = W [Cout, Cin·9] × columns + bias, the batch cut into parts of
-/// [`examples_per_gemm`] examples, one GEMM per part, the parts in parallel: NCHW in, NCHW out.
+/// y_b = W [Cout, Cin·9] × col_b [Cin·9, Ho·Wo] + bias for each example in parallel: NCHW in,
+/// NCHW out, no layout conversion.
 pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
     let (hw, ohw, k) = (s.hw(), s.ohw(), s.k());
-    let per = examples_per_gemm(s);
     let mut y = vec![0.0f32; s.b * s.cout * ohw];
-    y.par_chunks_mut(per * s.cout * ohw)
-        .zip(x.par_chunks(per * s.cin * hw))
-        .for_each(|(yp, xp)| {
-            let np = xp.len() / (s.cin * hw);
-            let n = np * ohw;
-            with_scratch(k * n + s.cout * n, |buf| {
-                let (col, out) = buf.split_at_mut(k * n);
-                for (j, xb) in xp.chunks_exact(s.cin * hw).enumerate() {
-                    columns_one(xb, s, &mut col[j * ohw..], n);
-                }
-                sgemm(s.cout, n, k, out, n, false, weight, (k, 1), col, (n, 1));
-                // [Cout, np·Ho·Wo] → [np, Cout, Ho·Wo], plus the bias.
-                for (j, yb) in yp.chunks_exact_mut(s.cout * ohw).enumerate() {
-                    for (co, row) in yb.chunks_exact_mut(ohw).enumerate() {
-                        let src = &out[co * n + j * ohw..co * n + (j + 1) * ohw];
-                        let bv = bias[co];
-                        for (a, v) in row.iter_mut().zip(src) {
-                            *a = v + bv;
-                        }
-                    }
-                }
-            });
+    y.par_chunks_mut(s.cout * ohw)
+        .zip(x.par_chunks(s.cin * hw))
+        .for_each(|(yb, xb)| {
+            if s.ksize == 1 {
+                // Pointwise: the input itself is the column matrix [Cin, H·W].
+                sgemm(s.cout, ohw, k, yb, ohw, false, weight, (k, 1), xb, (ohw, 1));
+            } else {
+                with_scratch(k * ohw, |col| {
+                    im2col_one(xb, s, col);
+                    sgemm(
+                        s.cout,
+                        ohw,
+                        k,
+                        yb,
+                        ohw,
+                        false,
+                        weight,
+                        (k, 1),
+                        col,
+                        (ohw, 1),
+                    );
+                });
+            }
+            for (row, &bv) in yb.chunks_exact_mut(ohw).zip(bias) {
+                row.iter_mut().for_each(|v| *v += bv);
+            }
         });
     y
 }
 
-/// Gradients of [`conv3x3_forward`], per part of the batch in parallel: with dY the part's
-/// output gradient as `[Cout, np·Ho·Wo]`, dW_part = dY × columnsᵀ and dx = col2im(Wᵀ dY); dW is
-/// the sum of the parts' in order, dbias = Σ dy.
+/// Parts of the batch whose weight gradients are summed separately (in parallel), then added in
+/// order.
+const DW_PARTS: usize = 8;
+
+/// Gradients of [`conv3x3_forward`]: dx_b = col2im(Wᵀ dy_b); dW = Σ_b dy_b col_bᵀ, summed over
+/// a fixed split of the batch ([`DW_PARTS`] parts) in a fixed order; dbias = Σ dy.
 pub fn conv3x3_backward(
     x: &[f32],
     weight: &[f32],
@@ -726,42 +707,86 @@ pub fn conv3x3_backward(
     s: ConvShape,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (hw, ohw, k) = (s.hw(), s.ohw(), s.k());
-    let per = examples_per_gemm(s);
     let mut dx = vec![0.0f32; x.len()];
-    let partial: Vec<Vec<f32>> = dx
-        .par_chunks_mut(per * s.cin * hw)
-        .zip(x.par_chunks(per * s.cin * hw))
-        .zip(grad.par_chunks(per * s.cout * ohw))
-        .map(|((dxp, xp), gp)| {
-            let np = xp.len() / (s.cin * hw);
-            let n = np * ohw;
-            let mut dw = vec![0.0f32; s.cout * k];
-            with_scratch(k * n + s.cout * n, |buf| {
-                let (col, dy) = buf.split_at_mut(k * n);
-                // [np, Cout, Ho·Wo] → [Cout, np·Ho·Wo].
-                for (j, gb) in gp.chunks_exact(s.cout * ohw).enumerate() {
-                    for (co, row) in gb.chunks_exact(ohw).enumerate() {
-                        dy[co * n + j * ohw..co * n + (j + 1) * ohw].copy_from_slice(row);
-                    }
-                }
-                for (j, xb) in xp.chunks_exact(s.cin * hw).enumerate() {
-                    columns_one(xb, s, &mut col[j * ohw..], n);
-                }
-                // dW_part = dY [Cout, n] × colᵀ [n, K].
-                sgemm(s.cout, k, n, &mut dw, k, false, dy, (n, 1), col, (1, n));
-                // dcol = Wᵀ [K, Cout] × dY [Cout, n], into the columns' buffer.
-                sgemm(k, n, s.cout, col, n, false, weight, (1, k), dy, (n, 1));
-                for (j, dxb) in dxp.chunks_exact_mut(s.cin * hw).enumerate() {
-                    if s.ksize == 3 {
-                        col2im_one(&col[j * ohw..], s, dxb, n);
-                    } else {
-                        for (r, plane) in dxb.chunks_exact_mut(hw).enumerate() {
-                            plane.copy_from_slice(&col[r * n + j * ohw..r * n + (j + 1) * ohw]);
-                        }
-                    }
-                }
+    dx.par_chunks_mut(s.cin * hw)
+        .zip(grad.par_chunks(s.cout * ohw))
+        .for_each(|(dxb, gb)| {
+            if s.ksize == 1 {
+                sgemm(
+                    k,
+                    ohw,
+                    s.cout,
+                    dxb,
+                    ohw,
+                    false,
+                    weight,
+                    (1, k),
+                    gb,
+                    (ohw, 1),
+                );
+                return;
+            }
+            with_scratch(k * ohw, |dcol| {
+                // Wᵀ: [Cin·9, Cout] with row stride 1 and column stride Cin·9.
+                sgemm(
+                    k,
+                    ohw,
+                    s.cout,
+                    dcol,
+                    ohw,
+                    false,
+                    weight,
+                    (1, k),
+                    gb,
+                    (ohw, 1),
+                );
+                col2im_one(dcol, s, dxb);
             });
-            dw
+        });
+    // A fixed split (not one part per thread): the sum's order, hence dW to the last bit, does
+    // not depend on the machine's core count.
+    let parts = DW_PARTS.clamp(1, s.b.max(1));
+    let per = s.b.div_ceil(parts);
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut acc = vec![0.0f32; s.cout * k];
+            for b in (p * per)..((p + 1) * per).min(s.b) {
+                let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
+                let gb = &grad[b * s.cout * ohw..(b + 1) * s.cout * ohw];
+                if s.ksize == 1 {
+                    sgemm(
+                        s.cout,
+                        k,
+                        ohw,
+                        &mut acc,
+                        k,
+                        true,
+                        gb,
+                        (ohw, 1),
+                        xb,
+                        (1, ohw),
+                    );
+                    continue;
+                }
+                with_scratch(k * ohw, |col| {
+                    im2col_one(xb, s, col);
+                    // dW += dy_b [Cout, Ho·Wo] × col_bᵀ [Ho·Wo, Cin·9].
+                    sgemm(
+                        s.cout,
+                        k,
+                        ohw,
+                        &mut acc,
+                        k,
+                        true,
+                        gb,
+                        (ohw, 1),
+                        col,
+                        (1, ohw),
+                    );
+                });
+            }
+            acc
         })
         .collect();
     let mut dw = vec![0.0f32; s.cout * k];
@@ -832,10 +857,9 @@ mod tests {
     }
 
     #[test]
-    fn convolution_matches_its_definition_for_every_part_size() {
-        // Shapes whose parts hold 1 example (28×28) or several with a short last part (20 of
-        // 7×7: parts of 3, the last of 2; 9 of 14×14 at stride 2 or 1×1: parts of 2, the last
-        // of 1), stride 1 and 2, 3×3 and 1×1, a one-pixel-wide plane. f32 against the f64 definition: 1e-5 of the largest
+    fn convolution_matches_its_definition() {
+        // Batches of 2 to 20 (more examples than the dW split has parts, and fewer), stride 1 and
+        // 2, 3×3 and 1×1, square, oblong and one-pixel-wide planes. f32 against the f64 definition: 1e-5 of the largest
         // value is a few f32 rounding steps for sums of at most 9·Cin products.
         let mut rng = crate::rng::seeded(7);
         let mut normal = |n: usize| -> Vec<f32> {

@@ -11,7 +11,7 @@
 //! | [`silu`] | x · sigmoid(x) (3 ops, scalar `expf`) | vectorised exp |
 //! | [`softplus`] | max(x, 0) + log(1 + e^{−|x|}) (6 ops, scalar `expf`, `logf`) | vectorised exp and log |
 //! | [`group_norm_silu`] | GroupNorm (about 10 ops) + time-embedding add + SiLU | statistics and output per (example, group); the backward reuses the forward's statistics |
-//! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | im2col (none for 1×1) on NCHW data, the columns of a few examples side by side so that small maps make one wide GEMM; dx and dW as GEMMs of the same parts |
+//! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | im2col (none for 1×1) and GEMM per example on NCHW data; dx and dW as GEMMs |
 
 pub mod cpu;
 
