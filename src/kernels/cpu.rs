@@ -858,9 +858,10 @@ mod tests {
 
     #[test]
     fn convolution_matches_its_definition() {
-        // Batches of 2 to 20 (more examples than the dW split has parts, and fewer), stride 1 and
-        // 2, 3×3 and 1×1, square, oblong and one-pixel-wide planes. f32 against the f64 definition: 1e-5 of the largest
-        // value is a few f32 rounding steps for sums of at most 9·Cin products.
+        // Batches of 2 to 20 (more examples than the dW split has parts, and fewer), stride 1
+        // and 2, 3×3 and 1×1, square, oblong and one-pixel-wide planes. f32 against the f64
+        // definition: 1e-5 of the largest value is a few f32 rounding steps for sums of at most
+        // 9·Cin products.
         let mut rng = crate::rng::seeded(7);
         let mut normal = |n: usize| -> Vec<f32> {
             (0..n)

@@ -65,8 +65,9 @@ pub trait ElboKernelsBackward: Backend {
         groups: usize,
         eps: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-    /// (dx, dshift, dγ, dβ), given the forward's statistics.
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    /// (dx, dshift, dγ, dβ), given the forward's statistics `[B, G, 2]` (which carry the
+    /// number of groups and ε).
+    #[allow(clippy::type_complexity)]
     fn group_norm_silu_backward(
         x: FloatTensor<Self>,
         shift: FloatTensor<Self>,
@@ -74,8 +75,6 @@ pub trait ElboKernelsBackward: Backend {
         beta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         stats: FloatTensor<Self>,
-        groups: usize,
-        eps: f64,
     ) -> [FloatTensor<Self>; 4];
     /// (dx, dweight, dbias) of [`ElboKernels::conv3x3_kernel`].
     fn conv3x3_backward(
@@ -220,18 +219,18 @@ impl ElboKernelsBackward for Flex {
         beta: FlexTensor,
         grad: FlexTensor,
         stats: FlexTensor,
-        groups: usize,
-        eps: f64,
     ) -> [FlexTensor; 4] {
         let (xv, shape) = values(&x);
-        let s = gn_shape(&shape, groups, eps);
+        let (sv, stats_shape) = values(&stats);
+        // ε entered the statistics already; the backward does not read it.
+        let s = gn_shape(&shape, stats_shape[1], 0.0);
         let (dx, ds, dg, db) = cpu::group_norm_silu_backward(
             &xv,
             &values(&shift).0,
             &values(&gamma).0,
             &values(&beta).0,
             &values(&grad).0,
-            &values(&stats).0,
+            &sv,
             s,
         );
         [
@@ -265,7 +264,7 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
         #[derive(Debug)]
         struct GnSiluBackward;
         impl<B: Backend + ElboKernelsBackward> Backward<B, 4> for GnSiluBackward {
-            type State = ([FloatTensor<B>; 5], usize, f64);
+            type State = [FloatTensor<B>; 5];
             fn backward(
                 self,
                 ops: Ops<Self::State, 4>,
@@ -273,9 +272,8 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                 _: &mut Checkpointer,
             ) {
                 let grad = grads.consume::<B>(&ops.node);
-                let ([x, shift, gamma, beta, stats], groups, eps) = ops.state;
-                let g =
-                    B::group_norm_silu_backward(x, shift, gamma, beta, grad, stats, groups, eps);
+                let [x, shift, gamma, beta, stats] = ops.state;
+                let g = B::group_norm_silu_backward(x, shift, gamma, beta, grad, stats);
                 for (parent, g) in ops.parents.into_iter().zip(g) {
                     if let Some(node) = parent {
                         grads.register::<B>(node.id, g);
@@ -303,7 +301,7 @@ impl<B: Backend + ElboKernels + ElboKernelsBackward, C: CheckpointStrategy> Elbo
                     groups,
                     eps,
                 );
-                prep.finish(([x, s, g, b, stats], groups, eps), out)
+                prep.finish([x, s, g, b, stats], out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::group_norm_silu_kernel(
                 x.into_primitive(),
