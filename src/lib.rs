@@ -48,6 +48,7 @@ pub mod optim;
 pub mod par;
 pub mod params;
 pub mod progress;
+pub mod raster;
 pub mod report;
 pub mod rng;
 pub mod run;

@@ -271,3 +271,94 @@ fn a_colour_folder_trains_a_unet_vdm_in_bits_per_dim_over_three_channels() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("folder:"));
 }
+
+/// The folder reader's own decoding, crop and resize (src/raster.rs) against an independent image
+/// library's: PNG (grey, RGB, RGBA, 16-bit grey) and JPEG decode to the same values, and the
+/// centre crop resized by the triangle filter agrees to within one level of 255 (the two sum the
+/// same weights in f32, so any difference is a rounding tie).
+#[test]
+fn folder_decoding_and_resize_match_an_independent_codec() {
+    use image::imageops::FilterType;
+    let tmp = tempfile::tempdir().unwrap();
+    // A pattern with edges and gradients, 37×23 (odd sizes, a non-square crop).
+    let (w, h) = (37u32, 23u32);
+    let val = |x: u32, y: u32, ch: u32| ((x * 7 + y * 13 + ch * 50 + (x * y) % 17) % 256) as u8;
+    let cases: Vec<(&str, image::DynamicImage)> = vec![
+        (
+            "grey.png",
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([val(x, y, 0)])).into(),
+        ),
+        (
+            "rgb.png",
+            image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([val(x, y, 0), val(x, y, 1), val(x, y, 2)])
+            })
+            .into(),
+        ),
+        (
+            "rgba.png",
+            image::RgbaImage::from_fn(w, h, |x, y| {
+                image::Rgba([val(x, y, 0), val(x, y, 1), val(x, y, 2), val(x, y, 3)])
+            })
+            .into(),
+        ),
+        (
+            "grey16.png",
+            image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(w, h, |x, y| {
+                image::Luma([val(x, y, 0) as u16 * 257 + (x as u16 % 200)])
+            })
+            .into(),
+        ),
+        (
+            "rgb.jpg",
+            image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([val(x, y, 0), val(x, y, 1), val(x, y, 2)])
+            })
+            .into(),
+        ),
+        (
+            "grey.jpg",
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([val(x, y, 0)])).into(),
+        ),
+    ];
+    for (name, img) in cases {
+        let dir = tmp.path().join(name.replace('.', "_"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        img.save(&path).unwrap();
+        let theirs = image::open(&path).unwrap();
+        let grey = !theirs.color().has_color();
+        let flat = |i: &image::DynamicImage| -> Vec<f32> {
+            if grey {
+                i.to_luma8().as_raw().iter().map(|&v| v as f32).collect()
+            } else {
+                // HWC → CHW, as the data set holds it.
+                let rgb = i.to_rgb8();
+                let (n, raw) = ((i.width() * i.height()) as usize, rgb.as_raw());
+                (0..3)
+                    .flat_map(|c| (0..n).map(move |p| raw[p * 3 + c] as f32))
+                    .collect()
+            }
+        };
+        let spec = format!("folder:{}", dir.display());
+        let ours = data::load(&spec, Split::All).unwrap();
+        assert_eq!(ours.shape[0], if grey { 1 } else { 3 }, "{name}");
+        assert_eq!(ours.x, flat(&theirs), "{name}: decoded values");
+        for n in [8u32, 16, 23] {
+            let ours = data::load(&format!("{spec}?size={n}"), Split::All).unwrap();
+            let s = w.min(h);
+            let want = theirs
+                .crop_imm((w - s) / 2, (h - s) / 2, s, s)
+                .resize_exact(n, n, FilterType::Triangle);
+            let want = flat(&want);
+            assert_eq!(ours.x.len(), want.len(), "{name} size {n}");
+            let worst = ours
+                .x
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1.0, "{name} size {n}: differs by {worst} levels");
+        }
+    }
+}

@@ -11,8 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
-use image::{DynamicImage, GenericImageView, ImageReader};
+use crate::raster::{self, Raster};
 
 use super::{DataKind, Dataset, Split};
 use crate::{Error, Result};
@@ -122,27 +121,10 @@ struct Header {
     color: bool,
 }
 
-fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(Error::format(
-            path,
-            "not a PNG or JPEG image (unrecognised contents)",
-        ));
-    }
-    Ok(reader)
-}
-
 /// Read one file's header and check its size.
 fn header(path: &Path) -> Result<Header> {
-    use image::ImageDecoder;
-    let dec = reader(path)?
-        .into_decoder()
-        .map_err(|e| Error::format(path, format!("unreadable image header: {e}")))?;
-    let (w, h) = dec.dimensions();
+    let hd = raster::header(path)?;
+    let (w, h) = (hd.width, hd.height);
     if (w as u64) * (h as u64) > MAX_PIXELS || w == 0 || h == 0 {
         return Err(Error::format(
             path,
@@ -152,30 +134,23 @@ fn header(path: &Path) -> Result<Header> {
     Ok(Header {
         w,
         h,
-        color: dec.color_type().has_color(),
+        color: hd.color,
     })
-}
-
-/// Decode one file whose header was checked.
-fn open(path: &Path) -> Result<DynamicImage> {
-    reader(path)?
-        .decode()
-        .map_err(|e| Error::format(path, format!("corrupt or truncated image: {e}")))
 }
 
 /// The centre square of the image (side: its shorter side), resized to n×n: torchvision's
 /// `Resize(n)` + `CenterCrop(n)`, cropped first, so that no intermediate image is larger than
 /// the source or the n×n result (a 1×16384 strip resized to 4096 first would be 67 M pixels
-/// wide).
-fn resize_crop(img: DynamicImage, n: u32) -> DynamicImage {
-    let (w, h) = img.dimensions();
+/// wide). The resize is the antialiased triangle filter ([`Raster::resize`]).
+fn resize_crop(img: Raster, n: u32) -> Raster {
+    let (w, h) = (img.width, img.height);
     let s = w.min(h);
-    let square = img.crop_imm((w - s) / 2, (h - s) / 2, s, s);
-    if s == n {
-        square
+    let square = if s == w && s == h {
+        img
     } else {
-        square.resize_exact(n, n, FilterType::Triangle)
-    }
+        img.crop((w - s) / 2, (h - s) / 2, s, s)
+    };
+    square.resize(n, n)
 }
 
 /// Load `folder:PATH[?size=N]`. Every file's header is read (and its size checked) before any
@@ -328,27 +303,25 @@ pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> R
     }
     let mut x = Vec::with_capacity(total as usize);
     for (f, _) in &files {
-        let img = open(f)?;
+        let img = raster::read(f)?;
         let img = match size {
             Some(n) => resize_crop(img, n),
             None => img,
         };
-        if img.dimensions() != (w, h) {
+        if (img.width, img.height) != (w, h) {
             return Err(Error::format(
                 f,
                 format!(
                     "decodes to {}×{} where its header said {w}×{h}",
-                    img.width(),
-                    img.height()
+                    img.width, img.height
                 ),
             ));
         }
         if gray {
-            x.extend(img.to_luma8().as_raw().iter().map(|&v| v as f32));
+            x.extend(img.to_grey().iter().map(|&v| v as f32));
         } else {
             // HWC → CHW.
-            let rgb = img.to_rgb8();
-            let raw = rgb.as_raw();
+            let raw = img.to_rgb();
             for ch in 0..3 {
                 x.extend((0..hh * ww).map(|p| raw[p * 3 + ch] as f32));
             }

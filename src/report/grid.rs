@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::raster::{self, Raster};
 use crate::{Error, Result};
 
 /// Write `n` images (`[n, h, w]` row-major, values in [0, 1]) as a near-square grid with a
@@ -44,7 +45,8 @@ pub fn save_grid_cols(
     let pad = 2;
     let z = zoom.max(1) as usize;
     let (gw, gh) = (cols * (w * z + pad) + pad, rows * (h * z + pad) + pad);
-    let mut img = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([64, 64, 64]));
+    // Grey grids are written as grey PNGs.
+    let mut img = Raster::filled(gw as u32, gh as u32, &[64, 64, 64][..c]);
     let px = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     for k in 0..n {
         let (r, col) = (k / cols, k % cols);
@@ -53,59 +55,36 @@ pub fn save_grid_cols(
         for i in 0..h * z {
             for j in 0..w * z {
                 let at = (i / z) * w + j / z;
-                let rgb = if c == 3 {
-                    [
-                        px(images[base + at]),
-                        px(images[base + h * w + at]),
-                        px(images[base + 2 * h * w + at]),
-                    ]
-                } else {
-                    let v = px(images[base + at]);
-                    [v, v, v]
-                };
-                img.put_pixel((x0 + j) as u32, (y0 + i) as u32, image::Rgb(rgb));
+                let mut v = [0u8; 3];
+                for (ch, v) in v.iter_mut().enumerate().take(c) {
+                    *v = px(images[base + ch * h * w + at]);
+                }
+                img.put((x0 + j) as u32, (y0 + i) as u32, &v[..c]);
             }
         }
     }
-    // Grey grids are written as grey PNGs.
-    let out = if c == 1 {
-        image::DynamicImage::ImageRgb8(img).into_luma8().into()
-    } else {
-        image::DynamicImage::ImageRgb8(img)
-    };
-    out.save(path).map_err(|e| Error::Io {
-        path: path.into(),
-        error: std::io::Error::other(e.to_string()),
-    })
+    img.save_png(path)
 }
 
 /// Grey images side by side, left to right, with a 6-pixel white gap: a strip of grids.
 pub fn save_strip(path: &Path, images: &[&std::path::PathBuf]) -> Result<()> {
-    let err = |p: &Path, e: String| Error::Io {
-        path: p.into(),
-        error: std::io::Error::other(e),
-    };
-    let loaded: Vec<image::RgbImage> = images
+    let loaded: Vec<Raster> = images
         .iter()
-        .map(|p| {
-            image::open(p)
-                .map(|i| i.to_rgb8())
-                .map_err(|e| err(p, e.to_string()))
-        })
+        .map(|p| raster::read(p).map(Raster::into_rgb))
         .collect::<Result<_>>()?;
     if loaded.is_empty() {
         return Err(Error::Shape("no images for a strip".into()));
     }
     let gap = 6;
-    let h = loaded.iter().map(|i| i.height()).max().unwrap_or(1);
-    let w: u32 = loaded.iter().map(|i| i.width()).sum::<u32>() + gap * (loaded.len() as u32 - 1);
-    let mut out = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let h = loaded.iter().map(|i| i.height).max().unwrap_or(1);
+    let w: u32 = loaded.iter().map(|i| i.width).sum::<u32>() + gap * (loaded.len() as u32 - 1);
+    let mut out = Raster::filled(w, h, &[255, 255, 255]);
     let mut x = 0;
     for i in &loaded {
-        image::imageops::replace(&mut out, i, x as i64, 0);
-        x += i.width() + gap;
+        out.paste(i, x, 0);
+        x += i.width + gap;
     }
-    out.save(path).map_err(|e| err(path, e.to_string()))
+    out.save_png(path)
 }
 
 /// A scatter plot of 2-D points as a PNG (for samples of 2-D data): points in a square window.
@@ -124,19 +103,16 @@ pub fn save_scatter(path: &Path, points: &[f32], size: u32) -> Result<()> {
         .fold(f32::NEG_INFINITY, f32::max);
     let span = (hi - lo).max(1e-6) * 1.1;
     let mid = (hi + lo) / 2.0;
-    let mut img = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
+    let mut img = Raster::filled(size, size, &[255, 255, 255]);
     for (x, y) in xs.iter().zip(&ys) {
         let px = (((x - mid) / span + 0.5) * size as f32) as i64;
         let py = ((0.5 - (y - mid) / span) * size as f32) as i64;
         for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
             let (a, b) = (px + dx, py + dy);
             if a >= 0 && b >= 0 && a < size as i64 && b < size as i64 {
-                img.put_pixel(a as u32, b as u32, image::Rgb([30, 60, 160]));
+                img.put(a as u32, b as u32, &[30, 60, 160]);
             }
         }
     }
-    img.save(path).map_err(|e| Error::Io {
-        path: path.into(),
-        error: std::io::Error::other(e.to_string()),
-    })
+    img.save_png(path)
 }

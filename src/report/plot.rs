@@ -181,9 +181,16 @@ pub fn line_plot(
         }
         root.present().map_err(|e| err(e.to_string()))?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf)
-        .ok_or_else(|| err("plot buffer has the wrong size".into()))?;
-    img.save(path).map_err(|e| err(e.to_string()))
+    if buf.len() != 3 * w as usize * h as usize {
+        return Err(err("plot buffer has the wrong size".into()));
+    }
+    crate::raster::Raster {
+        width: w,
+        height: h,
+        channels: 3,
+        data: buf,
+    }
+    .save_png(path)
 }
 
 #[cfg(test)]

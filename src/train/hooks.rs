@@ -206,8 +206,8 @@ fn progress_grid<M: Model>(
     crate::report::grid::save_grid(&png, &v, n, hw[0], hw[1], 1)?;
     // The grid for TensorBoard too.
     let bytes = std::fs::read(&png).map_err(|e| Error::io(&png, e))?;
-    let (width, height) = image::image_dimensions(&png)
-        .map_err(|e| Error::io(&png, std::io::Error::other(e.to_string())))?;
+    let hd = crate::raster::header(&png)?;
+    let (width, height) = (hd.width, hd.height);
     crate::report::tensorboard::append(
         &dir.path,
         step,
