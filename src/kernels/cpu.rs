@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use super::direct;
+
 /// Elements per parallel task of an elementwise kernel.
 const CHUNK: usize = 16 * 1024;
 
@@ -464,6 +466,11 @@ impl ConvShape {
     fn k(&self) -> usize {
         self.cin * self.ksize * self.ksize
     }
+    /// Whether the direct kernels ([`direct`]) compute this convolution: 3×3 at stride 1 on a
+    /// CPU with AVX2 and FMA.
+    fn uses_direct(&self) -> bool {
+        self.ksize == 3 && self.stride == 1 && direct::available()
+    }
 }
 
 thread_local! {
@@ -662,6 +669,31 @@ fn col2im_strided(dcol: &[f32], s: ConvShape, dx: &mut [f32]) {
 /// y_b = W [Cout, Cin·9] × col_b [Cin·9, Ho·Wo] + bias for each example in parallel: NCHW in,
 /// NCHW out, no layout conversion.
 pub fn conv3x3_forward(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
+    if s.uses_direct() {
+        conv3x3_forward_direct(x, weight, bias, s)
+    } else {
+        conv3x3_forward_im2col(x, weight, bias, s)
+    }
+}
+
+/// [`conv3x3_forward`] by the direct kernel (3×3, stride 1, AVX2 + FMA).
+fn conv3x3_forward_direct(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
+    let hw = s.hw();
+    let mut y = vec![0.0f32; s.b * s.cout * hw];
+    let g = direct::Geom::new(s.h, s.w);
+    let packed = direct::pack_forward(weight, s.cout, s.cin);
+    y.par_chunks_mut(s.cout * hw)
+        .zip(x.par_chunks(s.cin * hw))
+        .for_each(|(yb, xb)| {
+            with_scratch(direct::scratch_len(s.cin, s.cout, g), |scr| {
+                direct::conv_example(xb, &packed, Some(bias), s.cin, s.cout, g, yb, scr)
+            })
+        });
+    y
+}
+
+/// [`conv3x3_forward`] by im2col and GEMM (any stride, 1×1 too).
+fn conv3x3_forward_im2col(x: &[f32], weight: &[f32], bias: &[f32], s: ConvShape) -> Vec<f32> {
     let (hw, ohw, k) = (s.hw(), s.ohw(), s.k());
     let mut y = vec![0.0f32; s.b * s.cout * ohw];
     y.par_chunks_mut(s.cout * ohw)
@@ -701,6 +733,20 @@ const DW_PARTS: usize = 8;
 /// Gradients of [`conv3x3_forward`]: dx_b = col2im(Wᵀ dy_b); dW = Σ_b dy_b col_bᵀ, summed over
 /// a fixed split of the batch ([`DW_PARTS`] parts) in a fixed order; dbias = Σ dy.
 pub fn conv3x3_backward(
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    s: ConvShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    if s.uses_direct() {
+        conv3x3_backward_direct(x, weight, grad, s)
+    } else {
+        conv3x3_backward_im2col(x, weight, grad, s)
+    }
+}
+
+/// [`conv3x3_backward`] by GEMMs and col2im (any stride, 1×1 too).
+fn conv3x3_backward_im2col(
     x: &[f32],
     weight: &[f32],
     grad: &[f32],
@@ -795,13 +841,63 @@ pub fn conv3x3_backward(
             *a += v;
         }
     }
+    (dx, dw, bias_grad(grad, s))
+}
+
+/// dbias = Σ over examples and positions of dy, per output channel.
+fn bias_grad(grad: &[f32], s: ConvShape) -> Vec<f32> {
+    let ohw = s.ohw();
     let mut db = vec![0.0f32; s.cout];
     for gb in grad.chunks_exact(s.cout * ohw) {
         for (c, row) in gb.chunks_exact(ohw).enumerate() {
             db[c] += sum(row);
         }
     }
-    (dx, dw, db)
+    db
+}
+
+/// [`conv3x3_backward`] by the direct kernels (stride 1, 3×3): dx is the convolution of dy by
+/// the transposed, flipped weights; dW is summed over the same fixed parts of the batch.
+fn conv3x3_backward_direct(
+    x: &[f32],
+    weight: &[f32],
+    grad: &[f32],
+    s: ConvShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (hw, k) = (s.hw(), s.k());
+    let g = direct::Geom::new(s.h, s.w);
+    let mut dx = vec![0.0f32; x.len()];
+    let packed = direct::pack_transposed(weight, s.cout, s.cin);
+    dx.par_chunks_mut(s.cin * hw)
+        .zip(grad.par_chunks(s.cout * hw))
+        .for_each(|(dxb, gb)| {
+            with_scratch(direct::scratch_len(s.cout, s.cin, g), |scr| {
+                direct::conv_example(gb, &packed, None, s.cout, s.cin, g, dxb, scr)
+            })
+        });
+    let parts = DW_PARTS.clamp(1, s.b.max(1));
+    let per = s.b.div_ceil(parts);
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut acc = vec![0.0f32; s.cout * k];
+            for b in (p * per)..((p + 1) * per).min(s.b) {
+                let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
+                let gb = &grad[b * s.cout * hw..(b + 1) * s.cout * hw];
+                with_scratch(direct::dw_scratch_len(s.cin, s.cout, g), |scr| {
+                    direct::weight_grad_example(xb, gb, s.cin, s.cout, g, &mut acc, scr)
+                });
+            }
+            acc
+        })
+        .collect();
+    let mut dw = vec![0.0f32; s.cout * k];
+    for p in &partial {
+        for (a, v) in dw.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    (dx, dw, bias_grad(grad, s))
 }
 
 #[cfg(test)]
@@ -875,6 +971,12 @@ mod tests {
             (9, 3, 2, 14, 14, 1, 1),
             (3, 2, 3, 4, 1, 1, 3),
             (3, 5, 4, 6, 9, 2, 3),
+            // The U-Net's shapes, and channel counts that leave a partial block of four.
+            (3, 16, 32, 28, 28, 1, 3),
+            (2, 64, 64, 7, 7, 1, 3),
+            (2, 32, 1, 28, 28, 1, 3),
+            (5, 1, 5, 3, 11, 1, 3),
+            (2, 7, 6, 1, 1, 1, 3),
         ] {
             let s = ConvShape {
                 b,
@@ -891,21 +993,34 @@ mod tests {
             let bias = normal(cout);
             let g = normal(b * cout * ho * wo);
             let (y0, dx0, dw0, db0) = conv_by_definition(&x, &wt, &bias, &g, s);
-            let y1 = conv3x3_forward(&x, &wt, &bias, s);
-            let (dx1, dw1, db1) = conv3x3_backward(&x, &wt, &g, s);
-            for (what, got, want) in [
-                ("y", &y1, &y0),
-                ("dx", &dx1, &dx0),
-                ("dW", &dw1, &dw0),
-                ("db", &db1, &db0),
-            ] {
-                assert_eq!(got.len(), want.len(), "{what}");
-                let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-                for (i, (p, q)) in got.iter().zip(want.iter()).enumerate() {
-                    assert!(
-                        (*p as f64 - q).abs() <= 1e-5 * scale,
-                        "{what}[{i}] of {s:?}: {p} vs {q}"
-                    );
+            // Both paths where this CPU runs the direct one (the default path is one of them).
+            let mut paths = vec![(
+                "im2col",
+                conv3x3_forward_im2col(&x, &wt, &bias, s),
+                conv3x3_backward_im2col(&x, &wt, &g, s),
+            )];
+            if s.uses_direct() {
+                paths.push((
+                    "direct",
+                    conv3x3_forward_direct(&x, &wt, &bias, s),
+                    conv3x3_backward_direct(&x, &wt, &g, s),
+                ));
+            }
+            for (path, y1, (dx1, dw1, db1)) in &paths {
+                for (what, got, want) in [
+                    ("y", y1, &y0),
+                    ("dx", dx1, &dx0),
+                    ("dW", dw1, &dw0),
+                    ("db", db1, &db0),
+                ] {
+                    assert_eq!(got.len(), want.len(), "{what}");
+                    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                    for (i, (p, q)) in got.iter().zip(want.iter()).enumerate() {
+                        assert!(
+                            (*p as f64 - q).abs() <= 1e-5 * scale,
+                            "{path} {what}[{i}] of {s:?}: {p} vs {q}"
+                        );
+                    }
                 }
             }
         }

@@ -11,9 +11,10 @@
 //! | [`silu`] | x · sigmoid(x) (3 ops, scalar `expf`) | vectorised exp |
 //! | [`softplus`] | max(x, 0) + log(1 + e^{−|x|}) (6 ops, scalar `expf`, `logf`) | vectorised exp and log |
 //! | [`group_norm_silu`] | GroupNorm (about 10 ops) + time-embedding add + SiLU | statistics and output per (example, group); the backward reuses the forward's statistics |
-//! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | im2col (none for 1×1) and GEMM per example on NCHW data; dx and dW as GEMMs |
+//! | [`conv2d`] | Conv2d 3×3 (stride 1 or 2, padding 1) and 1×1: NCHW→NHWC copies, im2col, GEMM; transposed convolution for dx | 3×3 at stride 1 on AVX2 + FMA: the direct kernel ([`direct`]) on zero-bordered planes, dx by the same kernel with the weights flipped, dW by its own; otherwise im2col (none for 1×1) and GEMM per example on NCHW data. `ELBO_CONV=im2col` turns the direct kernel off, for measurements |
 
 pub mod cpu;
+pub mod direct;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
