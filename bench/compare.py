@@ -2,7 +2,7 @@
 """Speed of elbo beside PyTorch, case by case, interleaved in one run.
 
     python3 bench/compare.py [--cases vae-train,vdm-unet-train,...] [--threads 1,2] [--rounds 3] [--iters 20]
-    python3 bench/compare.py --quality-minutes 7 [--quality-n 500]   # time to quality
+    python3 bench/compare.py --quality-minutes 7 [--quality-n 500] [--quality-seeds 0,1]   # time to quality
 
 The second form trains elbo's default run and its PyTorch twin for the same minutes each and
 scores both by elbo's own classifier (FD-classifier; BENCHMARKS.md §8).
@@ -257,10 +257,10 @@ def gamma_at(table, t):
     return table[i] * (1 - f) + table[i + 1] * f
 
 
-def torch_time_to_quality(recipe, minutes, n, out):
-    """Train the twin of elbo's default recipe for `minutes` of wall time, then draw `n` samples
+def torch_time_to_quality(recipe, minutes, n, out, seed=0):
+    """Train the twin of elbo's L_simple recipe for `minutes` of wall time, then draw `n` samples
     with the same ancestral sampler (x̂_0 clipped to [−1, 1]) and write them as levels to `out`."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     table = cosine_gamma_table()
     net = UNet(recipe["channels"], recipe["embed"], recipe["attention"])
     lr, warm, batch = recipe["lr"], 200, recipe["batch"]
@@ -315,38 +315,59 @@ def torch_time_to_quality(recipe, minutes, n, out):
     return {"steps": step, "train_secs": train_secs, "examples_per_sec": step * batch / train_secs}
 
 
-def time_to_quality(minutes, n):
-    """elbo's default run and its PyTorch twin, each trained for `minutes`, scored by elbo's own
-    classifier (FD-classifier on n samples against the test split)."""
+def previous_default_flags():
+    """The previous default recipe (L_simple on the cosine table, plain input) as `elbo train`
+    flags, from bench/previous_default.sh: the recipe the PyTorch twin implements."""
+    text = open(os.path.join(ROOT, "bench", "previous_default.sh")).read()
+    line = [l for l in text.splitlines() if l.startswith("PREVIOUS_DEFAULT=")][0]
+    return line.split("=", 1)[1].strip().strip('"').split()
+
+
+def time_to_quality(minutes, n, seeds):
+    """elbo's run of the L_simple recipe and its PyTorch twin, each trained for `minutes` per
+    seed, scored by elbo's own classifier (FD-classifier on n samples against the test split).
+    The twin implements the previous default recipe (L_simple on the cosine table, plain input),
+    so both sides train that recipe: the comparison is of speed on one recipe."""
     out = os.path.join(ROOT, "bench", "out", "time_to_quality")
     os.makedirs(out, exist_ok=True)
     exe = os.path.join(ROOT, "target", "release", "elbo")
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
-    run = os.path.join(out, "elbo")
-    subprocess.run(["rm", "-rf", run], check=True)
-    subprocess.run([exe, "-q", "train", "--out", run, "--steps", "100000000", "--max-minutes", str(minutes),
-                    "--set", "grid=0"], check=True, capture_output=True)
-    config = json.load(open(os.path.join(run, "config.json")))
-    v = config["vdm"]
-    recipe = {"channels": v["unet"]["channels"], "embed": v["unet"]["embed"], "attention": v["unet"].get("attention", False),
-              "lr": config["optim"]["lr"], "batch": config["batch_size"], "sample_steps": v["sample_steps"]}
-    assert v["objective"] == "simple" and v["schedule"]["kind"] == "cosine" and v["clip_x0"], \
-        "the twin implements the L_simple + cosine + clipped-x̂0 recipe"
-    state = json.load(open(os.path.join(run, "checkpoint.json")))
-    ev = subprocess.run([exe, "-q", "eval", run, "--json", "--quality", str(n), "--limit", "100", "--t-samples", "2"],
-                        check=True, capture_output=True, text=True).stdout
-    qe = json.loads(ev)["quality"]
-    npy = os.path.join(out, "torch_samples.npy")
-    tr = torch_time_to_quality(recipe, minutes, n, npy)
-    qt = json.loads(subprocess.run([exe, "quality", npy, "--json"], check=True, capture_output=True, text=True).stdout)
-    print(f"time to quality: {minutes} min of training each, {n} samples, recipe {recipe}")
-    print(f"{'side':<8} {'steps':>7} {'images/s':>9} {'FD-classifier':>14} {'entropy':>8} {'confidence':>11}")
-    print(f"{'elbo':<8} {state['step']:>7} {state['step'] * recipe['batch'] / (minutes * 60):>9.1f} "
-          f"{qe['samples']['fd_classifier']:>14.1f} {qe['samples']['class_entropy']:>8.2f} {qe['samples']['mean_confidence']:>11.3f}")
-    print(f"{'torch':<8} {tr['steps']:>7} {tr['examples_per_sec']:>9.1f} "
-          f"{qt['samples']['fd_classifier']:>14.1f} {qt['samples']['class_entropy']:>8.2f} {qt['samples']['mean_confidence']:>11.3f}")
-    print(f"real images: FD-classifier {qe['real']['fd_classifier']:.1f}; "
-          f"ratio of FD-classifier elbo/torch at equal time: {qe['samples']['fd_classifier'] / qt['samples']['fd_classifier']:.3f} (below 1: elbo's samples are closer to the data)")
+    rows = []
+    for seed in seeds:
+        run = os.path.join(out, f"elbo-seed{seed}")
+        subprocess.run(["rm", "-rf", run], check=True)
+        subprocess.run([exe, "-q", "train", "--out", run, "--steps", "100000000", "--max-minutes", str(minutes),
+                        "--seed", str(seed), "--set", "grid=0"] + previous_default_flags(),
+                       check=True, capture_output=True)
+        config = json.load(open(os.path.join(run, "config.json")))
+        v = config["vdm"]
+        recipe = {"channels": v["unet"]["channels"], "embed": v["unet"]["embed"], "attention": v["unet"].get("attention", False),
+                  "lr": config["optim"]["lr"], "batch": config["batch_size"], "sample_steps": v["sample_steps"]}
+        assert v["objective"] == "simple" and v["schedule"]["kind"] == "cosine" and v["clip_x0"], \
+            "the twin implements the L_simple + cosine + clipped-x̂0 recipe"
+        state = json.load(open(os.path.join(run, "checkpoint.json")))
+        ev = subprocess.run([exe, "-q", "eval", run, "--json", "--quality", str(n), "--limit", "100", "--t-samples", "2",
+                             "--seed", str(seed)], check=True, capture_output=True, text=True).stdout
+        qe = json.loads(ev)["quality"]
+        npy = os.path.join(out, f"torch_samples_seed{seed}.npy")
+        tr = torch_time_to_quality(recipe, minutes, n, npy, seed)
+        qt = json.loads(subprocess.run([exe, "quality", npy, "--json"], check=True, capture_output=True, text=True).stdout)
+        rows.append((seed, state["step"], state["step"] * recipe["batch"] / (minutes * 60), qe, tr, qt))
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}")
+    print(f"time to quality: {minutes} min of training each, {n} samples, recipe {recipe} "
+          f"(the previous default's flags: {' '.join(previous_default_flags())})")
+    print(f"{'side':<6} {'seed':>4} {'steps':>7} {'images/s':>9} {'FD-classifier':>14} {'entropy':>8} {'confidence':>11}")
+    for seed, steps, ips, qe, tr, qt in rows:
+        print(f"{'elbo':<6} {seed:>4} {steps:>7} {ips:>9.1f} "
+              f"{qe['samples']['fd_classifier']:>14.1f} {qe['samples']['class_entropy']:>8.2f} {qe['samples']['mean_confidence']:>11.3f}")
+        print(f"{'torch':<6} {seed:>4} {tr['steps']:>7} {tr['examples_per_sec']:>9.1f} "
+              f"{qt['samples']['fd_classifier']:>14.1f} {qt['samples']['class_entropy']:>8.2f} {qt['samples']['mean_confidence']:>11.3f}")
+    fe = [r[3]["samples"]["fd_classifier"] for r in rows]
+    ft = [r[5]["samples"]["fd_classifier"] for r in rows]
+    print(f"real images: FD-classifier {rows[0][3]['real']['fd_classifier']:.1f}")
+    print(f"FD-classifier, mean over seeds: elbo {statistics.mean(fe):.1f} (range {min(fe):.1f}-{max(fe):.1f}), "
+          f"torch {statistics.mean(ft):.1f} (range {min(ft):.1f}-{max(ft):.1f}); ratio elbo/torch "
+          f"{statistics.mean(fe) / statistics.mean(ft):.3f} (below 1: elbo's samples are closer to the data)")
 
 
 def cpu_model():
@@ -444,13 +465,15 @@ def main():
     ap.add_argument("--quality-minutes", type=float, default=None,
                     help="instead of throughput: train elbo's default run and its PyTorch twin for this many minutes each and compare FD-classifier")
     ap.add_argument("--quality-n", type=int, default=1000)
+    ap.add_argument("--quality-seeds", default="0",
+                    help="comma-separated seeds: one run a side per seed, to show the spread")
     a = ap.parse_args()
     if a.torch_worker is not None:
         torch_worker(a.torch_worker, a.iters, a.warmup, int(a.threads or 1))
         return
     print(f"CPU: {cpu_model()}, {THREADS} cores")
     if a.quality_minutes is not None:
-        time_to_quality(a.quality_minutes, a.quality_n)
+        time_to_quality(a.quality_minutes, a.quality_n, [int(v) for v in a.quality_seeds.split(",")])
         return
     threads = [int(t) for t in a.threads.split(",")] if a.threads else \
         sorted({1} | {2 ** k for k in range(1, 4) if 2 ** k <= THREADS})
