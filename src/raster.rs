@@ -120,7 +120,8 @@ fn drop_alpha(v: &[u8], stride: usize, keep: usize) -> Vec<u8> {
 }
 
 fn decode_png(path: &Path, bytes: &[u8]) -> Result<Raster> {
-    let bad = |e: png::DecodingError| Error::format(path, format!("corrupt or truncated image: {e}"));
+    let bad =
+        |e: png::DecodingError| Error::format(path, format!("corrupt or truncated image: {e}"));
     // The decoder's own cap on its buffer: 512 MiB, RGBA at 16 bits for the 64 M pixels that an
     // image folder accepts (the caller checks the header's size before decoding).
     let limits = png::Limits {
@@ -213,7 +214,12 @@ impl Raster {
             width,
             height,
             channels: colour.len() as u8,
-            data: colour.iter().copied().cycle().take(n * colour.len()).collect(),
+            data: colour
+                .iter()
+                .copied()
+                .cycle()
+                .take(n * colour.len())
+                .collect(),
         }
     }
 
@@ -414,7 +420,10 @@ mod tests {
         assert_eq!(r.resize(7, 5), r);
         for (w, h) in [(3, 2), (14, 11), (1, 1)] {
             let s = r.resize(w, h);
-            assert_eq!((s.width, s.height, s.data.len()), (w, h, (w * h * 3) as usize));
+            assert_eq!(
+                (s.width, s.height, s.data.len()),
+                (w, h, (w * h * 3) as usize)
+            );
             assert!(s.data.chunks(3).all(|p| p == [1, 2, 3]), "{w}x{h}");
         }
     }
@@ -470,7 +479,10 @@ mod tests {
         let p = dir.path().join("x.png");
         std::fs::write(&p, b"hello, not an image").unwrap();
         let e = header(&p).unwrap_err().to_string();
-        assert!(e.contains("x.png") && e.contains("not a PNG or JPEG"), "{e}");
+        assert!(
+            e.contains("x.png") && e.contains("not a PNG or JPEG"),
+            "{e}"
+        );
         std::fs::write(&p, b"\x89PNG\r\n\x1a\n\0\0").unwrap();
         assert!(read(&p).is_err());
         std::fs::write(&p, [0xFF, 0xD8, 0xFF, 0xE0, 0, 1]).unwrap();
