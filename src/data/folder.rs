@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::raster::{self, Raster};
+use crate::raster::{self, Header, Raster};
 
 use super::{DataKind, Dataset, Split};
 use crate::{Error, Result};
@@ -114,13 +114,6 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// An image's header: its size and whether it has colour, read without decoding the pixels.
-struct Header {
-    w: u32,
-    h: u32,
-    color: bool,
-}
-
 /// Read one file's header and check its size.
 fn header(path: &Path) -> Result<Header> {
     let hd = raster::header(path)?;
@@ -131,11 +124,7 @@ fn header(path: &Path) -> Result<Header> {
             format!("the header claims {w}×{h} pixels (at most {MAX_PIXELS} are read)"),
         ));
     }
-    Ok(Header {
-        w,
-        h,
-        color: hd.color,
-    })
+    Ok(hd)
 }
 
 /// The centre square of the image (side: its shorter side), resized to n×n: torchvision's
@@ -268,7 +257,7 @@ pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> R
         .collect::<Result<_>>()?;
     let out_dims = |hd: &Header| match size {
         Some(n) => (n, n),
-        None => (hd.w, hd.h),
+        None => (hd.width, hd.height),
     };
     let (w, h) = out_dims(&headers[0]);
     if let Some((i, hd)) = headers
@@ -281,8 +270,8 @@ pub fn load_folder(spec: &str, dir: &Path, size: Option<u32>, split: Split) -> R
             format!(
                 "is {}×{} where the first image, {}, is {w}×{h}; give a common size with \
                  --set data.size=N (resize and centre-crop to N×N)",
-                hd.w,
-                hd.h,
+                hd.width,
+                hd.height,
                 files[0].0.display()
             ),
         ));

@@ -789,8 +789,28 @@ fn conv3x3_backward_im2col(
                 col2im_one(dcol, s, dxb);
             });
         });
-    // A fixed split (not one part per thread): the sum's order, hence dW to the last bit, does
-    // not depend on the machine's core count.
+    let dw = weight_grad_in_parts(s, |b, acc| {
+        let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
+        let gb = &grad[b * s.cout * ohw..(b + 1) * s.cout * ohw];
+        if s.ksize == 1 {
+            sgemm(s.cout, k, ohw, acc, k, true, gb, (ohw, 1), xb, (1, ohw));
+            return;
+        }
+        with_scratch(k * ohw, |col| {
+            im2col_one(xb, s, col);
+            // dW += dy_b [Cout, Ho·Wo] × col_bᵀ [Ho·Wo, Cin·9].
+            sgemm(s.cout, k, ohw, acc, k, true, gb, (ohw, 1), col, (1, ohw));
+        });
+    });
+    (dx, dw, bias_grad(grad, s))
+}
+
+/// dW `[Cout, Cin·k²]` = Σ_b of what `add_example(b, acc)` adds for example b, summed over a
+/// fixed split of the batch ([`DW_PARTS`] parts, in parallel), the parts then added in order.
+/// A fixed split (not one part per thread): the sum's order, hence dW to the last bit, does
+/// not depend on the machine's core count.
+fn weight_grad_in_parts(s: ConvShape, add_example: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let k = s.k();
     let parts = DW_PARTS.clamp(1, s.b.max(1));
     let per = s.b.div_ceil(parts);
     let partial: Vec<Vec<f32>> = (0..parts)
@@ -798,39 +818,7 @@ fn conv3x3_backward_im2col(
         .map(|p| {
             let mut acc = vec![0.0f32; s.cout * k];
             for b in (p * per)..((p + 1) * per).min(s.b) {
-                let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
-                let gb = &grad[b * s.cout * ohw..(b + 1) * s.cout * ohw];
-                if s.ksize == 1 {
-                    sgemm(
-                        s.cout,
-                        k,
-                        ohw,
-                        &mut acc,
-                        k,
-                        true,
-                        gb,
-                        (ohw, 1),
-                        xb,
-                        (1, ohw),
-                    );
-                    continue;
-                }
-                with_scratch(k * ohw, |col| {
-                    im2col_one(xb, s, col);
-                    // dW += dy_b [Cout, Ho·Wo] × col_bᵀ [Ho·Wo, Cin·9].
-                    sgemm(
-                        s.cout,
-                        k,
-                        ohw,
-                        &mut acc,
-                        k,
-                        true,
-                        gb,
-                        (ohw, 1),
-                        col,
-                        (1, ohw),
-                    );
-                });
+                add_example(b, &mut acc);
             }
             acc
         })
@@ -841,7 +829,7 @@ fn conv3x3_backward_im2col(
             *a += v;
         }
     }
-    (dx, dw, bias_grad(grad, s))
+    dw
 }
 
 /// dbias = Σ over examples and positions of dy, per output channel.
@@ -864,7 +852,7 @@ fn conv3x3_backward_direct(
     grad: &[f32],
     s: ConvShape,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (hw, k) = (s.hw(), s.k());
+    let hw = s.hw();
     let g = direct::Geom::new(s.h, s.w);
     let mut dx = vec![0.0f32; x.len()];
     let packed = direct::pack_transposed(weight, s.cout, s.cin);
@@ -875,28 +863,13 @@ fn conv3x3_backward_direct(
                 direct::conv_example(gb, &packed, None, s.cout, s.cin, g, dxb, scr)
             })
         });
-    let parts = DW_PARTS.clamp(1, s.b.max(1));
-    let per = s.b.div_ceil(parts);
-    let partial: Vec<Vec<f32>> = (0..parts)
-        .into_par_iter()
-        .map(|p| {
-            let mut acc = vec![0.0f32; s.cout * k];
-            for b in (p * per)..((p + 1) * per).min(s.b) {
-                let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
-                let gb = &grad[b * s.cout * hw..(b + 1) * s.cout * hw];
-                with_scratch(direct::dw_scratch_len(s.cin, s.cout, g), |scr| {
-                    direct::weight_grad_example(xb, gb, s.cin, s.cout, g, &mut acc, scr)
-                });
-            }
-            acc
-        })
-        .collect();
-    let mut dw = vec![0.0f32; s.cout * k];
-    for p in &partial {
-        for (a, v) in dw.iter_mut().zip(p) {
-            *a += v;
-        }
-    }
+    let dw = weight_grad_in_parts(s, |b, acc| {
+        let xb = &x[b * s.cin * hw..(b + 1) * s.cin * hw];
+        let gb = &grad[b * s.cout * hw..(b + 1) * s.cout * hw];
+        with_scratch(direct::scratch_len(s.cin, s.cout, g), |scr| {
+            direct::weight_grad_example(xb, gb, s.cin, s.cout, g, acc, scr)
+        });
+    });
     (dx, dw, bias_grad(grad, s))
 }
 

@@ -70,10 +70,24 @@ fn blocks(c: usize) -> usize {
     c.div_ceil(MR)
 }
 
-/// Scratch floats one example needs: the padded input (`cin` planes) and the padded output
-/// (`cout` rounded up to MR rows of `qp`).
+/// Scratch floats one example needs: the padded input (`cin` planes) and the padded output, or
+/// the padded output's gradient (`cout` rounded up to MR rows of `qp`).
 pub fn scratch_len(cin: usize, cout: usize, g: Geom) -> usize {
     cin * g.lp + blocks(cout) * MR * g.qp
+}
+
+/// Split one example's scratch ([`scratch_len`]) into the padded input, filled from `x`, and
+/// the `[cout↑MR][qp]` rows that follow it.
+fn pad_into_scratch<'a>(
+    x: &[f32],
+    cin: usize,
+    cout: usize,
+    g: Geom,
+    scratch: &'a mut [f32],
+) -> (&'a [f32], &'a mut [f32]) {
+    let (xp, rows) = scratch.split_at_mut(cin * g.lp);
+    pad(x, cin, g, xp);
+    (xp, &mut rows[..blocks(cout) * MR * g.qp])
 }
 
 /// Copy `c` planes of h×w into zero-bordered planes of `g` (every element of `xp` written).
@@ -137,11 +151,9 @@ pub fn conv_example(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let (xp, yp) = scratch.split_at_mut(cin * g.lp);
-    let yp = &mut yp[..blocks(cout) * MR * g.qp];
     assert!(x.len() >= cin * g.h * g.w && y.len() >= cout * g.h * g.w);
     assert!(packed.len() >= blocks(cout) * cin * 9 * MR);
-    pad(x, cin, g, xp);
+    let (xp, yp) = pad_into_scratch(x, cin, cout, g, scratch);
     #[cfg(target_arch = "x86_64")]
     {
         assert!(available(), "the direct convolution needs AVX2 and FMA");
@@ -238,11 +250,6 @@ pub fn pad_grad(dy: &[f32], cout: usize, g: Geom, dyp: &mut [f32]) {
     }
 }
 
-/// Scratch floats for one example's weight gradient: padded input and padded dy.
-pub fn dw_scratch_len(cin: usize, cout: usize, g: Geom) -> usize {
-    scratch_len(cin, cout, g)
-}
-
 /// dW `[cout, cin, 3, 3]` += Σ_positions dy[co, p] x[ci, p + tap] for one example.
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad_example(
@@ -254,10 +261,8 @@ pub fn weight_grad_example(
     dw: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let (xp, dyp) = scratch.split_at_mut(cin * g.lp);
-    let dyp = &mut dyp[..blocks(cout) * MR * g.qp];
     assert!(dw.len() >= cout * cin * 9);
-    pad(x, cin, g, xp);
+    let (xp, dyp) = pad_into_scratch(x, cin, cout, g, scratch);
     pad_grad(dy, cout, g, dyp);
     #[cfg(target_arch = "x86_64")]
     {
